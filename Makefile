@@ -1,0 +1,16 @@
+.PHONY: setup run test bench clean
+
+setup:            ## virtualenv, Python packages, Java and OpenBLAS if missing
+	scripts/setup.sh
+
+run:              ## set up, then `dagster dev` on http://127.0.0.1:3000
+	scripts/run.sh
+
+test: setup       ## set up, then the whole test suite (what CI runs)
+	.venv/bin/python -m pytest -q -p no:cacheprovider
+
+bench: setup      ## the batch-graph benchmark (minutes; see docs/benchmarks.md)
+	.venv/bin/python bench/batch_graph.py
+
+clean:            ## remove what the pipeline wrote under ./data (keeps the bundled sample)
+	rm -rf data/lakehouse data/warehouse.duckdb data/dagster_home data/downloads

@@ -1,0 +1,3 @@
+from reco_assets.bronze.assets import bronze_movielens
+
+__all__ = ["bronze_movielens"]

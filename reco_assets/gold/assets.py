@@ -1,0 +1,297 @@
+"""Gold: ALS recommendations, similar movies, the popularity baseline and the offline evaluation."""
+
+import json
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from reco_assets.gold import als
+from reco_assets.gold.ranking import ItemIndex
+from reco_assets.resources import LakehouseResource
+from reco_assets.silver import silver_movies, silver_ratings
+from reco_assets.tables import duckdb_scalar, table_metadata
+
+GOLD_KINDS = {"spark", "parquet"}
+MODEL_INFO = "_model.json"
+
+
+def _read(spark, lakehouse: LakehouseResource, layer: str, table: str) -> DataFrame:
+    return spark.read.parquet(str(lakehouse.table_path(layer, table)))
+
+
+def _with_titles(df: DataFrame, movies: DataFrame, id_col: str = "movie_id", title_col: str = "title") -> DataFrame:
+    titles = movies.select(F.col("movie_id").alias(id_col), F.col("title").alias(title_col), F.col("year"))
+    if title_col != "title":
+        titles = titles.drop("year")
+    return df.join(F.broadcast(titles), id_col, "left")
+
+
+def _evaluation_rows(spark, config: als.ALSConfig, ratings: DataFrame, catalog_size: int, log) -> list[dict]:
+    """Train on the chronological split and score ALS and popularity on the same held-out ratings."""
+    train, test = als.chronological_split(ratings, config.holdout_fraction)
+    train, test = train.cache(), test.cache()
+    queries = als.seen_by_user(train).join(
+        test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id"
+    ).cache()
+    started = time.monotonic()
+    model = config.als().fit(train)
+    log(f"evaluation ALS trained on {train.count():,} ratings in {time.monotonic() - started:.1f}s")
+    als_metrics = als.summarize(
+        als.evaluate_top_k(spark, queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), config.eval_k),
+        catalog_size,
+    )
+    counts = train.groupBy("movie_id").count().toPandas()
+    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["count"].to_numpy(np.float32)[:, None])
+    pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
+    pop_metrics = als.summarize(als.evaluate_top_k(spark, pop_queries, popularity, config.eval_k), catalog_size)
+    if config.report_rmse:
+        rating_model = model if not config.implicit_prefs else config.als(implicitPrefs=False, regParam=0.1).fit(train)
+        als_metrics["rmse"] = als.rmse(rating_model, test)
+    for frame in (train, test, queries):
+        frame.unpersist()
+    return [{"model": "als", **als_metrics}, {"model": "popularity", **pop_metrics}]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "als_model",
+            group_name="gold",
+            kinds={"spark", "mllib"},
+            deps=[silver_ratings],
+            description="Spark MLlib ALS model trained on all silver ratings (factors saved with Spark ML).",
+        ),
+        dg.AssetSpec(
+            "gold_reco_evaluation",
+            group_name="gold",
+            kinds=GOLD_KINDS,
+            deps=[silver_ratings, silver_movies],
+            description=(
+                "Offline evaluation of ALS and the popularity baseline on one per-user chronological hold-out: "
+                "precision, recall, nDCG and MAP at K, catalog coverage, RMSE."
+            ),
+        ),
+    ],
+    can_subset=False,
+)
+def als_model_and_evaluation(
+    context: dg.AssetExecutionContext, config: als.ALSConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+):
+    """Evaluate the ALS settings on a hold-out, then train the served model with them on every rating."""
+    spark = pyspark.spark_session
+    ratings = _read(spark, lakehouse, "silver", "ratings").select("user_id", "movie_id", "rating", "rated_at").cache()
+    catalog_size = _read(spark, lakehouse, "silver", "movies").count()
+    trained_at = datetime.now(UTC)
+    version = f"als-{trained_at:%Y%m%dT%H%M%SZ}-{config.fingerprint()}"
+
+    started = time.monotonic()
+    rows = _evaluation_rows(spark, config, ratings, catalog_size, context.log.info)
+    for row in rows:
+        row.update(k=config.eval_k, model_version=version if row["model"] == "als" else None, evaluated_at=trained_at)
+    evaluation = pd.DataFrame(rows).reindex(
+        columns=["model", "k", "precision", "recall", "ndcg", "map", "coverage", "rmse", "users", "model_version", "evaluated_at"]
+    )
+    eval_path = lakehouse.write_table(
+        spark.createDataFrame(evaluation, schema=(
+            "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
+            "rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
+        )),
+        "gold",
+        "reco_evaluation",
+        num_files=1,
+    )
+    by_model = {row["model"]: row for row in rows}
+    als_row, pop_row = by_model["als"], by_model["popularity"]
+    metrics = {
+        f"{model}_{metric}_at_{config.eval_k}": dg.MetadataValue.float(round(by_model[model][metric], 5))
+        for model in ("als", "popularity")
+        for metric in als.METRIC_NAMES
+    }
+    yield dg.MaterializeResult(
+        asset_key="gold_reco_evaluation",
+        metadata={
+            **metrics,
+            "als_coverage": dg.MetadataValue.float(round(als_row["coverage"], 5)),
+            "popularity_coverage": dg.MetadataValue.float(round(pop_row["coverage"], 5)),
+            "als_rmse": dg.MetadataValue.float(round(als_row.get("rmse", float("nan")), 5)),
+            "ndcg_ratio_als_vs_popularity": dg.MetadataValue.float(
+                round(als_row["ndcg"] / pop_row["ndcg"], 3) if pop_row["ndcg"] else float("nan")
+            ),
+            "users_evaluated": dg.MetadataValue.int(als_row["users"]),
+            "split": f"per-user chronological hold-out, latest {config.holdout_fraction:.0%} (at least one)",
+            "model_version": version,
+            "path": dg.MetadataValue.path(str(eval_path)),
+            "summary": dg.MetadataValue.md(evaluation.drop(columns=["evaluated_at"]).to_markdown(index=False)),
+            "seconds": round(time.monotonic() - started, 2),
+        },
+    )
+
+    started = time.monotonic()
+    model = config.als().fit(ratings)
+    final = lakehouse.table_path("gold", "als_model")
+    info = {
+        "model_version": version,
+        "trained_at": trained_at.isoformat(timespec="seconds"),
+        "params": config.model_dump(),
+        "ratings": ratings.count(),
+        "users": model.userFactors.count(),
+        "items": model.itemFactors.count(),
+    }
+    with lakehouse.staged_dir(final) as staged:
+        model.save(str(staged / "model"))
+        (staged / MODEL_INFO).write_text(json.dumps(info, indent=2))
+    ratings.unpersist()
+    yield dg.MaterializeResult(
+        asset_key="als_model",
+        metadata={
+            "model_version": version,
+            "path": dg.MetadataValue.path(str(final)),
+            "params": dg.MetadataValue.json(config.model_dump()),
+            "ratings": dg.MetadataValue.int(info["ratings"]),
+            "users": dg.MetadataValue.int(info["users"]),
+            "items": dg.MetadataValue.int(info["items"]),
+            "train_seconds": round(time.monotonic() - started, 2),
+        },
+    )
+
+
+def load_model(lakehouse: LakehouseResource) -> tuple[ALSModel, dict]:
+    path = lakehouse.table_path("gold", "als_model")
+    return ALSModel.load(str(path / "model")), json.loads((path / MODEL_INFO).read_text())
+
+
+class RecommendationsConfig(dg.Config):
+    k: int = Field(default=20, description="movies recommended per user")
+
+
+@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies])
+def gold_recommendations(
+    config: RecommendationsConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+) -> dg.MaterializeResult:
+    """Top-K movies per user by the ALS model, never one the user has rated."""
+    started = time.monotonic()
+    spark = pyspark.spark_session
+    model, info = load_model(lakehouse)
+    rated = als.seen_by_user(_read(spark, lakehouse, "silver", "ratings"))
+    queries = model.userFactors.join(rated, "id", "left").withColumn(
+        "exclude", F.coalesce("exclude", F.array().cast("array<int>"))
+    )
+    recommendations = als.recommend_top_k(spark, queries, als.item_index(model.itemFactors), config.k)
+    table = (
+        _with_titles(recommendations, _read(spark, lakehouse, "silver", "movies"))
+        .withColumn("model_version", F.lit(info["model_version"]))
+        .select("user_id", "rank", "movie_id", "score", "title", "year", "model_version")
+        .orderBy("user_id", "rank")
+    )
+    path = lakehouse.write_table(table, "gold", "recommendations")
+    return dg.MaterializeResult(
+        metadata=table_metadata(spark, path, started, k=config.k, model_version=info["model_version"])
+    )
+
+
+class SimilarMoviesConfig(dg.Config):
+    n: int = Field(default=20, description="neighbours kept per movie")
+    min_ratings: int = Field(default=10, description="a neighbour needs at least this many ratings")
+
+
+@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies])
+def gold_similar_movies(
+    config: SimilarMoviesConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+) -> dg.MaterializeResult:
+    """Top-N neighbours per movie by cosine similarity of the ALS item factors."""
+    started = time.monotonic()
+    spark = pyspark.spark_session
+    model, info = load_model(lakehouse)
+    normalized = model.itemFactors.select(
+        "id",
+        F.expr("transform(features, x -> x / greatest(sqrt(aggregate(features, 0D, (s, y) -> s + y * y)), 1e-12))")
+        .cast("array<float>")
+        .alias("features"),
+    )
+    counts = _read(spark, lakehouse, "silver", "ratings").groupBy(F.col("movie_id").alias("id")).count()
+    candidates = normalized.join(counts.where(F.col("count") >= config.min_ratings).select("id"), "id")
+    queries = normalized.withColumn("exclude", F.array(F.col("id")))
+    neighbours = als.recommend_top_k(spark, queries, als.item_index(candidates), config.n).select(
+        F.col("user_id").alias("movie_id"), "rank", F.col("movie_id").alias("similar_movie_id"), "score"
+    )
+    movies = _read(spark, lakehouse, "silver", "movies")
+    table = (
+        _with_titles(
+            _with_titles(neighbours, movies).drop("year"), movies, "similar_movie_id", "similar_title"
+        )
+        .withColumn("model_version", F.lit(info["model_version"]))
+        .select("movie_id", "rank", "similar_movie_id", "score", "title", "similar_title", "model_version")
+        .orderBy("movie_id", "rank")
+    )
+    path = lakehouse.write_table(table, "gold", "similar_movies")
+    return dg.MaterializeResult(
+        metadata=table_metadata(spark, path, started, n=config.n, min_ratings=config.min_ratings)
+    )
+
+
+@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=[silver_ratings, silver_movies])
+def gold_popular_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+    """The popularity baseline and cold-start fallback: movies ranked by number of ratings."""
+    started = time.monotonic()
+    spark = pyspark.spark_session
+    popularity = _read(spark, lakehouse, "silver", "ratings").groupBy("movie_id").agg(
+        F.count(F.lit(1)).alias("num_ratings"), F.round(F.avg("rating"), 3).alias("avg_rating")
+    )
+    by_popularity = Window.orderBy(F.col("num_ratings").desc(), F.col("avg_rating").desc(), "movie_id")
+    ranked = popularity.withColumn("rank", F.row_number().over(by_popularity))
+    table = _with_titles(ranked, _read(spark, lakehouse, "silver", "movies")).select(
+        "rank", "movie_id", "num_ratings", "avg_rating", "title", "year"
+    ).orderBy("rank")
+    path = lakehouse.write_table(table, "gold", "popular_movies", num_files=1)
+    return dg.MaterializeResult(metadata=table_metadata(spark, path, started))
+
+
+@dg.asset_check(
+    asset="gold_reco_evaluation", blocking=False, description="ALS beats the popularity baseline on nDCG@K"
+)
+def als_beats_popularity(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
+    with duckdb.connect() as con:
+        ndcg = dict(
+            con.execute("SELECT model, ndcg FROM read_parquet(?)", [lakehouse.parquet_glob("gold", "reco_evaluation")]).fetchall()
+        )
+    ratio = ndcg["als"] / ndcg["popularity"] if ndcg.get("popularity") else float("inf")
+    return dg.AssetCheckResult(
+        passed=ndcg["als"] > ndcg["popularity"],
+        metadata={"als_ndcg": ndcg["als"], "popularity_ndcg": ndcg["popularity"], "ratio": round(ratio, 3)},
+    )
+
+
+@dg.asset_check(asset=gold_recommendations, blocking=True, description="no user is recommended a movie they rated")
+def recommendations_exclude_rated(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
+    already_rated = duckdb_scalar(
+        "SELECT count(*) FROM read_parquet(?) r SEMI JOIN read_parquet(?) s USING (user_id, movie_id)",
+        lakehouse.parquet_glob("gold", "recommendations"),
+        lakehouse.parquet_glob("silver", "ratings"),
+    )
+    return dg.AssetCheckResult(passed=already_rated == 0, metadata={"recommendations_already_rated": already_rated})
+
+
+@dg.asset_check(asset=gold_recommendations, description="every user with ratings has a full list of K movies")
+def recommendations_cover_every_user(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
+    short = duckdb_scalar(
+        "WITH users AS (SELECT DISTINCT user_id FROM read_parquet(?)), "
+        "lists AS (SELECT user_id, count(*) AS n FROM read_parquet(?) GROUP BY user_id), "
+        "k AS (SELECT max(n) AS k FROM lists) "
+        "SELECT count(*) FROM users LEFT JOIN lists USING (user_id), k WHERE coalesce(n, 0) < k.k",
+        lakehouse.parquet_glob("silver", "ratings"),
+        lakehouse.parquet_glob("gold", "recommendations"),
+    )
+    return dg.AssetCheckResult(passed=short == 0, metadata={"users_without_full_list": short})
+
+
+gold_assets = [als_model_and_evaluation, gold_recommendations, gold_similar_movies, gold_popular_movies]
+gold_checks = [als_beats_popularity, recommendations_exclude_rated, recommendations_cover_every_user]
