@@ -1,10 +1,18 @@
-.PHONY: setup run test bench clean
+.PHONY: setup run materialize test bench clean
+
+RECO_DATA_DIR ?= $(CURDIR)/data
+DAGSTER_HOME ?= $(RECO_DATA_DIR)/dagster_home
 
 setup:            ## virtualenv, Python packages, Java and OpenBLAS if missing
 	scripts/setup.sh
 
 run:              ## set up, then `dagster dev` on http://127.0.0.1:3000
 	scripts/run.sh
+
+materialize: setup ## set up, then materialize the whole graph headless (no UI)
+	mkdir -p "$(DAGSTER_HOME)" && ln -sf "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"
+	RECO_DATA_DIR="$(RECO_DATA_DIR)" DAGSTER_HOME="$(DAGSTER_HOME)" \
+	  .venv/bin/dagster asset materialize -m reco_assets.definitions --select '*'
 
 test: setup       ## set up, then the whole test suite (what CI runs)
 	.venv/bin/python -m pytest -q -p no:cacheprovider

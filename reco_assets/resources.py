@@ -99,7 +99,6 @@ def spark_config() -> dict[str, str]:
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.ui.showConsoleProgress": "false",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
-        "spark.hadoop.parquet.enable.summary-metadata": "false",
     }
 
 

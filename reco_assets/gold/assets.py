@@ -28,11 +28,10 @@ def _read(spark, lakehouse: LakehouseResource, layer: str, table: str) -> DataFr
     return spark.read.parquet(str(lakehouse.table_path(layer, table)))
 
 
-def _with_titles(df: DataFrame, movies: DataFrame, id_col: str = "movie_id", title_col: str = "title") -> DataFrame:
-    titles = movies.select(F.col("movie_id").alias(id_col), F.col("title").alias(title_col), F.col("year"))
-    if title_col != "title":
-        titles = titles.drop("year")
-    return df.join(F.broadcast(titles), id_col, "left")
+def _join_movies(df: DataFrame, movies: DataFrame, on: str = "movie_id", **columns: str) -> DataFrame:
+    """Left-join movie attributes as new columns: `title="title"` adds silver.movies.title as `title`."""
+    attributes = movies.select(F.col("movie_id").alias(on), *[F.col(src).alias(dst) for dst, src in columns.items()])
+    return df.join(F.broadcast(attributes), on, "left")
 
 
 def _evaluation_rows(spark, config: als.ALSConfig, ratings: DataFrame, catalog_size: int, log) -> list[dict]:
@@ -100,6 +99,7 @@ def als_model_and_evaluation(
     evaluation = pd.DataFrame(rows).reindex(
         columns=["model", "k", "precision", "recall", "ndcg", "map", "coverage", "rmse", "users", "model_version", "evaluated_at"]
     )
+    evaluation = evaluation.astype(object).where(evaluation.notna(), None)  # NULL, not NaN, where a metric has no value
     eval_path = lakehouse.write_table(
         spark.createDataFrame(evaluation, schema=(
             "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
@@ -187,7 +187,7 @@ def gold_recommendations(
     )
     recommendations = als.recommend_top_k(spark, queries, als.item_index(model.itemFactors), config.k)
     table = (
-        _with_titles(recommendations, _read(spark, lakehouse, "silver", "movies"))
+        _join_movies(recommendations, _read(spark, lakehouse, "silver", "movies"), title="title", year="year")
         .withColumn("model_version", F.lit(info["model_version"]))
         .select("user_id", "rank", "movie_id", "score", "title", "year", "model_version")
         .orderBy("user_id", "rank")
@@ -225,8 +225,8 @@ def gold_similar_movies(
     )
     movies = _read(spark, lakehouse, "silver", "movies")
     table = (
-        _with_titles(
-            _with_titles(neighbours, movies).drop("year"), movies, "similar_movie_id", "similar_title"
+        _join_movies(
+            _join_movies(neighbours, movies, title="title"), movies, on="similar_movie_id", similar_title="title"
         )
         .withColumn("model_version", F.lit(info["model_version"]))
         .select("movie_id", "rank", "similar_movie_id", "score", "title", "similar_title", "model_version")
@@ -248,7 +248,7 @@ def gold_popular_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResour
     )
     by_popularity = Window.orderBy(F.col("num_ratings").desc(), F.col("avg_rating").desc(), "movie_id")
     ranked = popularity.withColumn("rank", F.row_number().over(by_popularity))
-    table = _with_titles(ranked, _read(spark, lakehouse, "silver", "movies")).select(
+    table = _join_movies(ranked, _read(spark, lakehouse, "silver", "movies"), title="title", year="year").select(
         "rank", "movie_id", "num_ratings", "avg_rating", "title", "year"
     ).orderBy("rank")
     path = lakehouse.write_table(table, "gold", "popular_movies", num_files=1)

@@ -1,0 +1,252 @@
+"""Benchmark: the batch graph (bronze -> silver -> gold -> catalog) at several sizes.
+
+Generates MovieLens-shaped synthetic data (ml-25m column layout; Zipf-like movie popularity, heavy-tailed
+user activity, realistic timestamps), materializes the whole graph for each size in a fresh process and a
+fresh data directory, and prints per-asset seconds and peak memory (RSS of the process tree: Python + the
+Spark JVM). The bundled sample runs first as the baseline; cost is reported as a ratio to the smallest
+synthetic size so that drift of this noisy machine cancels out.
+
+    .venv/bin/python bench/batch_graph.py                      # sample, 1M, 5M, 25M
+    .venv/bin/python bench/batch_graph.py --sizes 1000000      # just the sample and 1M
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+GENRES = [
+    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_csv(path: Path, header: str, table: pa.Table) -> None:
+    with path.open("wb") as out:
+        out.write((header + "\n").encode())
+        pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+
+
+def generate(n_ratings: int, target: Path, seed: int = 7) -> None:
+    """MovieLens-shaped files with about `n_ratings` ratings (every user has at least 20, like MovieLens)."""
+    rng = np.random.default_rng(seed)
+    n_users = max(100, n_ratings // 155)  # ml-25m: 162k users for 25M ratings
+    n_movies = int(min(62_000, max(3_000, n_ratings ** 0.5 * 12)))
+    # heavy-tailed activity: 20 + lognormal, scaled to the target total
+    activity = rng.lognormal(mean=3.6, sigma=1.1, size=n_users)
+    activity = 20 + activity / activity.sum() * (n_ratings - 20 * n_users)
+    # Zipf-like movie popularity over a shuffled id space
+    popularity = 1.0 / np.arange(1, n_movies + 1) ** 0.95
+    popularity /= popularity.sum()
+    movie_ids = rng.permutation(np.arange(1, n_movies + 1))
+    user_share = activity / activity.sum()
+    key = np.empty(0, np.int64)
+    while len(key) < n_ratings:  # popular movies collide for busy users: draw again until the target is met
+        draw = int((n_ratings - len(key)) * 1.3) + 1000
+        users = 1 + rng.choice(n_users, size=draw, p=user_share)
+        movies = movie_ids[rng.choice(n_movies, size=draw, p=popularity)]
+        key = np.unique(np.concatenate([key, users * (n_movies + 1) + movies]))  # one rating per user and movie
+    key = np.sort(rng.choice(key, size=n_ratings, replace=False))
+    users, movies = key // (n_movies + 1), key % (n_movies + 1)
+    user_bias = rng.normal(0, 0.45, n_users + 1)
+    movie_bias = rng.normal(0, 0.5, n_movies + 1)
+    raw = 3.55 + user_bias[users] + movie_bias[movies] + rng.normal(0, 0.8, len(users))
+    ratings = np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
+    # each user is active for a while somewhere between 1996 and 2019
+    start = rng.uniform(820_000_000, 1_560_000_000, n_users + 1)
+    span = rng.exponential(200 * 86_400, n_users + 1)
+    timestamps = (start[users] + rng.uniform(0, 1, len(users)) * span[users]).astype(np.int64)
+    target.mkdir(parents=True, exist_ok=True)
+    write_csv(
+        target / "ratings.csv",
+        "userId,movieId,rating,timestamp",
+        pa.table({"userId": users, "movieId": movies, "rating": ratings, "timestamp": timestamps}),
+    )
+    years = rng.integers(1920, 2020, n_movies + 1)
+    genre_sets = [
+        "|".join(sorted(rng.choice(GENRES, size=rng.integers(1, 4), replace=False))) for _ in range(n_movies)
+    ]
+    ids = np.arange(1, n_movies + 1)
+    write_csv(
+        target / "movies.csv",
+        "movieId,title,genres",
+        pa.table({"movieId": ids, "title": [f"Synthetic Movie {i} ({years[i]})" for i in ids], "genres": genre_sets}),
+    )
+    n_tags = len(users) // 25
+    picks = rng.integers(0, len(users), n_tags)
+    write_csv(
+        target / "tags.csv",
+        "userId,movieId,tag,timestamp",
+        pa.table({
+            "userId": users[picks], "movieId": movies[picks],
+            "tag": rng.choice(["funny", "dark", "classic", "twist ending", "visually appealing"], n_tags),
+            "timestamp": timestamps[picks] + 60,
+        }),
+    )
+    write_csv(
+        target / "links.csv",
+        "movieId,imdbId,tmdbId",
+        pa.table({"movieId": ids, "imdbId": [f"{i + 100000:07d}" for i in ids], "tmdbId": ids + 500}),
+    )
+
+
+class PeakMemory:
+    """Samples the RSS of this process and its children (the Spark JVM) every 0.25 s."""
+
+    def __init__(self):
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.samples.append((time.time(), total))
+            self._stop.wait(0.25)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
+        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+
+
+def run_one(source: str, data_dir: Path) -> dict:
+    """Materialize the whole graph once, in this process; return per-asset seconds and peak memory."""
+    os.environ["RECO_DATA_DIR"] = str(data_dir)
+    import dagster as dg
+
+    from reco_assets.definitions import defs
+    from reco_assets.resources import LakehouseResource
+
+    with PeakMemory() as memory, dg.instance_for_test(temp_dir=str(data_dir / "dagster_home")) as instance:
+        started = time.time()
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources={**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir))},
+            instance=instance,
+            run_config={"ops": {"bronze_movielens": {"config": {"source": source}}}},
+        )
+        total = time.time() - started
+        steps: dict[str, dict] = {}
+        for event in result.all_events:
+            if event.event_type_value == "STEP_START":
+                steps[event.step_key] = {"start": event.timestamp}
+            elif event.event_type_value == "STEP_SUCCESS":
+                steps[event.step_key]["end"] = event.timestamp
+    for step in steps.values():
+        step["seconds"] = round(step["end"] - step["start"], 1)
+        step["peak_gib"] = round(memory.peak(step["start"], step["end"]) / 2**30, 2)
+    evaluation = next(
+        m.metadata for m in result.asset_materializations_for_node("als_model_and_evaluation")
+        if m.asset_key.to_user_string() == "gold_reco_evaluation"
+    )
+    ratings = next(iter(result.asset_materializations_for_node("silver_ratings"))).metadata["dagster/row_count"].value
+    return {
+        "ratings": ratings,
+        "total_seconds": round(total, 1),
+        "peak_gib": round(memory.peak() / 2**30, 2),
+        "steps": {k: {"seconds": v["seconds"], "peak_gib": v["peak_gib"]} for k, v in steps.items()},
+        "ndcg_als": evaluation["als_ndcg_at_10"].value,
+        "ndcg_popularity": evaluation["popularity_ndcg_at_10"].value,
+    }
+
+
+def child(label: str, source: str, workdir: Path) -> dict:
+    """Run one size in a fresh Python + JVM so that memory and warm-up are measured per size."""
+    out = workdir / f"{label}.json"
+    cmd = [sys.executable, __file__, "--run-one", source, "--data-dir", str(workdir / label), "--out", str(out)]
+    print(f"[bench] {label}: running the whole graph ...", flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{label}.log", "w"))
+    return json.loads(out.read_text())
+
+
+def report(results: dict[str, dict]) -> str:
+    labels = list(results)
+    steps = list(next(iter(results.values()))["steps"])
+    lines = ["| step | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for step in steps:
+        cells = [f"{results[l]['steps'][step]['seconds']} s / {results[l]['steps'][step]['peak_gib']} GiB" for l in labels]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{results[l]['total_seconds']} s / {results[l]['peak_gib']} GiB**" for l in labels) + " |")
+    synthetic = [l for l in labels if l != "sample"]
+    if synthetic:
+        base = results[synthetic[0]]
+        per_rating = base["total_seconds"] / base["ratings"]
+        lines.append("")
+        lines.append("| size | ratings | seconds | cost ÷ smallest synthetic | linear would be | µs per rating |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for l in synthetic:
+            r = results[l]
+            lines.append(
+                f"| {l} | {r['ratings']:,} | {r['total_seconds']} | {r['total_seconds'] / base['total_seconds']:.2f}× | "
+                f"{r['ratings'] / base['ratings']:.2f}× | {r['total_seconds'] / r['ratings'] * 1e6:.1f} |"
+            )
+        del per_rating
+    sample = results.get("sample")
+    if sample:
+        ratio = sample["ndcg_als"] / sample["ndcg_popularity"]
+        lines.append("")
+        lines.append(
+            f"Bundled sample: ALS nDCG@10 {sample['ndcg_als']:.4f} vs popularity {sample['ndcg_popularity']:.4f} "
+            f"= **{ratio:.2f}×** (target ≥ 1.5×)"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 5_000_000, 25_000_000])
+    parser.add_argument("--workdir", help="where data and results go (default: a temporary folder)")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_one:
+        Path(args.out).write_text(json.dumps(run_one(args.run_one, Path(args.data_dir))))
+        return
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reco-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = {"sample": child("sample", "bundled", workdir)}
+    print(f"[bench] sample: {results['sample']['total_seconds']} s", flush=True)
+    for size in args.sizes:
+        label = f"{size / 1e6:g}M"
+        source = workdir / f"synthetic-{label}"
+        if not (source / "ratings.csv").exists():
+            started = time.time()
+            generate(size, source)
+            print(f"[bench] generated {label} in {time.time() - started:.0f} s", flush=True)
+        results[label] = child(label, str(source), workdir)
+        print(f"[bench] {label}: {results[label]['total_seconds']} s, peak {results[label]['peak_gib']} GiB", flush=True)
+        (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    text = report(results)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batch_graph.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
