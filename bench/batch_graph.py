@@ -141,6 +141,7 @@ def run_one(source: str, data_dir: Path) -> dict:
     from reco_assets.definitions import defs
     from reco_assets.resources import LakehouseResource
 
+    (data_dir / "dagster_home").mkdir(parents=True, exist_ok=True)
     with PeakMemory() as memory, dg.instance_for_test(temp_dir=str(data_dir / "dagster_home")) as instance:
         started = time.time()
         result = dg.materialize(
@@ -151,11 +152,12 @@ def run_one(source: str, data_dir: Path) -> dict:
         )
         total = time.time() - started
         steps: dict[str, dict] = {}
-        for event in result.all_events:
-            if event.event_type_value == "STEP_START":
-                steps[event.step_key] = {"start": event.timestamp}
-            elif event.event_type_value == "STEP_SUCCESS":
-                steps[event.step_key]["end"] = event.timestamp
+        for entry in instance.all_logs(result.run_id):
+            event = entry.dagster_event
+            if event and event.event_type_value == "STEP_START":
+                steps[event.step_key] = {"start": entry.timestamp}
+            elif event and event.event_type_value == "STEP_SUCCESS":
+                steps[event.step_key]["end"] = entry.timestamp
     for step in steps.values():
         step["seconds"] = round(step["end"] - step["start"], 1)
         step["peak_gib"] = round(memory.peak(step["start"], step["end"]) / 2**30, 2)

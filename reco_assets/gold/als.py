@@ -23,10 +23,10 @@ class ALSConfig(dg.Config):
     """ALS hyper-parameters; the defaults were tuned on ml-latest-small (docs/recommendation-quality.md)."""
 
     rank: int = Field(default=64, description="number of latent factors")
-    reg_param: float = Field(default=1.0, description="L2 regularisation (scaled by each user's/item's count)")
-    max_iter: int = Field(default=15, description="ALS iterations")
+    reg_param: float = Field(default=0.1, description="L2 regularisation (scaled by each user's/item's count)")
+    max_iter: int = Field(default=10, description="ALS iterations")
     implicit_prefs: bool = Field(default=True, description="implicit-feedback ALS (ratings as confidence)")
-    alpha: float = Field(default=1.0, description="confidence scale for implicit feedback")
+    alpha: float = Field(default=0.1, description="confidence scale for implicit feedback")
     seed: int = Field(default=42, description="random seed, for reproducible factors")
     holdout_fraction: float = Field(default=0.2, description="share of each user's latest ratings held out")
     eval_k: int = Field(default=10, description="cut-off K of the offline metrics")

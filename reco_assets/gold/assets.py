@@ -211,12 +211,12 @@ def gold_similar_movies(
     started = time.monotonic()
     spark = pyspark.spark_session
     model, info = load_model(lakehouse)
-    normalized = model.itemFactors.select(
-        "id",
-        F.expr("transform(features, x -> x / greatest(sqrt(aggregate(features, 0D, (s, y) -> s + y * y)), 1e-12))")
-        .cast("array<float>")
-        .alias("features"),
+    norms = model.itemFactors.withColumn(
+        "norm", F.greatest(F.sqrt(F.aggregate("features", F.lit(0.0), lambda s, y: s + y * y)), F.lit(1e-12))
     )
+    normalized = norms.select(
+        "id", F.transform("features", lambda x: x / F.col("norm")).cast("array<float>").alias("features")
+    ).cache()
     counts = _read(spark, lakehouse, "silver", "ratings").groupBy(F.col("movie_id").alias("id")).count()
     candidates = normalized.join(counts.where(F.col("count") >= config.min_ratings).select("id"), "id")
     queries = normalized.withColumn("exclude", F.array(F.col("id")))
@@ -233,6 +233,7 @@ def gold_similar_movies(
         .orderBy("movie_id", "rank")
     )
     path = lakehouse.write_table(table, "gold", "similar_movies")
+    normalized.unpersist()
     return dg.MaterializeResult(
         metadata=table_metadata(spark, path, started, n=config.n, min_ratings=config.min_ratings)
     )
