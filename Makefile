@@ -1,4 +1,4 @@
-.PHONY: setup run materialize test bench clean
+.PHONY: setup run materialize test lint bench clean
 
 RECO_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(RECO_DATA_DIR)/dagster_home
@@ -16,6 +16,9 @@ materialize: setup ## set up, then materialize the whole graph headless (no UI)
 
 test: setup       ## set up, then the whole test suite (what CI runs)
 	.venv/bin/python -m pytest -q -p no:cacheprovider
+
+lint: setup       ## ruff over the package, tests and benchmarks
+	.venv/bin/ruff check reco_assets reco_assets_tests bench
 
 bench: setup      ## the batch-graph benchmark (minutes; see docs/benchmarks.md)
 	.venv/bin/python bench/batch_graph.py

@@ -26,8 +26,25 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 GENRES = [
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,7 +59,7 @@ def generate(n_ratings: int, target: Path, seed: int = 7) -> None:
     """MovieLens-shaped files with about `n_ratings` ratings (every user has at least 20, like MovieLens)."""
     rng = np.random.default_rng(seed)
     n_users = max(100, n_ratings // 155)  # ml-25m: 162k users for 25M ratings
-    n_movies = int(min(62_000, max(3_000, n_ratings ** 0.5 * 12)))
+    n_movies = int(min(62_000, max(3_000, n_ratings**0.5 * 12)))
     # heavy-tailed activity: 20 + lognormal, scaled to the target total
     activity = rng.lognormal(mean=3.6, sigma=1.1, size=n_users)
     activity = 20 + activity / activity.sum() * (n_ratings - 20 * n_users)
@@ -74,9 +91,7 @@ def generate(n_ratings: int, target: Path, seed: int = 7) -> None:
         pa.table({"userId": users, "movieId": movies, "rating": ratings, "timestamp": timestamps}),
     )
     years = rng.integers(1920, 2020, n_movies + 1)
-    genre_sets = [
-        "|".join(sorted(rng.choice(GENRES, size=rng.integers(1, 4), replace=False))) for _ in range(n_movies)
-    ]
+    genre_sets = ["|".join(sorted(rng.choice(GENRES, size=rng.integers(1, 4), replace=False))) for _ in range(n_movies)]
     ids = np.arange(1, n_movies + 1)
     write_csv(
         target / "movies.csv",
@@ -88,11 +103,14 @@ def generate(n_ratings: int, target: Path, seed: int = 7) -> None:
     write_csv(
         target / "tags.csv",
         "userId,movieId,tag,timestamp",
-        pa.table({
-            "userId": users[picks], "movieId": movies[picks],
-            "tag": rng.choice(["funny", "dark", "classic", "twist ending", "visually appealing"], n_tags),
-            "timestamp": timestamps[picks] + 60,
-        }),
+        pa.table(
+            {
+                "userId": users[picks],
+                "movieId": movies[picks],
+                "tag": rng.choice(["funny", "dark", "classic", "twist ending", "visually appealing"], n_tags),
+                "timestamp": timestamps[picks] + 60,
+            }
+        ),
     )
     write_csv(
         target / "links.csv",
@@ -130,7 +148,8 @@ class PeakMemory:
         self._thread.join()
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+        """Peak RSS in [start, end], widened by one sampling interval so that short steps see a sample."""
+        return max((rss for t, rss in self.samples if start - 0.3 <= t <= end + 0.3), default=0)
 
 
 def run_one(source: str, data_dir: Path) -> dict:
@@ -162,7 +181,8 @@ def run_one(source: str, data_dir: Path) -> dict:
         step["seconds"] = round(step["end"] - step["start"], 1)
         step["peak_gib"] = round(memory.peak(step["start"], step["end"]) / 2**30, 2)
     evaluation = next(
-        m.metadata for m in result.asset_materializations_for_node("als_model_and_evaluation")
+        m.metadata
+        for m in result.asset_materializations_for_node("als_model_and_evaluation")
         if m.asset_key.to_user_string() == "gold_reco_evaluation"
     )
     ratings = next(iter(result.asset_materializations_for_node("silver_ratings"))).metadata["dagster/row_count"].value
@@ -190,23 +210,29 @@ def report(results: dict[str, dict]) -> str:
     steps = list(next(iter(results.values()))["steps"])
     lines = ["| step | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for step in steps:
-        cells = [f"{results[l]['steps'][step]['seconds']} s / {results[l]['steps'][step]['peak_gib']} GiB" for l in labels]
+        cells = [
+            f"{results[label]['steps'][step]['seconds']} s / {results[label]['steps'][step]['peak_gib']} GiB"
+            for label in labels
+        ]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines.append("| **total** | " + " | ".join(f"**{results[l]['total_seconds']} s / {results[l]['peak_gib']} GiB**" for l in labels) + " |")
-    synthetic = [l for l in labels if l != "sample"]
+    lines.append(
+        "| **total** | "
+        + " | ".join(f"**{results[label]['total_seconds']} s / {results[label]['peak_gib']} GiB**" for label in labels)
+        + " |"
+    )
+    synthetic = [label for label in labels if label != "sample"]
     if synthetic:
         base = results[synthetic[0]]
-        per_rating = base["total_seconds"] / base["ratings"]
         lines.append("")
         lines.append("| size | ratings | seconds | cost ÷ smallest synthetic | linear would be | µs per rating |")
         lines.append("|---|---:|---:|---:|---:|---:|")
-        for l in synthetic:
-            r = results[l]
+        for label in synthetic:
+            r = results[label]
+            cost = r["total_seconds"] / base["total_seconds"]
             lines.append(
-                f"| {l} | {r['ratings']:,} | {r['total_seconds']} | {r['total_seconds'] / base['total_seconds']:.2f}× | "
+                f"| {label} | {r['ratings']:,} | {r['total_seconds']} | {cost:.2f}× | "
                 f"{r['ratings'] / base['ratings']:.2f}× | {r['total_seconds'] / r['ratings'] * 1e6:.1f} |"
             )
-        del per_rating
     sample = results.get("sample")
     if sample:
         ratio = sample["ndcg_als"] / sample["ndcg_popularity"]
@@ -242,7 +268,9 @@ def main() -> None:
             generate(size, source)
             print(f"[bench] generated {label} in {time.time() - started:.0f} s", flush=True)
         results[label] = child(label, str(source), workdir)
-        print(f"[bench] {label}: {results[label]['total_seconds']} s, peak {results[label]['peak_gib']} GiB", flush=True)
+        print(
+            f"[bench] {label}: {results[label]['total_seconds']} s, peak {results[label]['peak_gib']} GiB", flush=True
+        )
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
     text = report(results)
     print(text)

@@ -37,7 +37,10 @@ def view_sources(lakehouse: LakehouseResource) -> dict[str, tuple[Path, str]]:
     """Qualified view name -> (the file or folder it reads, the SQL it selects from)."""
     bronze = lakehouse.table_path("bronze", "movielens")
     sources = {
-        "bronze.movielens_manifest": (bronze / MANIFEST_NAME, f"read_json_auto({_sql_string(str(bronze / MANIFEST_NAME))})"),
+        "bronze.movielens_manifest": (
+            bronze / MANIFEST_NAME,
+            f"read_json_auto({_sql_string(str(bronze / MANIFEST_NAME))})",
+        ),
     }
     for name in EXPECTED_HEADERS:
         csv = bronze / name

@@ -22,8 +22,16 @@ def test_every_asset_and_check_succeeds(batch_graph):
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {
-        "bronze_movielens", "silver_movies", "silver_ratings", "silver_tags", "silver_links", "als_model",
-        "gold_reco_evaluation", "gold_recommendations", "gold_similar_movies", "gold_popular_movies",
+        "bronze_movielens",
+        "silver_movies",
+        "silver_ratings",
+        "silver_tags",
+        "silver_links",
+        "als_model",
+        "gold_reco_evaluation",
+        "gold_recommendations",
+        "gold_similar_movies",
+        "gold_popular_movies",
         "duckdb_catalog",
     }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -48,10 +56,14 @@ def test_every_user_gets_k_unrated_recommendations(warehouse):
         "(SELECT user_id, count(*) n, count(DISTINCT movie_id) distinct_movies FROM gold.recommendations GROUP BY 1)"
     ).fetchone()
     assert per_user == (610, 20, 20, 20)
-    assert scalar(warehouse, "SELECT count(*) FROM gold.recommendations JOIN silver.ratings USING (user_id, movie_id)") == 0
+    assert (
+        scalar(warehouse, "SELECT count(*) FROM gold.recommendations JOIN silver.ratings USING (user_id, movie_id)")
+        == 0
+    )
     ranks = warehouse.execute(
-        "SELECT bool_and(score >= next_score) FROM (SELECT score, lead(score) OVER (PARTITION BY user_id ORDER BY rank) "
-        "AS next_score FROM gold.recommendations) WHERE next_score IS NOT NULL"
+        "SELECT bool_and(score >= next_score) FROM (SELECT score, "
+        "lead(score) OVER (PARTITION BY user_id ORDER BY rank) AS next_score FROM gold.recommendations) "
+        "WHERE next_score IS NOT NULL"
     ).fetchone()[0]
     assert ranks, "ranks follow scores"
 
@@ -59,7 +71,9 @@ def test_every_user_gets_k_unrated_recommendations(warehouse):
 def test_als_beats_popularity_on_held_out_ratings(warehouse):
     rows = {
         r[0]: r[1:]
-        for r in warehouse.execute("SELECT model, ndcg, precision, recall, map, coverage, rmse, users FROM gold.reco_evaluation").fetchall()
+        for r in warehouse.execute(
+            "SELECT model, ndcg, precision, recall, map, coverage, rmse, users FROM gold.reco_evaluation"
+        ).fetchall()
     }
     als, popularity = rows["als"], rows["popularity"]
     assert als[0] > popularity[0] * 1.2, (als, popularity)
@@ -82,7 +96,14 @@ def test_catalog_holds_views_not_copies(warehouse):
         f"{s}.{n}"
         for s, n in warehouse.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall()
     }
-    assert {"silver.movies", "silver.ratings", "gold.recommendations", "gold.similar_movies", "gold.popular_movies",
-            "gold.reco_evaluation", "bronze.movielens_manifest"} <= views
+    assert {
+        "silver.movies",
+        "silver.ratings",
+        "gold.recommendations",
+        "gold.similar_movies",
+        "gold.popular_movies",
+        "gold.reco_evaluation",
+        "bronze.movielens_manifest",
+    } <= views
     assert scalar(warehouse, "SELECT count(*) FROM duckdb_tables()") == 0
     assert scalar(warehouse, "SELECT count(*) FROM bronze.movielens_ratings") == 100836

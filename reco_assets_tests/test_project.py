@@ -13,7 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_definitions_load_with_every_layer():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"bronze_movielens", "silver_ratings", "gold_recommendations", "gold_reco_evaluation", "duckdb_catalog"} <= keys
+    assert {
+        "bronze_movielens",
+        "silver_ratings",
+        "gold_recommendations",
+        "gold_reco_evaluation",
+        "duckdb_catalog",
+    } <= keys
     groups = {defs.resolve_assets_def(k).group_names_by_key[dg.AssetKey(k)] for k in keys}
     assert groups == {"bronze", "silver", "gold", "catalog"}
     assert defs.resolve_job_def("movielens_batch_job")

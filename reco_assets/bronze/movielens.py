@@ -141,9 +141,7 @@ def download(url: str, downloads: Path, log: Log) -> tuple[Path, str]:
     actual = digest.hexdigest()
     if actual != expected:
         partial.unlink(missing_ok=True)
-        raise MovieLensError(
-            f"checksum mismatch for {url}: published md5 {expected}, downloaded file has {actual}"
-        )
+        raise MovieLensError(f"checksum mismatch for {url}: published md5 {expected}, downloaded file has {actual}")
     partial.replace(archive)
     return archive, expected
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
@@ -11,7 +12,6 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-import dagster as dg
 from reco_assets.gold.ranking import ItemIndex, ranking_metrics, top_k
 
 RECOMMENDATION_SCHEMA = "user_id INT, rank INT, movie_id INT, score FLOAT"
@@ -31,7 +31,8 @@ class ALSConfig(dg.Config):
     holdout_fraction: float = Field(default=0.2, description="share of each user's latest ratings held out")
     eval_k: int = Field(default=10, description="cut-off K of the offline metrics")
     report_rmse: bool = Field(
-        default=True, description="report RMSE on the hold-out (for implicit ALS, of an explicit twin: same rank, reg 0.1)"
+        default=True,
+        description="report RMSE on the hold-out (for implicit ALS, of an explicit twin: same rank, reg 0.1)",
     )
 
     def als(self, **overrides) -> ALS:

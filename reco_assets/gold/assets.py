@@ -38,14 +38,18 @@ def _evaluation_rows(spark, config: als.ALSConfig, ratings: DataFrame, catalog_s
     """Train on the chronological split and score ALS and popularity on the same held-out ratings."""
     train, test = als.chronological_split(ratings, config.holdout_fraction)
     train, test = train.cache(), test.cache()
-    queries = als.seen_by_user(train).join(
-        test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id"
-    ).cache()
+    queries = (
+        als.seen_by_user(train)
+        .join(test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id")
+        .cache()
+    )
     started = time.monotonic()
     model = config.als().fit(train)
     log(f"evaluation ALS trained on {train.count():,} ratings in {time.monotonic() - started:.1f}s")
     als_metrics = als.summarize(
-        als.evaluate_top_k(spark, queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), config.eval_k),
+        als.evaluate_top_k(
+            spark, queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), config.eval_k
+        ),
         catalog_size,
     )
     counts = train.groupBy("movie_id").count().toPandas()
@@ -97,14 +101,29 @@ def als_model_and_evaluation(
     for row in rows:
         row.update(k=config.eval_k, model_version=version if row["model"] == "als" else None, evaluated_at=trained_at)
     evaluation = pd.DataFrame(rows).reindex(
-        columns=["model", "k", "precision", "recall", "ndcg", "map", "coverage", "rmse", "users", "model_version", "evaluated_at"]
+        columns=[
+            "model",
+            "k",
+            "precision",
+            "recall",
+            "ndcg",
+            "map",
+            "coverage",
+            "rmse",
+            "users",
+            "model_version",
+            "evaluated_at",
+        ]
     )
     evaluation = evaluation.astype(object).where(evaluation.notna(), None)  # NULL, not NaN, where a metric has no value
     eval_path = lakehouse.write_table(
-        spark.createDataFrame(evaluation, schema=(
-            "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
-            "rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
-        )),
+        spark.createDataFrame(
+            evaluation,
+            schema=(
+                "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
+                "rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
+            ),
+        ),
         "gold",
         "reco_evaluation",
         num_files=1,
@@ -244,25 +263,29 @@ def gold_popular_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResour
     """The popularity baseline and cold-start fallback: movies ranked by number of ratings."""
     started = time.monotonic()
     spark = pyspark.spark_session
-    popularity = _read(spark, lakehouse, "silver", "ratings").groupBy("movie_id").agg(
-        F.count(F.lit(1)).alias("num_ratings"), F.round(F.avg("rating"), 3).alias("avg_rating")
+    popularity = (
+        _read(spark, lakehouse, "silver", "ratings")
+        .groupBy("movie_id")
+        .agg(F.count(F.lit(1)).alias("num_ratings"), F.round(F.avg("rating"), 3).alias("avg_rating"))
     )
     by_popularity = Window.orderBy(F.col("num_ratings").desc(), F.col("avg_rating").desc(), "movie_id")
     ranked = popularity.withColumn("rank", F.row_number().over(by_popularity))
-    table = _join_movies(ranked, _read(spark, lakehouse, "silver", "movies"), title="title", year="year").select(
-        "rank", "movie_id", "num_ratings", "avg_rating", "title", "year"
-    ).orderBy("rank")
+    table = (
+        _join_movies(ranked, _read(spark, lakehouse, "silver", "movies"), title="title", year="year")
+        .select("rank", "movie_id", "num_ratings", "avg_rating", "title", "year")
+        .orderBy("rank")
+    )
     path = lakehouse.write_table(table, "gold", "popular_movies", num_files=1)
     return dg.MaterializeResult(metadata=table_metadata(spark, path, started))
 
 
-@dg.asset_check(
-    asset="gold_reco_evaluation", blocking=False, description="ALS beats the popularity baseline on nDCG@K"
-)
+@dg.asset_check(asset="gold_reco_evaluation", blocking=False, description="ALS beats the popularity baseline on nDCG@K")
 def als_beats_popularity(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     with duckdb.connect() as con:
         ndcg = dict(
-            con.execute("SELECT model, ndcg FROM read_parquet(?)", [lakehouse.parquet_glob("gold", "reco_evaluation")]).fetchall()
+            con.execute(
+                "SELECT model, ndcg FROM read_parquet(?)", [lakehouse.parquet_glob("gold", "reco_evaluation")]
+            ).fetchall()
         )
     ratio = ndcg["als"] / ndcg["popularity"] if ndcg.get("popularity") else float("inf")
     return dg.AssetCheckResult(

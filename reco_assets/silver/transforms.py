@@ -74,12 +74,16 @@ def ratings(raw: DataFrame) -> DataFrame:
 
 
 def tags(raw: DataFrame) -> DataFrame:
-    return raw.where(F.col("tag").isNotNull()).select(
-        F.col("userId").alias("user_id"),
-        F.col("movieId").alias("movie_id"),
-        F.trim(F.col("tag")).alias("tag"),
-        F.timestamp_seconds("timestamp").alias("tagged_at"),
-    ).dropDuplicates(["user_id", "movie_id", "tag", "tagged_at"])
+    return (
+        raw.where(F.col("tag").isNotNull())
+        .select(
+            F.col("userId").alias("user_id"),
+            F.col("movieId").alias("movie_id"),
+            F.trim(F.col("tag")).alias("tag"),
+            F.timestamp_seconds("timestamp").alias("tagged_at"),
+        )
+        .dropDuplicates(["user_id", "movie_id", "tag", "tagged_at"])
+    )
 
 
 def links(raw: DataFrame) -> DataFrame:

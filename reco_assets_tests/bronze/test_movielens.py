@@ -12,7 +12,7 @@ from reco_assets.bronze import movielens
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE, MovieLensError
 
 TINY = {
-    "movies.csv": "movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n2,\"Matrix, The (1999)\",Action\n",
+    "movies.csv": 'movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n2,"Matrix, The (1999)",Action\n',
     "ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,5.0,964982704\n2,1,3.5,964982705\n",
     "tags.csv": "userId,movieId,tag,timestamp\n1,1,pixar,964982703\n",
     "links.csv": "movieId,imdbId,tmdbId\n1,0114709,862\n2,0133093,603\n",
@@ -132,7 +132,10 @@ def test_missing_file_is_named(tmp_path):
 
 def test_wrong_header_is_named(tmp_path):
     files = {**TINY, "ratings.csv": "user,movie,rating,ts\n1,1,4.0,1\n"}
-    with pytest.raises(MovieLensError, match=r"ratings.csv has header 'user,movie,rating,ts', expected 'userId,movieId,rating,timestamp'"):
+    with pytest.raises(
+        MovieLensError,
+        match=r"ratings.csv has header 'user,movie,rating,ts', expected 'userId,movieId,rating,timestamp'",
+    ):
         land(str(make_zip(tmp_path / "ml.zip", files)), tmp_path)
 
 
