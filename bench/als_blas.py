@@ -17,17 +17,15 @@ JAVA_ONLY = "-Ddev.ludovic.netlib.blas.nativeLib=libnone.so -Ddev.ludovic.netlib
 
 
 def train(mode: str, ratings: str | None) -> dict:
-    from pyspark.sql import SparkSession
+    from dagster_pyspark.resources import spark_session_from_config
 
     from reco_assets.gold.als import ALSConfig
     from reco_assets.resources import spark_config
 
-    builder = SparkSession.builder
-    for key, value in spark_config().items():
-        builder = builder.config(key, value)
+    config = spark_config()
     if mode == "java":
-        builder = builder.config("spark.driver.extraJavaOptions", JAVA_ONLY)
-    spark = builder.getOrCreate()
+        config["spark.driver.extraJavaOptions"] = JAVA_ONLY
+    spark = spark_session_from_config(config)
     spark.sparkContext.setLogLevel("ERROR")
     if ratings:
         df = spark.read.parquet(ratings)

@@ -15,17 +15,8 @@ PARQUET_TABLES = {
     "silver": ["movies", "ratings", "tags", "links"],
     "gold": ["recommendations", "similar_movies", "popular_movies", "reco_evaluation"],
 }
-CATALOG_DEPS = [
-    bronze_movielens,
-    "silver_movies",
-    "silver_ratings",
-    "silver_tags",
-    "silver_links",
-    "gold_recommendations",
-    "gold_similar_movies",
-    "gold_popular_movies",
-    "gold_reco_evaluation",
-]
+# Every Parquet table is written by the asset named `<layer>_<table>`.
+CATALOG_DEPS = [bronze_movielens, *(f"{layer}_{table}" for layer, tables in PARQUET_TABLES.items() for table in tables)]
 LOCK_RETRY_SECONDS = 30.0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_pyspark.resources import spark_session_from_config
 
 from reco_assets.definitions import defs
 from reco_assets.resources import LakehouseResource, spark_config
@@ -15,12 +16,7 @@ from reco_assets.resources import LakehouseResource, spark_config
 @pytest.fixture(scope="session")
 def spark():
     """The same local Spark session the assets use (getOrCreate returns it to them too)."""
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder
-    for key, value in spark_config().items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    session = spark_session_from_config(spark_config())
     yield session
     session.stop()
 

@@ -79,6 +79,10 @@ def item_index(factors: DataFrame) -> ItemIndex:
     return ItemIndex(pdf["id"].to_numpy(), vectors)
 
 
+def _query_vectors(pdf: pd.DataFrame) -> np.ndarray:
+    return np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
+
+
 def recommend_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
     """Top-k candidates per query row (id, features, exclude), in Spark tasks with numpy BLAS.
 
@@ -89,7 +93,7 @@ def recommend_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k
     def score(batches):
         for pdf in batches:
             rows_ids, rows_rank, rows_item, rows_score = [], [], [], []
-            vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
+            vectors = _query_vectors(pdf)
             ids = pdf["id"].to_numpy()
             for rows, items, scores in top_k(shared.value, vectors, list(pdf["exclude"]), k):
                 valid = np.isfinite(scores)
@@ -117,7 +121,7 @@ def evaluate_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k:
 
     def score(batches):
         for pdf in batches:
-            vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
+            vectors = _query_vectors(pdf)
             relevant = list(pdf["relevant"])
             out = []
             for rows, items, scores in top_k(shared.value, vectors, list(pdf["exclude"]), k):
