@@ -1,10 +1,11 @@
-"""`reco-assets`: query the lakehouse through the DuckDB catalog."""
+"""`reco-assets`: query the lakehouse, run the local Kafka broker, produce events."""
 
 import argparse
 import csv
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -97,6 +98,137 @@ def cmd_similar(con, args) -> None:
     emit(columns, rows, args.format)
 
 
+def kafka_broker(args):
+    from reco_assets.kafka.broker import LocalBroker
+
+    return LocalBroker(args.data_dir, port=args.port)
+
+
+def cmd_kafka(args) -> None:
+    from reco_assets.kafka import jars
+    from reco_assets.kafka.broker import BrokerError
+    from reco_assets.kafka.client import KafkaResource, KafkaSetupError, ensure_topics, kafka_resource
+
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    broker = kafka_broker(args)
+    try:
+        if args.action == "install":
+            for name in [jars.SPARK_KAFKA] if args.spark_only else [jars.SPARK_KAFKA, jars.BROKER]:
+                print(f"{name}: {jars.resolve(name, log=log)}")
+        elif args.action == "up":
+            status = broker.up(log=log)
+            created = ensure_topics(KafkaResource(bootstrap_servers=status.bootstrap_servers).admin())
+            print(f"Kafka runs on {status.bootstrap_servers} (pid {status.pid}); topics created: "
+                  f"{', '.join(created) or 'none (they exist)'}")
+        elif args.action == "down":
+            print("stopped" if broker.down(log=log) else "not running")
+        elif args.action == "create-topics":
+            created = ensure_topics(kafka_resource(resolve=True).admin())
+            print(f"topics created: {', '.join(created) or 'none (they exist)'}")
+        else:
+            status = broker.status()
+            print(f"local broker: {status.detail}" + (f" (pid {status.pid}, {status.bootstrap_servers}, "
+                                                       f"state in {status.home})" if status.pid else ""))
+            show_topics(kafka_resource(resolve=True) if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+                        else KafkaResource(bootstrap_servers=broker.bootstrap_servers))
+    except (BrokerError, KafkaSetupError, jars.JarResolutionError) as error:
+        raise CliError(str(error)) from None
+
+
+def show_topics(kafka) -> None:
+    from reco_assets.kafka.client import EVENT_TOPICS, KafkaSetupError, KafkaUnavailable
+
+    kafka = kafka.model_copy(update={"request_timeout_s": 3.0})
+    try:
+        offsets = kafka.offsets()
+        tps = offsets.partitions()
+        end, start = offsets.end(tps), offsets.start(tps)
+    except (KafkaUnavailable, KafkaSetupError) as error:
+        print(f"topics at {kafka.bootstrap_servers}: {error}")
+        return
+    rows = [(topic, sum(1 for t, _ in tps if t == topic), sum(end[tp] - start[tp] for tp in tps if tp[0] == topic))
+            for topic in EVENT_TOPICS]
+    print(f"topics at {kafka.bootstrap_servers}:")
+    emit(["topic", "partitions", "records retained"], rows, "table")
+
+
+def make_producer(args):
+    from reco_assets.events.producer import EventProducer
+    from reco_assets.kafka.client import kafka_resource
+
+    return EventProducer(kafka_resource(resolve=True).client_config(), delivery_timeout_s=args.timeout)
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    try:
+        mix = {name.strip(): float(weight) for name, weight in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not like view=0.6,click=0.3,rating=0.1") from None
+    if set(mix) != {"view", "click", "rating"}:
+        raise argparse.ArgumentTypeError(f"the mix needs view, click and rating, got {sorted(mix)}")
+    return mix
+
+
+def cmd_generate_events(args) -> None:
+    from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+    from reco_assets.events.generator import EventGenerator, load_population
+    from reco_assets.events.producer import ProduceError, Progress
+    from reco_assets.events.publish import generate_batch, generate_stream
+
+    try:
+        generator = EventGenerator(load_population(args.data_dir, BUNDLED_SAMPLE), args.mix, args.invalid_rate,
+                                   args.seed)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    producer = make_producer(args)
+    progress = Progress(producer, args.num_events if args.mode == "batch" else None)
+    started = time.monotonic()
+    try:
+        if args.mode == "batch":
+            kinds = generate_batch(producer, generator, args.num_events, progress)
+        else:
+            kinds = generate_stream(producer, generator, args.events_per_second, args.duration, progress)
+    except ProduceError as error:
+        raise CliError(str(error)) from None
+    seconds = time.monotonic() - started
+    acked = sum(producer.acked.values())
+    print(f"{acked} events acknowledged in {seconds:.1f} s ({acked / seconds:,.0f} ev/s): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()) if v))
+
+
+def cmd_replay_movielens(args) -> None:
+    from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+    from reco_assets.events.producer import ProduceError, Progress
+    from reco_assets.events.publish import replay_movielens
+
+    silver = Path(args.data_dir).expanduser() / "lakehouse" / "silver" / "ratings"
+    source = silver / "*.parquet" if any(silver.glob("*.parquet")) else BUNDLED_SAMPLE / "ratings.csv"
+    producer = make_producer(args)
+    started = time.monotonic()
+    try:
+        sent = replay_movielens(producer, source, args.speedup, args.limit, Progress(producer, args.limit))
+    except ProduceError as error:
+        raise CliError(str(error)) from None
+    print(f"{sent} MovieLens ratings from {source} acknowledged in {time.monotonic() - started:.1f} s")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not within [0, 1]")
+    return value
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="reco-assets", description=__doc__)
     parser.add_argument(
@@ -106,10 +238,11 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler, help_text: str, catalog: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--format", choices=["table", "csv", "json"], default="table")
-        sub.set_defaults(handler=handler)
+        if catalog:
+            sub.add_argument("--format", choices=["table", "csv", "json"], default="table")
+        sub.set_defaults(handler=handler, catalog=catalog)
         return sub
 
     add("sql", cmd_sql, "run a read-only SQL query against the catalog").add_argument("query")
@@ -119,14 +252,46 @@ def build_parser() -> Parser:
     similar = add("similar", cmd_similar, "movies most similar to a movie")
     similar.add_argument("movie_id", type=positive_int)
     similar.add_argument("--k", type=positive_int, default=10)
+
+    kafka = add("kafka", cmd_kafka, "the project's own Kafka broker on 127.0.0.1 (state in $RECO_DATA_DIR/kafka)",
+                catalog=False)
+    kafka.add_argument("action", choices=["up", "down", "status", "install", "create-topics"])
+    kafka.add_argument("--port", type=positive_int, default=int(os.environ.get("KAFKA_PORT", "9092")),
+                       help="broker port (controller: port + 1; default $KAFKA_PORT or 9092)")
+    kafka.add_argument("--spark-only", action="store_true", help="install: only Spark's Kafka connector jars")
+
+    def add_producer(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = add(name, handler, help_text, catalog=False)
+        sub.add_argument("--timeout", type=positive_float, default=30.0,
+                         help="seconds an event may wait for the broker's acknowledgement (default 30)")
+        return sub
+
+    generate = add_producer("generate-events", cmd_generate_events,
+                            "produce synthetic view / click / rating events to Kafka ($KAFKA_BOOTSTRAP_SERVERS)")
+    generate.add_argument("--mode", choices=["batch", "stream"], default="batch")
+    generate.add_argument("--num-events", type=positive_int, default=10_000, help="batch mode (default 10000)")
+    generate.add_argument("--events-per-second", type=positive_float, default=100.0, help="stream mode")
+    generate.add_argument("--duration", type=positive_float, help="stream mode: seconds (default: until Ctrl+C)")
+    generate.add_argument("--mix", type=parse_mix, default=None, help="default view=0.6,click=0.3,rating=0.1")
+    generate.add_argument("--invalid-rate", type=fraction, default=0.0,
+                          help="share of malformed events, of many kinds (default 0)")
+    generate.add_argument("--seed", type=int, default=None)
+    replay = add_producer("replay-movielens", cmd_replay_movielens,
+                          "publish MovieLens ratings as rating events, in timestamp order")
+    replay.add_argument("--speedup", type=positive_float, default=None,
+                        help="keep the ratings' time gaps divided by this (default: as fast as possible)")
+    replay.add_argument("--limit", type=positive_int, default=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        with connect(args.data_dir) as con:
-            args.handler(con, args)
+        if args.catalog:
+            with connect(args.data_dir) as con:
+                args.handler(con, args)
+        else:
+            args.handler(args)
     except CliError as exc:
         print(f"reco-assets: error: {exc}", file=sys.stderr)
         return 2

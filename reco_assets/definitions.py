@@ -3,24 +3,30 @@
 import dagster as dg
 
 from reco_assets.bronze import bronze_movielens
+from reco_assets.bronze.events import bronze_events
 from reco_assets.catalog import duckdb_catalog
 from reco_assets.gold import gold_assets, gold_checks
+from reco_assets.kafka.client import kafka_resource
 from reco_assets.resources import DEFAULT_DATA_DIR, LakehouseResource, env_or_default, spark_resource
+from reco_assets.sensors import events_job, kafka_events_sensor
 from reco_assets.silver import silver_assets, silver_checks
+from reco_assets.silver.events import silver_events
 
 batch_graph_job = dg.define_asset_job(
     "movielens_batch_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - events_job.selection,
     description="Bronze → silver → gold on MovieLens, then the DuckDB catalog.",
 )
 
 defs = dg.Definitions(
-    assets=[bronze_movielens, *silver_assets, *gold_assets, duckdb_catalog],
+    assets=[bronze_movielens, *silver_assets, *gold_assets, bronze_events, silver_events, duckdb_catalog],
     asset_checks=[*silver_checks, *gold_checks],
-    jobs=[batch_graph_job],
+    jobs=[batch_graph_job, events_job],
+    sensors=[kafka_events_sensor],
     resources={
         "lakehouse": LakehouseResource(data_dir=env_or_default("RECO_DATA_DIR", DEFAULT_DATA_DIR)),
         "pyspark": spark_resource(),
+        "kafka": kafka_resource(),
     },
     # One process per run: the run's assets share one Spark session instead of starting a JVM per step.
     executor=dg.in_process_executor,

@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
+from reco_assets.kafka import jars
+
 DEFAULT_DATA_DIR = "data"
 LAYERS = ("bronze", "silver", "gold")
 
@@ -99,6 +101,8 @@ def spark_config() -> dict[str, str]:
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.ui.showConsoleProgress": "false",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        # Spark's Kafka source, resolved from Maven Central once (`reco-assets kafka install`).
+        "spark.jars": ",".join(str(jar) for jar in jars.jars(jars.SPARK_KAFKA)),
     }
 
 

@@ -1,15 +1,18 @@
-"""Shared fixtures: one local Spark session and one materialized batch graph per test session."""
+"""Shared fixtures: one local Spark session, one real Kafka broker and one materialized batch graph per session."""
 
 import functools
 import http.server
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster_pyspark.resources import spark_session_from_config
 
-from reco_assets.definitions import defs
+from reco_assets.definitions import batch_graph_job, defs
+from reco_assets.kafka.broker import LocalBroker, free_port
+from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.resources import LakehouseResource, spark_config
 
 
@@ -21,16 +24,40 @@ def spark():
     session.stop()
 
 
-def materialize(selection: str, data_dir: Path, instance: dg.DagsterInstance, run_config=None, raise_on_error=True):
+def materialize(selection, data_dir: Path, instance: dg.DagsterInstance, run_config=None, raise_on_error=True,
+                partition_key: str | None = None, kafka: KafkaResource | None = None):
     """Materialize a selection of the project's real assets (and their checks) into `data_dir`."""
+    resources = {**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir))}
+    if kafka is not None:
+        resources["kafka"] = kafka
     return dg.materialize(
         [*defs.assets, *defs.asset_checks],
         selection=selection,
-        resources={**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir))},
+        resources=resources,
         instance=instance,
         run_config=run_config,
         raise_on_error=raise_on_error,
+        partition_key=partition_key,
     )
+
+
+def running_broker(tmp_path_factory) -> Iterator[LocalBroker]:
+    """A real Apache Kafka broker (KRaft, from Maven Central jars) on free loopback ports, with the event topics."""
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    broker.up()
+    ensure_topics(KafkaResource(bootstrap_servers=broker.bootstrap_servers).admin())
+    yield broker
+    broker.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    yield from running_broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_broker) -> KafkaResource:
+    return KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +70,7 @@ def dagster_instance(tmp_path_factory):
 def batch_graph(tmp_path_factory, dagster_instance, spark):
     """The whole batch graph materialized on the bundled sample: (execution result, data dir)."""
     data_dir = tmp_path_factory.mktemp("reco_data")
-    result = materialize("*", data_dir, dagster_instance)
+    result = materialize(batch_graph_job.selection, data_dir, dagster_instance)
     return result, data_dir
 
 

@@ -17,14 +17,19 @@ fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libblas.so.3'; then
   os_packages+=(libopenblas0-pthread)
 fi
+# Kafka's broker and Spark's Kafka connector are resolved from Maven Central with Maven.
+if ! command -v mvn >/dev/null; then
+  os_packages+=(maven)
+fi
 if [ ${#os_packages[@]} -gt 0 ]; then
   log "installing OS packages: ${os_packages[*]}"
   if command -v apt-get >/dev/null && as_root apt-get update -qq && \
      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${os_packages[@]}" >/dev/null; then
     log "OS packages installed"
   else
-    log "could not install ${os_packages[*]}: install them with your package manager (Java 17+ is required)"
+    log "could not install ${os_packages[*]}: install them with your package manager (Java 17+ and Maven are required)"
     java -version >/dev/null 2>&1 || exit 1
+    command -v mvn >/dev/null || exit 1
   fi
 fi
 
@@ -45,4 +50,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# Kafka broker jars and Spark's Kafka connector, once, into ${RECO_CACHE_DIR:-~/.cache/reco-assets}.
+.venv/bin/reco-assets kafka install >/dev/null
 log "ready: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

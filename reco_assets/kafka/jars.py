@@ -1,0 +1,73 @@
+"""JVM jars from Maven Central: Apache Kafka's broker and Spark's Kafka source, resolved once into a cache."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from importlib import resources
+from pathlib import Path
+
+BROKER = "broker"
+SPARK_KAFKA = "spark-kafka"
+_POMS = {BROKER: "broker-pom.xml", SPARK_KAFKA: "spark-kafka-pom.xml"}
+# Spark's own jars already carry Scala, Hadoop and the compression codecs; only the listed jars are added.
+_TRANSITIVE = {BROKER: True, SPARK_KAFKA: False}
+
+
+class JarResolutionError(RuntimeError):
+    """Maven could not resolve the jars."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RECO_CACHE_DIR", "~/.cache/reco-assets")).expanduser()
+
+
+def _pom(name: str) -> bytes:
+    return resources.files("reco_assets.kafka").joinpath(_POMS[name]).read_bytes()
+
+
+def jar_dir(name: str) -> Path:
+    """Where the jars of `name` live; the folder name changes whenever the pinned pom changes."""
+    digest = hashlib.sha1(_pom(name)).hexdigest()[:12]
+    return cache_dir() / "jars" / f"{name}-{digest}"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def resolve(name: str, log=_stderr) -> Path:
+    """Resolve the jars of `name` with Maven (once; later calls return the cached folder)."""
+    target = jar_dir(name)
+    if (target / ".complete").exists():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise JarResolutionError("Maven (`mvn`) is needed to fetch Kafka's jars; run scripts/setup.sh or install maven")
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    staged.mkdir(parents=True)
+    try:
+        pom = staged / "pom.xml"
+        pom.write_bytes(_pom(name))
+        log(f"resolving {name} jars from Maven Central into {target}")
+        cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={staged}", "-DincludeScope=runtime",
+               f"-DexcludeTransitive={str(not _TRANSITIVE[name]).lower()}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+            raise JarResolutionError(f"mvn failed to resolve {name} jars: " + " | ".join(tail))
+        pom.unlink()
+        (staged / ".complete").write_text("")
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return target
+
+
+def jars(name: str) -> list[Path]:
+    return sorted(resolve(name).glob("*.jar"))

@@ -1,0 +1,291 @@
+"""The event contracts checked in Spark: built-in expressions only, agreeing with `reco_assets.contracts.check_event`
+on every record (reco_assets_tests/contracts/events_cases.json pins both to the same cases).
+
+Types, const, enum, bounds, multipleOf and maxLength come from the packaged JSON Schemas; the two string formats
+(uuid, UTC date-time) are written here, keyed by the schema's format and pattern, so that a schema change without a
+matching Spark rule fails at once.
+"""
+
+import json
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from reco_assets import contracts
+
+OUTPUT_TYPES = {
+    "event_id": "string",
+    "event_type": "string",
+    "event_ts": "timestamp",
+    "user_id": "int",
+    "movie_id": "int",
+    "session_id": "string",
+    "device_type": "string",
+    "page_url": "string",
+    "watch_seconds": "int",
+    "click_type": "string",
+    "referrer": "string",
+    "rating": "double",
+    "review_text": "string",
+}
+REJECT_COLUMNS = ("reject_reason", "reject_field", "reject_detail")
+
+_UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|\+00:00)$(?!\n)"
+# Java regexes: \z, since Java's $ also matches before a final line break. The date-time one adds the ranges
+# rfc3339-validator checks (year 0000, month, hour, minute, second); _valid_day checks the day of the month.
+_UUID = _UUID_PATTERN[:-1] + r"\z"
+_UTC = r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|\+00:00)\z"
+# A JSON string literal (possessive, so that a long string cannot overflow the regex engine's stack).
+_JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_LONG_DIGIT_RUN = f"[0-9]{{{contracts.MAX_DIGIT_RUN + 1}}}"
+_VALUE_KEYWORDS = ("const", "enum", "minimum", "maximum", "multipleOf", "maxLength")
+_OTHER_KEYWORDS = ("description", "$comment", "type", "format", "pattern")
+_READ_AS = {"string": "string", "integer": "double", "number": "double"}
+
+# A failure is the number 100 * (priority of the reason) + (position of the field in ALL_FIELDS, 13 for an unknown
+# field, 99 for none): the smallest one is the rejection that check_event reports.
+_STEP = 100
+_UNKNOWN = len(contracts.ALL_FIELDS)
+_NO_FIELD = _STEP - 1
+_PRIORITY = {reason: priority for priority, reason in enumerate(contracts.REASONS)}
+_TMP = "__contract_"
+
+
+def _col(name: str) -> Column:
+    return F.col(f"{_TMP}{name}")
+
+
+def _code(reason: str, position: int = _NO_FIELD) -> int:
+    return _STEP * _PRIORITY[reason] + position
+
+
+def _chain(pairs) -> Column:
+    """CASE WHEN c1 THEN v1 WHEN c2 THEN v2 … END."""
+    expr = None
+    for condition, value in pairs:
+        expr = (F.when if expr is None else expr.when)(condition, value)
+    return expr
+
+
+def _json_type(variant_type: Column) -> Column:
+    """JSON type name from `schema_of_variant` (BIGINT, DECIMAL(p,s), DOUBLE, STRING, BOOLEAN, VOID, OBJECT<…>, …)."""
+    return _chain([
+        (variant_type == "STRING", "string"),
+        (variant_type == "BOOLEAN", "boolean"),
+        (variant_type == "VOID", "null"),
+        (variant_type.startswith("OBJECT"), "object"),
+        (variant_type.startswith("ARRAY"), "array"),
+    ]).otherwise("number")
+
+
+def _valid_day(timestamp: Column) -> Column:
+    """The day exists in its month (proleptic Gregorian, as Python's calendar)."""
+    year, month, day = (F.substring(timestamp, start, length).cast("int") for start, length in ((1, 4), (6, 2), (9, 2)))
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    days = _chain([(month == 2, F.when(leap, 29).otherwise(28)), (month.isin(4, 6, 9, 11), 30)]).otherwise(31)
+    return (day >= 1) & (day <= days)
+
+
+_FORMATS = {
+    ("uuid", _UUID_PATTERN): (lambda s: s.rlike(_UUID), "a UUID (8-4-4-4-12 hex digits)"),
+    ("date-time", _UTC_PATTERN): (lambda s: s.rlike(_UTC) & _valid_day(s), "an RFC 3339 date-time in UTC"),
+}
+
+
+class _Rule:
+    """One property of one schema, as Spark checks over the field's JSON type and value."""
+
+    def __init__(self, field: str, prop: dict):
+        self.field, self.prop, self.json_type = field, prop, prop["type"]
+        self.checks = [(keyword, prop[keyword]) for keyword in _VALUE_KEYWORDS if keyword in prop]
+        if "format" in prop or "pattern" in prop:
+            key = (prop.get("format"), prop.get("pattern"))
+            if key not in _FORMATS:
+                raise NotImplementedError(f"{field}: no Spark check for format/pattern {key}")
+            self.checks.append(("format", key))
+        unknown = set(prop) - set(_VALUE_KEYWORDS) - set(_OTHER_KEYWORDS)
+        if unknown or self.json_type not in _READ_AS:
+            raise NotImplementedError(f"{field}: no Spark check for {sorted(unknown) or self.json_type}")
+
+    def type_ok(self) -> Column:
+        variant_type, value = _col(f"t_{self.field}"), _col("json")[self.field]
+        if self.json_type == "string":
+            return variant_type == "STRING"
+        is_number = (variant_type == "BIGINT") | (variant_type == "DOUBLE") | variant_type.startswith("DECIMAL")
+        if self.json_type == "number":
+            return is_number
+        # JSON Schema's integer: a finite number without a fractional part (5.0 too), as Python reads it: a double.
+        return is_number & (value == F.rint(value)) & (F.abs(value) < F.lit(float("inf")))
+
+    def value_ok(self) -> Column:
+        value = _col("json")[self.field]
+        ok = F.lit(True)
+        for keyword, limit in self.checks:
+            if keyword == "const":
+                ok &= value == limit
+            elif keyword == "enum":
+                ok &= value.isin(limit)
+            elif keyword == "minimum":
+                ok &= value >= limit
+            elif keyword == "maximum":
+                ok &= value <= limit
+            elif keyword == "multipleOf":
+                ok &= F.rint(value / limit) == value / limit
+            elif keyword == "maxLength":
+                ok &= F.char_length(value) <= limit
+            else:
+                ok &= _FORMATS[limit][0](value)
+        return F.coalesce(ok, F.lit(False))
+
+    def describe(self) -> str:
+        words = {"enum": "one of {}", "minimum": "at least {}", "maximum": "at most {}",
+                 "multipleOf": "a multiple of {}", "maxLength": "at most {} characters long"}
+        parts = []
+        for keyword, limit in self.checks:
+            if keyword == "format":
+                parts.append(_FORMATS[limit][1])
+            elif keyword == "const":
+                parts.append(json.dumps(limit))
+            else:
+                parts.append(words[keyword].format(", ".join(limit) if keyword == "enum" else limit))
+        return "must be " + ", ".join(parts)
+
+
+def _rules(field: str) -> dict[str, _Rule]:
+    """The field's rule for each event type that declares it."""
+    return {
+        t: _Rule(field, contracts.schema(t)["properties"][field])
+        for t in contracts.EVENT_TYPES
+        if field in contracts.FIELDS[t]
+    }
+
+
+RULES = {field: _rules(field) for field in contracts.ALL_FIELDS}
+
+
+def _by_type(rules: dict[str, _Rule], build) -> Column:
+    """`build(rule)` for the record's event type; one expression when every type has the same rule."""
+    if len(rules) == len(contracts.EVENT_TYPES) and len({json.dumps(r.prop) for r in rules.values()}) == 1:
+        return build(next(iter(rules.values())))
+    return _chain([(_col("etype") == t, build(rule)) for t, rule in rules.items()])
+
+
+def _declared(field: str) -> Column:
+    return _col("etype").isin(list(RULES[field]))
+
+
+def _failure(reason: str, position: int, field: Column, detail: Column) -> Column:
+    """A rejection; the smallest `code` wins (codes are unique per record)."""
+    return F.struct(F.lit(_code(reason, position)).alias("code"), field.alias("field"), detail.alias("detail"))
+
+
+def _field_failure(position: int, field: str) -> Column:
+    """The field's failure, or null."""
+    rules = RULES[field]
+    required = [t for t in rules if field in contracts.schema(t)["required"]]
+    name, variant_type, value = F.lit(field), _col(f"t_{field}"), _col("json")[field]
+    shown = (F.concat(F.lit('"'), F.substring(value, 1, 100), F.lit('"')) if rules[next(iter(rules))].json_type ==
+             "string" else value.cast("string"))
+    return _chain([
+        (~_declared(field), F.lit(None)),
+        (variant_type.isNull(), F.when(_col("etype").isin(required), _failure(
+            "missing_field", position, name, F.lit(f"'{field}' is a required property")))),
+        (~_by_type(rules, _Rule.type_ok), _failure("wrong_type", position, name, F.concat(
+            F.lit(f"{field}: expected {rules[next(iter(rules))].json_type}, got "), _json_type(variant_type)))),
+        (~_by_type(rules, _Rule.value_ok), _failure("invalid_value", position, name, F.concat(
+            F.lit(f"{field}: "), shown, F.lit(" "), _by_type(rules, lambda rule: F.lit(rule.describe()))))),
+    ])
+
+
+def _parse_stages() -> list[dict[str, Column]]:
+    """Decode and parse: small expressions, which whole-stage codegen compiles into one method."""
+    text, parsed = _col("text"), _col("parsed")
+    topic_type = _chain([(F.col("topic") == topic, F.lit(t)) for t, topic in contracts.TOPICS.items()])
+    no_contract = F.raise_error(F.concat(F.lit("no event contract for topic "), F.coalesce("topic", F.lit("NULL"))))
+    # Spark's parser reads the first JSON value and ignores what follows, so parse `[<text>,<sentinel>]` instead.
+    # Without a `]` in the text, the array can only close at the last character: two elements prove that the text
+    # is one value. Otherwise the sentinel is a string of one x per character of the text, which cannot fit inside
+    # the text: finding it as the second element proves the same.
+    short = ~text.contains("]")
+    sentinel = F.repeat(F.lit("x"), F.char_length(text))
+    wrapped = F.concat(F.lit("["), text, F.when(short, ",0]").otherwise(F.concat(F.lit(',"'), sentinel, F.lit('"]'))))
+    one_value = parsed.isNotNull() & F.when(short, F.variant_get(parsed, "$[2]", "variant").isNull()).otherwise(
+        F.try_variant_get(parsed, "$[1]", "string") == sentinel)
+    # Jackson skips its number-length check when a number crosses a buffer boundary: check digit runs here.
+    long_number = text.rlike(_LONG_DIGIT_RUN) & F.regexp_replace(text, _JSON_STRING, '""').rlike(_LONG_DIGIT_RUN)
+    small = F.octet_length("value") <= contracts.MAX_BYTES
+    return [
+        {"etype": F.coalesce(topic_type, no_contract), "text": F.col("value").cast("string")},
+        {"utf8": F.is_valid_utf8(text)},
+        {"parsed": F.when(_col("utf8") & small, F.try_parse_json(wrapped))},
+        {"json_ok": F.coalesce(one_value & ~long_number, F.lit(False))},
+        {"object": F.when(_col("json_ok"), F.try_variant_get(parsed, "$[0]", "map<string,variant>"))},
+        {"root_type": F.when(_col("json_ok") & _col("object").isNull(),
+                             F.schema_of_variant(F.variant_get(parsed, "$[0]", "variant")))},
+    ]
+
+
+def _type_stage() -> dict[str, Column]:
+    """Keys and JSON types of the fields (from the VARIANT), and their values (from Spark's JSON reader: casting
+    VARIANT values costs far more)."""
+    fields = _col("object")
+    read_as = ", ".join(f"`{f}` {_READ_AS[next(iter(RULES[f].values())).json_type]}" for f in contracts.ALL_FIELDS)
+    return {
+        "keys": F.map_keys(fields),
+        "is_object": fields.isNotNull(),
+        "json": F.when(fields.isNotNull(), F.from_json(_col("text"), f"struct<{read_as}>")),
+        **{f"t_{f}": F.schema_of_variant(F.element_at(fields, F.lit(f))) for f in contracts.ALL_FIELDS},
+    }
+
+
+def _check_stage() -> dict[str, Column]:
+    """The rejection of each record (null when valid).
+
+    The higher-order function also keeps this projection out of whole-stage codegen, whose single method HotSpot
+    would not compile (it skips methods over 8 KB of bytecode); Spark splits this projection into small methods.
+    """
+    known = _chain([(_col("etype") == t, F.array(*map(F.lit, contracts.FIELDS[t]))) for t in contracts.EVENT_TYPES])
+    present = sum(F.when(_declared(f) & _col(f"t_{f}").isNotNull(), 1).otherwise(0) for f in contracts.ALL_FIELDS)
+    first_unknown = F.when(F.size(_col("keys")) > present, F.array_min(
+        F.filter(_col("keys"), lambda key: ~F.array_contains(known, key))))
+    unknown = F.when(first_unknown.isNotNull(), _failure(
+        "unknown_field", _UNKNOWN, first_unknown, F.concat(F.lit("unexpected field "), F.to_json(F.array(first_unknown)))))
+    no_field = F.lit(None).cast("string")
+    reject = _chain([
+        (F.col("value").isNull(), _failure("not_json", _NO_FIELD, no_field, F.lit("the record has no value"))),
+        (~_col("utf8"), _failure("not_utf8", _NO_FIELD, no_field, F.lit("the value is not valid UTF-8"))),
+        (~_col("json_ok"), _failure("not_json", _NO_FIELD, no_field,
+                                    F.lit("the value is not one JSON document within the reader's limits"))),
+        (~_col("is_object"), _failure("not_object", _NO_FIELD, no_field, F.concat(
+            F.lit("a JSON "), _json_type(_col("root_type")), F.lit(", not an object")))),
+    ]).otherwise(F.least(unknown, *[_field_failure(p, f) for p, f in enumerate(contracts.ALL_FIELDS)]))
+    return {"reject": reject}
+
+
+def _outputs() -> dict[str, Column]:
+    reject = _col("reject")
+    valid, reason = reject.isNull(), (reject["code"] / _STEP).cast("int")
+    outputs = {}
+    for field in contracts.ALL_FIELDS:
+        value = _col("json")[field]
+        if OUTPUT_TYPES[field] == "timestamp":
+            value = value.try_cast("timestamp")
+        outputs[field] = F.when(valid & _declared(field), value).cast(OUTPUT_TYPES[field])
+    outputs["reject_reason"] = _chain([(reason == p, F.lit(r)) for r, p in _PRIORITY.items()])
+    outputs["reject_field"] = reject["field"]
+    outputs["reject_detail"] = F.substring(reject["detail"], 1, contracts.DETAIL_CHARS)
+    return outputs
+
+
+def validate_events(df: DataFrame) -> DataFrame:
+    """Check Kafka records (`topic` string, `value` binary) against their topic's contract.
+
+    Adds the typed event columns (null for rejected records) and reject_reason / reject_field / reject_detail (null
+    for valid records). A topic without a contract fails the query, as `check_event` raises.
+    """
+    out = df
+    for columns in [*_parse_stages(), _type_stage(), _check_stage()]:
+        out = out.withColumns({f"{_TMP}{name}": column for name, column in columns.items()})
+    out = out.withColumns(_outputs())
+    return out.drop(*[c for c in out.columns if c.startswith(_TMP)])

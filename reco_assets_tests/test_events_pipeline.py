@@ -1,0 +1,229 @@
+"""Kafka → sensor → bronze_events → silver_events, for real: a live broker, local Spark, a Dagster instance."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import dagster as dg
+import duckdb
+import pytest
+from confluent_kafka import TopicPartition
+
+from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+from reco_assets.contracts import check_event
+from reco_assets.definitions import defs
+from reco_assets.events.generator import Batch, EventGenerator, load_population
+from reco_assets.events.producer import EventProducer
+from reco_assets.kafka.client import KafkaResource
+from reco_assets.partitions import hour_folder, previous_hour
+from reco_assets.resources import LakehouseResource
+from reco_assets.sensors import events_job, kafka_events_sensor
+from reco_assets_tests.conftest import materialize, running_broker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory):
+    """A broker of this module's own: the tests count every record in the topics."""
+    yield from running_broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def kafka(kafka_broker) -> KafkaResource:
+    return KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers, request_timeout_s=3.0)
+
+
+def produce(kafka, batch: Batch) -> None:
+    producer = EventProducer(kafka.client_config())
+    producer.send(batch)
+    producer.flush()
+    assert sum(producer.acked.values()) == len(batch)
+
+
+def tick(instance, kafka, cursor):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+    return kafka_events_sensor(context)
+
+
+def run_requested(result, data_dir, instance, kafka) -> list[str]:
+    hours = []
+    for request in result.run_requests:
+        outcome = materialize(events_job.selection, data_dir, instance, partition_key=request.partition_key,
+                              kafka=kafka)
+        assert outcome.success
+        checks = {e.check_name: e.passed for e in outcome.get_asset_check_evaluations()}
+        assert checks == {"offset_ranges_meet_neighbours": True, "event_id_unique": True,
+                          "reconciles_with_bronze": True}
+        hours.append(request.partition_key)
+    return hours
+
+
+def rows(data_dir, table: str, columns: str, group_by: str = "") -> list[tuple]:
+    with duckdb.connect() as con:
+        return con.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = true) {group_by} ORDER BY ALL",
+                           [str(data_dir / "lakehouse" / "silver" / table / "hour=*" / "*.parquet")]).fetchall()
+
+
+def expected_outcome(sent: list[tuple[str, bytes]]):
+    """What silver and the dead letter must hold, from the Python contract check of every sent record."""
+    valid_ids, rejected = [], Counter()
+    for topic, value in sent:
+        problem = check_event(topic, value)
+        if problem is None:
+            valid_ids.append(json.loads(value)["event_id"])
+        else:
+            rejected[(topic, value, problem.reason)] += 1
+    return Counter(valid_ids), rejected
+
+
+@pytest.fixture(scope="module")
+def stream(kafka, tmp_path_factory, dagster_instance):
+    """3000 generated events (10 % malformed of every kind, duplicates included), ticked and materialized."""
+    generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), invalid_rate=0.1, seed=7)
+    batch = generator.batch(3000)
+    produce(kafka, batch)
+    data_dir = tmp_path_factory.mktemp("events_data")
+    result = tick(dagster_instance, kafka, None)
+    hours = run_requested(result, data_dir, dagster_instance, kafka)
+    return {"batch": batch, "data_dir": data_dir, "hours": hours, "cursor": result.cursor, "kafka": kafka}
+
+
+def test_silver_holds_exactly_the_valid_unique_events_and_the_dead_letter_the_rest(stream):
+    batch, data_dir = stream["batch"], stream["data_dir"]
+    assert stream["hours"], "the sensor requested no run"
+    assert batch.kinds.get("invalid:duplicate", 0) > 0 and len([k for k in batch.kinds if "invalid" in k]) == 10
+    valid, rejected = expected_outcome(list(zip(batch.topics, batch.values, strict=True)))
+    silver_ids = [r[0] for r in rows(data_dir, "events", "event_id")]
+    assert Counter(silver_ids) == Counter(set(valid))
+    dead = rows(data_dir, "events_rejected", "topic, value, reason")
+    assert Counter((t, bytes(v), r) for t, v, r in dead if r != "duplicate") == rejected
+    assert sum(1 for *_, r in dead if r == "duplicate") == sum(valid.values()) - len(valid)
+    reasons = {r for *_, r in dead}
+    assert {"not_json", "not_utf8", "not_object", "missing_field", "unknown_field", "wrong_type", "invalid_value",
+            "duplicate"} <= reasons
+    # Typed columns: UTC timestamps and the per-type fields.
+    typed = rows(data_dir, "events", "event_type, count(*), count(device_type), count(click_type), count(rating)",
+                 "GROUP BY event_type")
+    for event_type, n, devices, clicks, ratings in typed:
+        assert (devices, clicks, ratings) == {"view": (n, 0, 0), "click": (0, n, 0), "rating": (0, 0, n)}[event_type]
+
+
+def test_the_catalog_views_answer(stream):
+    with duckdb.connect(str(stream["data_dir"] / "warehouse.duckdb"), read_only=True) as con:
+        bronze = con.execute("SELECT count(*) FROM bronze.events").fetchone()[0]
+        silver = con.execute("SELECT count(*) FROM silver.events").fetchone()[0]
+        rejected = con.execute("SELECT count(*) FROM silver.events_rejected").fetchone()[0]
+    assert bronze == len(stream["batch"]) and silver + rejected == bronze
+
+
+def test_repeated_tick_requests_nothing_new(stream, dagster_instance):
+    result = tick(dagster_instance, stream["kafka"], stream["cursor"])
+    assert not result.run_requests
+
+
+def test_a_deleted_hour_is_rebuilt_identically_from_kafka(stream, dagster_instance):
+    data_dir, kafka = stream["data_dir"], stream["kafka"]
+    before = {t: rows(data_dir, t, "*") for t in ("events", "events_rejected")}
+    for hour in stream["hours"]:
+        for layer, table in (("bronze", "events"), ("silver", "events"), ("silver", "events_rejected")):
+            shutil.rmtree(data_dir / "lakehouse" / layer / table / hour_folder(hour))
+    for hour in stream["hours"]:
+        assert materialize(events_job.selection, data_dir, dagster_instance, partition_key=hour, kafka=kafka).success
+    assert {t: rows(data_dir, t, "*") for t in ("events", "events_rejected")} == before
+
+
+def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance):
+    """What a backfill of several hours does (single-run backfill policy): one run, one Spark session."""
+    data_dir, kafka, last = stream["data_dir"], stream["kafka"], stream["hours"][-1]
+    first = previous_hour(stream["hours"][0])
+    before = rows(data_dir, "events", "*")
+    job = dg.Definitions(
+        assets=[*defs.assets], asset_checks=[*defs.asset_checks], jobs=[events_job],
+        resources={**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir)), "kafka": kafka},
+    ).resolve_job_def(events_job.name)
+    result = job.execute_in_process(instance=dagster_instance, tags={
+        "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    assert result.success
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "offset_ranges_meet_neighbours": True, "event_id_unique": True, "reconciles_with_bronze": True}
+    materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
+    assert ("bronze_events", first) in materialized and ("silver_events", last) in materialized
+    empty = json.loads((data_dir / "lakehouse" / "bronze" / "events" / hour_folder(first) / "_ranges.json").read_text())
+    assert empty["records"] == 0 and empty["closed"]
+    assert rows(data_dir, "events", "*") == before
+
+
+def test_a_killed_bronze_run_leaves_no_partial_partition(stream):
+    data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][-1]
+    final = data_dir / "lakehouse" / "bronze" / "events" / hour_folder(hour)
+    before = sorted(p.name for p in final.iterdir())
+    home = data_dir / "killed_home"
+    home.mkdir(exist_ok=True)
+    env = os.environ | {"DAGSTER_HOME": str(home), "RECO_DATA_DIR": str(data_dir),
+                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    run = subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "reco_assets.definitions",
+                            "--select", "bronze_events", "--partition", hour], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    staged = []
+    while not staged and time.monotonic() < deadline and run.poll() is None:
+        staged = [p for p in final.parent.glob(f".{final.name}.staged-*") if (p / "_temporary").exists()]
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert staged, "the run ended before it started writing"
+    assert staged[0].exists(), "killed mid-write, the staged copy is left behind (hidden)"
+    assert sorted(p.name for p in final.iterdir()) == before
+    with duckdb.connect() as con:
+        visible = con.execute("SELECT count(*) FROM read_parquet(?)",
+                              [str(final.parent / "hour=*" / "*.parquet")]).fetchone()[0]
+    assert visible == len(stream["batch"])
+    with dg.instance_for_test() as instance:
+        assert materialize("bronze_events", data_dir, instance, partition_key=hour, kafka=kafka).success
+    assert not list(final.parent.glob(f".{final.name}.*"))
+
+
+def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, kafka_broker, dagster_instance,
+                                                                       monkeypatch):
+    data_dir, kafka = stream["data_dir"], stream["kafka"]
+    monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_REFRESH_S", 0.0)  # the open hour may be re-run at once
+    kafka_broker.down()
+    try:
+        skipped = tick(dagster_instance, kafka, stream["cursor"])
+        assert isinstance(skipped, dg.SkipReason)
+        assert "did not answer" in skipped.skip_message and "resumes" in skipped.skip_message
+    finally:
+        kafka_broker.up()
+    more = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=8).batch(500)
+    produce(kafka, more)
+    result = tick(dagster_instance, kafka, stream["cursor"])
+    assert result.run_requests
+    run_requested(result, data_dir, dagster_instance, kafka)
+    expected = set(expected_outcome(list(zip(stream["batch"].topics, stream["batch"].values, strict=True)))[0])
+    expected |= {v.decode().split('"event_id":"')[1][:36] for v in more.values}
+    assert {r[0] for r in rows(data_dir, "events", "event_id")} == expected
+
+
+def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(stream, dagster_instance):
+    data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][0]
+    final = data_dir / "lakehouse" / "bronze" / "events" / hour_folder(hour)
+    kept = (final / "_ranges.json").read_text()
+    cut = next(r for r in json.loads(kept)["ranges"] if r["end"] - r["start"] >= 10)
+    # What retention does: the log of one partition now starts inside the hour.
+    admin = kafka.admin()  # keep the client alive until its futures resolve
+    for future in admin.delete_records([TopicPartition(cut["topic"], cut["partition"], cut["start"] + 5)]).values():
+        future.result(timeout=30)
+    result = materialize("bronze_events", data_dir, dagster_instance, partition_key=hour, kafka=kafka,
+                         raise_on_error=False)
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    failure = error.to_string()
+    assert f"{cut['topic']}/{cut['partition']}: bronze holds offsets [{cut['start']}, {cut['end']})" in failure
+    assert "retention deleted the rest" in failure and "The existing partition is kept" in failure
+    assert (final / "_ranges.json").read_text() == kept
