@@ -1,0 +1,1 @@
+"""Synthetic events and MovieLens replay into Kafka."""
