@@ -20,6 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from confluent_kafka.admin import NewTopic
 from dagster_pyspark.resources import spark_session_from_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -108,7 +109,9 @@ def main() -> None:
     broker = LocalBroker(work, port=free_port(), controller_port=free_port())
     broker.up(log=lambda m: None)
     kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-    ensure_topics(kafka.admin())
+    admin = kafka.admin()
+    ensure_topics(admin)
+    admin.create_topics([NewTopic("bench_naive", num_partitions=3, replication_factor=1)])["bench_naive"].result()
     lakehouse = LakehouseResource(data_dir=str(work))
     lines = []
 

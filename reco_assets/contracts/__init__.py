@@ -1,8 +1,8 @@
 """The event contracts: one JSON Schema (draft 2020-12) per event type, and the reference checker.
 
-`check_event` is the truth that `reco_assets.silver.event_contract.validate_events` (Spark) mirrors. It reads a
-record's bytes the way Spark's JSON parser does (strict UTF-8; no duplicate keys, NaN, Infinity or trailing data;
-numbers with more than 38 digits read as doubles; Jackson's length and depth limits), then validates with jsonschema.
+`check_event` is the truth that the Spark check (`reco_assets.silver.event_contract.validate_events`) mirrors. It
+reads a record the way Spark's JSON parser does (strict UTF-8; no duplicate keys, NaN, Infinity or trailing data;
+integers of more than 38 digits read as doubles; the limits below), then validates it with jsonschema.
 """
 
 import functools
@@ -23,14 +23,14 @@ CONTRACT_VERSION = 1
 # Rejection reasons, highest priority first.
 REASONS = ("not_utf8", "not_json", "not_object", "missing_field", "unknown_field", "wrong_type", "invalid_value")
 
-# Limits of the JSON reader, set so that Spark's parser (Jackson) enforces them the same way on every record: its
-# nesting (1000, less the level the Spark check wraps around the value) and key length (50,000 UTF-16 units) limits,
-# and below its string (20M UTF-16 units, so values up to 10 MB) and number (1000 digits) limits, which it does not check consistently on
-# long inputs; the Spark side checks these two itself.
+# Limits of the JSON reader. Spark's parser (Jackson) checks nesting (1000 levels, less the one the Spark check wraps
+# around the value) and key length (50,000 UTF-16 units) the same way on every record, but skips its number-length
+# check (1000 digits) when a number crosses a buffer boundary, so the contract sets a stricter limit that the Spark
+# side checks itself. Values of at most 10 MB keep every string below Jackson's 20M-character limit.
 MAX_DEPTH = 999
-MAX_BYTES = 10_000_000
-MAX_DIGIT_RUN = 300
 MAX_KEY_UTF16_UNITS = 50_000
+MAX_DIGIT_RUN = 300
+MAX_BYTES = 10_000_000
 # Spark's VARIANT keeps integers of up to 38 digits exactly and reads longer ones as doubles.
 EXACT_INTEGER_DIGITS = 38
 DETAIL_CHARS = 300
@@ -73,6 +73,9 @@ class _NotJson(ValueError):
     pass
 
 
+_NUMBER_PARTS = re.compile(r"[-+.eE]")
+
+
 def _object(pairs: list[tuple[str, object]]) -> dict:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -100,7 +103,6 @@ def _constant(name: str) -> float:
     raise _NotJson(f"{name} is not JSON")
 
 
-_NUMBER_PARTS = re.compile(r"[-+.eE]")
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_int=_int, parse_float=_float, parse_constant=_constant)
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -153,6 +155,7 @@ _JSON_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "number", float: "
 
 
 def _candidate(error, instance: dict) -> tuple[str, str | None]:
+    """(reason, field) of one jsonschema error."""
     if error.validator == "required":
         missing = [p for p in error.validator_value if p not in instance]
         field = next((p for p in missing if error.message == f"{p!r} is a required property"), missing[0])
@@ -165,8 +168,8 @@ def _candidate(error, instance: dict) -> tuple[str, str | None]:
 
 
 def _finite_multiples(instance: dict, event_schema: dict) -> dict:
-    """±inf (a number beyond the double range) makes jsonschema's multipleOf raise OverflowError; ±max double breaks
-    minimum/maximum the same way and is a multiple of any power of two, so it gives the same errors."""
+    """±inf (a number beyond the double range) makes jsonschema's multipleOf raise OverflowError. ±max double breaks
+    minimum/maximum the same way and, being a whole number, passes multipleOf 0.5: the errors stay the same."""
     for field, rules in event_schema["properties"].items():
         value = instance.get(field)
         if "multipleOf" in rules and isinstance(value, float) and math.isinf(value):

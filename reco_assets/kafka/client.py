@@ -6,6 +6,7 @@ offset inside each partition. An hour of events is then an exact offset range pe
 """
 
 import os
+import time
 from dataclasses import dataclass
 
 import dagster as dg
@@ -181,8 +182,24 @@ def ensure_topics(admin: AdminClient, partitions: int = TOPIC_PARTITIONS, timeou
         except KafkaException as error:
             if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise KafkaSetupError(f"could not create topic {topic}: {error.args[0].str()}") from error
+    _wait_until_visible(admin, timeout_s)
     check_topic_configs(admin, timeout_s)
     return created
+
+
+def _wait_until_visible(admin: AdminClient, timeout_s: float) -> None:
+    """New topics reach the broker's metadata and leadership a moment after creation: wait until every
+    partition answers an offset request."""
+    deadline = time.monotonic() + timeout_s
+    offsets = Offsets(admin, timeout_s, "the cluster")
+    while True:
+        try:
+            offsets.end(offsets.partitions())
+            return
+        except (KafkaUnavailable, KafkaSetupError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def check_topic_configs(admin: AdminClient, timeout_s: float = 30.0) -> None:

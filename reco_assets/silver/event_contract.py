@@ -28,14 +28,14 @@ OUTPUT_TYPES = {
     "rating": "double",
     "review_text": "string",
 }
-REJECT_COLUMNS = ("reject_reason", "reject_field", "reject_detail")
 
 _UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|\+00:00)$(?!\n)"
 # Java regexes: \z, since Java's $ also matches before a final line break. The date-time one adds the ranges
 # rfc3339-validator checks (year 0000, month, hour, minute, second); _valid_day checks the day of the month.
 _UUID = _UUID_PATTERN[:-1] + r"\z"
-_UTC = r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|\+00:00)\z"
+_UTC = (r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+        r"(\.[0-9]{1,9})?(Z|\+00:00)\z")
 # A JSON string literal (possessive, so that a long string cannot overflow the regex engine's stack).
 _JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _LONG_DIGIT_RUN = f"[0-9]{{{contracts.MAX_DIGIT_RUN + 1}}}"
@@ -54,6 +54,12 @@ _TMP = "__contract_"
 
 def _col(name: str) -> Column:
     return F.col(f"{_TMP}{name}")
+
+
+def _is_type(*event_types: str) -> Column:
+    """The record's topic is one of these event types' (`etype` is the index in EVENT_TYPES: cheaper than strings)."""
+    codes = [contracts.EVENT_TYPES.index(t) for t in event_types]
+    return _col("etype") == codes[0] if len(codes) == 1 else _col("etype").isin(codes)
 
 
 def _code(reason: str, position: int = _NO_FIELD) -> int:
@@ -80,11 +86,12 @@ def _json_type(variant_type: Column) -> Column:
 
 
 def _valid_day(timestamp: Column) -> Column:
-    """The day exists in its month (proleptic Gregorian, as Python's calendar)."""
-    year, month, day = (F.substring(timestamp, start, length).cast("int") for start, length in ((1, 4), (6, 2), (9, 2)))
+    """The day exists in its month (proleptic Gregorian, as Python's calendar); days 01 to 28 always do."""
+    year, month, day = (F.substring(timestamp, at, size).try_cast("int") for at, size in ((1, 4), (6, 2), (9, 2)))
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     days = _chain([(month == 2, F.when(leap, 29).otherwise(28)), (month.isin(4, 6, 9, 11), 30)]).otherwise(31)
-    return (day >= 1) & (day <= days)
+    two_digits = F.substring(timestamp, 9, 2)
+    return ((two_digits >= "01") & (two_digits <= "28")) | ((day >= 1) & (day <= days))
 
 
 _FORMATS = {
@@ -161,18 +168,20 @@ def _rules(field: str) -> dict[str, _Rule]:
     }
 
 
-RULES = {field: _rules(field) for field in contracts.ALL_FIELDS}
+_RULES = {field: _rules(field) for field in contracts.ALL_FIELDS}
+# A field has one JSON type in every schema that declares it.
+_JSON_TYPES = {field: {r.json_type for r in rules.values()}.pop() for field, rules in _RULES.items()}
 
 
 def _by_type(rules: dict[str, _Rule], build) -> Column:
     """`build(rule)` for the record's event type; one expression when every type has the same rule."""
     if len(rules) == len(contracts.EVENT_TYPES) and len({json.dumps(r.prop) for r in rules.values()}) == 1:
         return build(next(iter(rules.values())))
-    return _chain([(_col("etype") == t, build(rule)) for t, rule in rules.items()])
+    return _chain([(_is_type(t), build(rule)) for t, rule in rules.items()])
 
 
 def _declared(field: str) -> Column:
-    return _col("etype").isin(list(RULES[field]))
+    return _is_type(*_RULES[field])
 
 
 def _failure(reason: str, position: int, field: Column, detail: Column) -> Column:
@@ -182,26 +191,28 @@ def _failure(reason: str, position: int, field: Column, detail: Column) -> Colum
 
 def _field_failure(position: int, field: str) -> Column:
     """The field's failure, or null."""
-    rules = RULES[field]
+    rules, json_type = _RULES[field], _JSON_TYPES[field]
     required = [t for t in rules if field in contracts.schema(t)["required"]]
     name, variant_type, value = F.lit(field), _col(f"t_{field}"), _col("json")[field]
-    shown = (F.concat(F.lit('"'), F.substring(value, 1, 100), F.lit('"')) if rules[next(iter(rules))].json_type ==
-             "string" else value.cast("string"))
+    shown = F.concat(F.lit('"'), F.substring(value, 1, 100), F.lit('"')) if json_type == "string" else value.cast(
+        "string")
     return _chain([
         (~_declared(field), F.lit(None)),
-        (variant_type.isNull(), F.when(_col("etype").isin(required), _failure(
+        (variant_type.isNull(), F.when(_is_type(*required), _failure(
             "missing_field", position, name, F.lit(f"'{field}' is a required property")))),
         (~_by_type(rules, _Rule.type_ok), _failure("wrong_type", position, name, F.concat(
-            F.lit(f"{field}: expected {rules[next(iter(rules))].json_type}, got "), _json_type(variant_type)))),
+            F.lit(f"{field}: expected {json_type}, got "), _json_type(variant_type)))),
         (~_by_type(rules, _Rule.value_ok), _failure("invalid_value", position, name, F.concat(
             F.lit(f"{field}: "), shown, F.lit(" "), _by_type(rules, lambda rule: F.lit(rule.describe()))))),
     ])
 
 
 def _parse_stages() -> list[dict[str, Column]]:
-    """Decode and parse: small expressions, which whole-stage codegen compiles into one method."""
-    text, parsed = _col("text"), _col("parsed")
-    topic_type = _chain([(F.col("topic") == topic, F.lit(t)) for t, topic in contracts.TOPICS.items()])
+    """Decode, parse, and find the keys and JSON types of the fields: small expressions, which whole-stage codegen
+    compiles into one method."""
+    text, parsed, elements, fields = _col("text"), _col("parsed"), _col("elements"), _col("object")
+    topic_type = _chain([(F.col("topic") == contracts.TOPICS[t], i) for i, t in enumerate(contracts.EVENT_TYPES)])
+    # A topic without a contract fails the query, as check_event raises ValueError.
     no_contract = F.raise_error(F.concat(F.lit("no event contract for topic "), F.coalesce("topic", F.lit("NULL"))))
     # Spark's parser reads the first JSON value and ignores what follows, so parse `[<text>,<sentinel>]` instead.
     # Without a `]` in the text, the array can only close at the last character: two elements prove that the text
@@ -210,33 +221,31 @@ def _parse_stages() -> list[dict[str, Column]]:
     short = ~text.contains("]")
     sentinel = F.repeat(F.lit("x"), F.char_length(text))
     wrapped = F.concat(F.lit("["), text, F.when(short, ",0]").otherwise(F.concat(F.lit(',"'), sentinel, F.lit('"]'))))
-    one_value = parsed.isNotNull() & F.when(short, F.variant_get(parsed, "$[2]", "variant").isNull()).otherwise(
-        F.try_variant_get(parsed, "$[1]", "string") == sentinel)
+    one_value = F.when(short, F.size(elements) == 2).otherwise(F.try_variant_get(parsed, "$[1]", "string") == sentinel)
     # Jackson skips its number-length check when a number crosses a buffer boundary: check digit runs here.
-    long_number = text.rlike(_LONG_DIGIT_RUN) & F.regexp_replace(text, _JSON_STRING, '""').rlike(_LONG_DIGIT_RUN)
+    long_number = ((F.octet_length("value") > contracts.MAX_DIGIT_RUN) & text.rlike(_LONG_DIGIT_RUN)
+                   & F.regexp_replace(text, _JSON_STRING, '""').rlike(_LONG_DIGIT_RUN))
     small = F.octet_length("value") <= contracts.MAX_BYTES
     return [
         {"etype": F.coalesce(topic_type, no_contract), "text": F.col("value").cast("string")},
         {"utf8": F.is_valid_utf8(text)},
         {"parsed": F.when(_col("utf8") & small, F.try_parse_json(wrapped))},
+        # One cast gives the number of elements and the first one as a map (null when it is not an object).
+        {"elements": F.try_variant_get(parsed, "$", "array<map<string,variant>>")},
         {"json_ok": F.coalesce(one_value & ~long_number, F.lit(False))},
-        {"object": F.when(_col("json_ok"), F.try_variant_get(parsed, "$[0]", "map<string,variant>"))},
-        {"root_type": F.when(_col("json_ok") & _col("object").isNull(),
-                             F.schema_of_variant(F.variant_get(parsed, "$[0]", "variant")))},
+        {"object": F.when(_col("json_ok"), elements[0])},
+        {"root_type": F.when(_col("json_ok") & fields.isNull(),
+                             F.schema_of_variant(F.variant_get(parsed, "$[0]", "variant"))),
+         "keys": F.map_keys(fields),
+         "is_object": fields.isNotNull(),
+         **{f"t_{f}": F.schema_of_variant(F.element_at(fields, F.lit(f))) for f in contracts.ALL_FIELDS}},
     ]
 
 
-def _type_stage() -> dict[str, Column]:
-    """Keys and JSON types of the fields (from the VARIANT), and their values (from Spark's JSON reader: casting
-    VARIANT values costs far more)."""
-    fields = _col("object")
-    read_as = ", ".join(f"`{f}` {_READ_AS[next(iter(RULES[f].values())).json_type]}" for f in contracts.ALL_FIELDS)
-    return {
-        "keys": F.map_keys(fields),
-        "is_object": fields.isNotNull(),
-        "json": F.when(fields.isNotNull(), F.from_json(_col("text"), f"struct<{read_as}>")),
-        **{f"t_{f}": F.schema_of_variant(F.element_at(fields, F.lit(f))) for f in contracts.ALL_FIELDS},
-    }
+def _value_stage() -> dict[str, Column]:
+    """The field values, from Spark's JSON reader (casting the VARIANT's values costs far more)."""
+    read_as = ", ".join(f"`{f}` {_READ_AS[_JSON_TYPES[f]]}" for f in contracts.ALL_FIELDS)
+    return {"json": F.when(_col("is_object"), F.from_json(_col("text"), f"struct<{read_as}>"))}
 
 
 def _check_stage() -> dict[str, Column]:
@@ -245,12 +254,12 @@ def _check_stage() -> dict[str, Column]:
     The higher-order function also keeps this projection out of whole-stage codegen, whose single method HotSpot
     would not compile (it skips methods over 8 KB of bytecode); Spark splits this projection into small methods.
     """
-    known = _chain([(_col("etype") == t, F.array(*map(F.lit, contracts.FIELDS[t]))) for t in contracts.EVENT_TYPES])
+    known = _chain([(_is_type(t), F.array(*map(F.lit, contracts.FIELDS[t]))) for t in contracts.EVENT_TYPES])
     present = sum(F.when(_declared(f) & _col(f"t_{f}").isNotNull(), 1).otherwise(0) for f in contracts.ALL_FIELDS)
     first_unknown = F.when(F.size(_col("keys")) > present, F.array_min(
         F.filter(_col("keys"), lambda key: ~F.array_contains(known, key))))
-    unknown = F.when(first_unknown.isNotNull(), _failure(
-        "unknown_field", _UNKNOWN, first_unknown, F.concat(F.lit("unexpected field "), F.to_json(F.array(first_unknown)))))
+    unknown = F.when(first_unknown.isNotNull(), _failure("unknown_field", _UNKNOWN, first_unknown, F.concat(
+        F.lit("unexpected field "), F.to_json(F.array(first_unknown)))))
     no_field = F.lit(None).cast("string")
     reject = _chain([
         (F.col("value").isNull(), _failure("not_json", _NO_FIELD, no_field, F.lit("the record has no value"))),
@@ -285,7 +294,7 @@ def validate_events(df: DataFrame) -> DataFrame:
     for valid records). A topic without a contract fails the query, as `check_event` raises.
     """
     out = df
-    for columns in [*_parse_stages(), _type_stage(), _check_stage()]:
+    for columns in [*_parse_stages(), _value_stage(), _check_stage()]:
         out = out.withColumns({f"{_TMP}{name}": column for name, column in columns.items()})
     out = out.withColumns(_outputs())
     return out.drop(*[c for c in out.columns if c.startswith(_TMP)])

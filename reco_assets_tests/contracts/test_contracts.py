@@ -1,0 +1,128 @@
+"""The event contracts: the JSON Schemas, the Python checker and the Spark check agree on every case of
+events_cases.json."""
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from pyspark.sql import functions as F
+
+from reco_assets import contracts
+from reco_assets.contracts import ALL_FIELDS, EVENT_TYPE_BY_TOPIC, FIELDS, TOPICS, Rejection, check_event, schema
+from reco_assets.silver.event_contract import OUTPUT_TYPES, validate_events
+
+CASES = json.loads((Path(__file__).parent / "events_cases.json").read_text(encoding="utf-8"))
+
+
+def case_value(case: dict) -> bytes | None:
+    """The record's raw bytes: `value_b64` as is, else `value` (with each `repeat` placeholder expanded) in UTF-8."""
+    if "value_b64" in case:
+        return base64.b64decode(case["value_b64"])
+    if case["value"] is None:
+        return None
+    value = case["value"]
+    for placeholder, (text, times) in case.get("repeat", {}).items():
+        value = value.replace(placeholder, text * times)
+    # surrogatepass: a case may spell an unpaired surrogate escape, never a raw surrogate.
+    return value.encode("utf-8", "surrogatepass")
+
+
+def expected(rejection: Rejection | None) -> dict | None:
+    return None if rejection is None else {"reason": rejection.reason, "field": rejection.field}
+
+
+def test_cases_cover_every_reason_and_topic():
+    assert len(CASES) >= 60
+    assert len({case["name"] for case in CASES}) == len(CASES)
+    reasons = {case["expect"]["reason"] for case in CASES if case["expect"]}
+    assert reasons == set(contracts.REASONS)
+    assert {case["topic"] for case in CASES if case["expect"] is None} == set(TOPICS.values())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_check_event(case):
+    rejection = check_event(case["topic"], case_value(case))
+    assert expected(rejection) == case["expect"]
+    if rejection:
+        assert rejection.detail and len(rejection.detail) <= contracts.DETAIL_CHARS
+
+
+def test_check_event_refuses_an_unknown_topic():
+    with pytest.raises(ValueError, match="unknown topic"):
+        check_event("events_other", b"{}")
+
+
+def test_spark_agrees_with_check_event(spark):
+    rows = [(position, case["topic"], case_value(case)) for position, case in enumerate(CASES)]
+    records = spark.createDataFrame(rows, "case int, topic string, value binary")
+    checked = validate_events(records)
+
+    assert checked.columns == [*records.columns, *OUTPUT_TYPES, "reject_reason", "reject_field", "reject_detail"]
+    assert {name: checked.schema[name].dataType.simpleString() for name in OUTPUT_TYPES} == OUTPUT_TYPES
+    results = {row.case: row for row in checked.withColumn("event_ts_micros", F.unix_micros("event_ts")).collect()}
+    disagreements = []
+    for position, case in enumerate(CASES):
+        row = results[position]
+        spark_result = None if row.reject_reason is None else {"reason": row.reject_reason, "field": row.reject_field}
+        if spark_result != expected(check_event(case["topic"], case_value(case))):
+            disagreements.append((case["name"], spark_result, case["expect"]))
+        if row.reject_reason is None:
+            event_type = EVENT_TYPE_BY_TOPIC[case["topic"]]
+            assert row.event_id and row.event_type == event_type and row.event_ts is not None, case["name"]
+            assert all(row[f] is None for f in ALL_FIELDS if f not in FIELDS[event_type]), case["name"]
+        else:
+            assert row.reject_detail and all(row[f] is None for f in ALL_FIELDS), case["name"]
+    assert disagreements == []
+
+    by_name = {case["name"]: results[position] for position, case in enumerate(CASES)}
+    view = by_name["view full"]
+    assert (view.event_id, view.event_type, view.user_id, view.movie_id) == (
+        "0b6f9b0e-3d1c-4f59-9d7e-2a4c8e1f5a01", "view", 42, 1)
+    assert (view.session_id, view.device_type, view.page_url, view.watch_seconds) == (
+        "9a7b3c1d-2e4f-4a6b-8c0d-1e2f3a4b5c6d", "smart_tv", "https://movies.example/m/1", 5400)
+    assert datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=view.event_ts_micros) == datetime(
+        2024, 5, 1, 12, 34, 56, 789000, tzinfo=UTC)
+    rating = by_name["rating full"]
+    assert (rating.rating, rating.review_text) == (5.0, "Still holds up. Lovely ✨")
+    assert by_name["rating 5 as an integer"].rating == 5.0
+    assert by_name["integer written as 1.0"].user_id == 1
+    assert by_name["integer written with an exponent"].user_id == 100
+    assert by_name["largest id"].movie_id == 2147483647
+    assert by_name["click full"].click_type == "recommendation"
+    # Offsets are UTC only; fractions beyond microseconds are truncated.
+    assert by_name["timestamp with +00:00"].event_ts_micros == 1714566896_000000
+    assert by_name["timestamp with 9 fractional digits"].event_ts_micros == 1714566896_123456
+
+
+def test_spark_refuses_an_unknown_topic(spark):
+    records = spark.createDataFrame([("events_other", b"{}")], "topic string, value binary")
+    with pytest.raises(Exception, match="no event contract for topic events_other"):
+        validate_events(records).collect()
+
+
+@pytest.mark.parametrize("event_type", contracts.EVENT_TYPES)
+def test_schemas(event_type):
+    event_schema = schema(event_type)
+    Draft202012Validator.check_schema(event_schema)
+    assert event_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert event_schema["$id"] == f"https://reco-assets.dev/contracts/{event_type}.v{contracts.CONTRACT_VERSION}.json"
+    assert event_schema["additionalProperties"] is False
+    assert event_schema["properties"]["event_type"]["const"] == event_type
+    assert list(event_schema["properties"])[:6] == ["event_id", "event_type", "event_ts", "user_id", "movie_id",
+                                                    "session_id"]
+    for example in event_schema["examples"]:
+        assert check_event(TOPICS[event_type], json.dumps(example).encode()) is None
+
+
+def test_public_api():
+    assert EVENT_TYPE_BY_TOPIC == {"events_views": "view", "events_clicks": "click", "events_ratings": "rating"}
+    assert FIELDS["view"][6:] == ("device_type", "page_url", "watch_seconds")
+    assert FIELDS["click"][6:] == ("click_type", "referrer")
+    assert FIELDS["rating"][6:] == ("rating", "review_text")
+    assert ALL_FIELDS == (*FIELDS["view"], "click_type", "referrer", "rating", "review_text")
+    assert tuple(OUTPUT_TYPES) == ALL_FIELDS
+    schema("view")["properties"].clear()
+    assert schema("view")["properties"], "schema() returns a copy"
