@@ -100,6 +100,9 @@ def spark_config() -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.ui.showConsoleProgress": "false",
+        # Fall back from whole-stage codegen when a generated method is too big for HotSpot to JIT (8 KB);
+        # the event contract check is such a stage, and interpreted bytecode is far slower than the fallback.
+        "spark.sql.codegen.hugeMethodLimit": "8000",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         # Spark's Kafka source, resolved from Maven Central once (`reco-assets kafka install`).
         "spark.jars": ",".join(str(jar) for jar in jars.jars(jars.SPARK_KAFKA)),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -19,13 +20,13 @@ EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "s
                  "page_url", "watch_seconds", "click_type", "referrer", "rating", "review_text"]
 
 
-def split_hour(bronze: DataFrame, previous_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
-    """(silver rows, rejected rows) of one bronze hour.
+def split_hour(checked: DataFrame, previous_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+    """(silver rows, rejected rows) of one bronze hour, from its contract-checked records (`validate_events`).
 
     Rejected: every record that breaks its topic's contract, plus duplicates by `event_id` — later copies
     inside the hour (the first by broker time and offset is kept) and events already in the previous hour.
     """
-    checked = validate_events(bronze).withColumn("received_at", F.col("timestamp"))
+    checked = checked.withColumn("received_at", F.col("timestamp"))
     valid = checked.where(F.col("reject_reason").isNull())
     first = Window.partitionBy("event_id").orderBy("received_at", "topic", "partition", "offset")
     valid = (valid.withColumn("_copy", F.row_number().over(first))
@@ -64,10 +65,14 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
     previous = partition_path(lakehouse, "events", "silver", previous_hour(partition_key))
     previous_ids = spark.read.parquet(str(previous)).select("event_id") if previous.exists() else None
-    bronze = spark.read.parquet(str(bronze_path))
-    silver, rejected = split_hour(bronze, previous_ids)
-    silver_path = _write_partition(lakehouse, silver, "events", partition_key)
-    rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)
+    # Both outputs come from one contract check: keep it instead of computing it once per output.
+    checked = validate_events(spark.read.parquet(str(bronze_path))).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        silver, rejected = split_hour(checked, previous_ids)
+        silver_path = _write_partition(lakehouse, silver, "events", partition_key)
+        rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)
+    finally:
+        checked.unpersist()
     reasons = duckdb_scalar(
         "SELECT coalesce(json_group_object(reason, n), '{}')::VARCHAR FROM "
         "(SELECT reason, count(*) AS n FROM read_parquet(?) GROUP BY reason ORDER BY reason)",
