@@ -98,19 +98,13 @@ def cmd_similar(con, args) -> None:
     emit(columns, rows, args.format)
 
 
-def kafka_broker(args):
-    from reco_assets.kafka.broker import LocalBroker
-
-    return LocalBroker(args.data_dir, port=args.port)
-
-
 def cmd_kafka(args) -> None:
     from reco_assets.kafka import jars
-    from reco_assets.kafka.broker import BrokerError
+    from reco_assets.kafka.broker import BrokerError, LocalBroker
     from reco_assets.kafka.client import KafkaResource, KafkaSetupError, ensure_topics, kafka_resource
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    broker = kafka_broker(args)
+    broker = LocalBroker(args.data_dir, port=args.port)
     try:
         if args.action == "install":
             for name in [jars.SPARK_KAFKA] if args.spark_only else [jars.SPARK_KAFKA, jars.BROKER]:
@@ -198,11 +192,11 @@ def cmd_generate_events(args) -> None:
 
 def cmd_replay_movielens(args) -> None:
     from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+    from reco_assets.events.generator import ratings_source
     from reco_assets.events.producer import ProduceError, Progress
     from reco_assets.events.publish import replay_movielens
 
-    silver = Path(args.data_dir).expanduser() / "lakehouse" / "silver" / "ratings"
-    source = silver / "*.parquet" if any(silver.glob("*.parquet")) else BUNDLED_SAMPLE / "ratings.csv"
+    source = ratings_source(args.data_dir, BUNDLED_SAMPLE)
     producer = make_producer(args)
     started = time.monotonic()
     try:

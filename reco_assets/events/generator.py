@@ -54,12 +54,14 @@ class Population:
                    movies[movie_col].astype(np.int64), weights(movies["count_star()"].astype(float)), path)
 
 
-def load_population(data_dir: str | Path, bundled: Path) -> Population:
-    """Silver ratings when they are materialized, else the bundled MovieLens sample."""
+def ratings_source(data_dir: str | Path, bundled: Path) -> Path:
+    """Silver ratings when they are materialized, else the bundled MovieLens sample's ratings.csv."""
     silver = Path(data_dir).expanduser() / "lakehouse" / "silver" / "ratings"
-    if any(silver.glob("*.parquet")):
-        return Population.from_ratings(silver / "*.parquet")
-    return Population.from_ratings(bundled / "ratings.csv")
+    return silver / "*.parquet" if any(silver.glob("*.parquet")) else bundled / "ratings.csv"
+
+
+def load_population(data_dir: str | Path, bundled: Path) -> Population:
+    return Population.from_ratings(ratings_source(data_dir, bundled))
 
 
 @dataclass
