@@ -12,10 +12,12 @@ from reco_assets.resources import LakehouseResource
 
 PARQUET_TABLES = {
     "silver": ["movies", "ratings", "tags", "links"],
-    "gold": ["recommendations", "similar_movies", "popular_movies", "reco_evaluation"],
+    "gold": ["recommendations", "similar_movies", "popular_movies", "reco_evaluation", "trending_now",
+             "hybrid_recommendations"],
 }
 # Tables written one Hive-style folder per hour (`hour=YYYY-MM-DD-HH`); the view exposes `hour` as a column.
-HOURLY_TABLES = {"bronze": ["events"], "silver": ["events", "events_rejected"]}
+HOURLY_TABLES = {"bronze": ["events"], "silver": ["events", "events_rejected"],
+                 "gold": ["trending", "genre_minute_stats"]}
 # Every table is written by the asset named `<layer>_<table>`.
 CATALOG_DEPS = [
     "bronze_movielens",

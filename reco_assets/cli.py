@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -98,6 +99,102 @@ def cmd_similar(con, args) -> None:
     emit(columns, rows, args.format)
 
 
+def seconds_since(moment) -> float | None:
+    """Age of a naive UTC timestamp read from the catalog."""
+    return None if moment is None else round((datetime.now(UTC).replace(tzinfo=None) - moment).total_seconds(), 1)
+
+
+def has_view(con, view: str) -> bool:
+    schema, name = view.split(".")
+    return bool(query(con, "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+                      (schema, name))[1][0][0])
+
+
+def cmd_trending(con, args) -> None:
+    where = "genre IS NULL" if args.genre is None else "genre = ?"
+    params = () if args.genre is None else (args.genre,)
+    if has_view(con, "gold.trending_now"):
+        columns, rows = query(con, "SELECT rank, movie_id, title, round(trend_score, 3) AS trend_score, events, "
+                                   "views, clicks, ratings, unique_users, last_event_at FROM gold.trending_now "
+                                   f"WHERE {where} ORDER BY rank LIMIT ?", (*params, args.limit))
+    else:
+        columns, rows = [], []
+    if rows:
+        as_of, updated_at = query(con, "SELECT max(as_of), max(updated_at) FROM gold.trending_now")[1][0]
+        print(f"trending {'overall' if args.genre is None else 'in ' + args.genre} as of {as_of} UTC "
+              f"(table updated {seconds_since(updated_at):.0f} s ago)", file=sys.stderr)
+        emit(columns, rows, args.format)
+        return
+    if args.genre is not None:
+        known = query(con, "SELECT count(*) FROM silver.movies WHERE list_contains(genres, ?)", params)[1][0][0]
+        if not known:
+            genres = query(con, "SELECT DISTINCT unnest(genres) AS g FROM silver.movies ORDER BY g")[1]
+            raise CliError(f"no genre {args.genre!r}; genres: {', '.join(g for (g,) in genres)}")
+    print("nothing is trending (no events streamed yet): popular movies (fallback)", file=sys.stderr)
+    genre_filter = "" if args.genre is None else "WHERE list_contains(m.genres, ?)"
+    columns, rows = query(con, "SELECT row_number() OVER (ORDER BY p.rank) AS rank, p.movie_id, p.title, "
+                               "p.num_ratings, 'popular' AS source FROM gold.popular_movies p "
+                               f"JOIN silver.movies m USING (movie_id) {genre_filter} ORDER BY p.rank LIMIT ?",
+                          (*params, args.limit))
+    emit(columns, rows, args.format)
+
+
+def kafka_lag(data_dir: str) -> tuple[list[tuple], str | None]:
+    """Per topic: records in Kafka, records bronze has taken, lag — or why Kafka could not be asked."""
+    from reco_assets.bronze.events import RANGES_NAME
+    from reco_assets.kafka.client import EVENT_TOPICS, KafkaSetupError, KafkaUnavailable, kafka_resource
+
+    covered: dict[tuple[str, int], int] = {}
+    for ranges in (Path(data_dir).expanduser() / "lakehouse" / "bronze" / "events").glob(f"hour=*/{RANGES_NAME}"):
+        for r in json.loads(ranges.read_text())["ranges"]:
+            key = (r["topic"], r["partition"])
+            covered[key] = max(covered.get(key, 0), r["end"])
+    kafka = kafka_resource(resolve=True).model_copy(update={"request_timeout_s": 3.0})
+    try:
+        offsets = kafka.offsets()
+        tps = offsets.partitions()
+        end, start = offsets.end(tps), offsets.start(tps)
+    except (KafkaUnavailable, KafkaSetupError) as error:
+        return [], f"Kafka at {kafka.bootstrap_servers}: {error}"
+    rows = []
+    for topic in EVENT_TOPICS:
+        mine = [tp for tp in tps if tp[0] == topic]
+        taken = {tp: max(covered.get(tp, 0), start[tp]) for tp in mine}
+        rows.append((topic, sum(end[tp] for tp in mine), sum(taken[tp] for tp in mine),
+                     sum(end[tp] - taken[tp] for tp in mine)))
+    return rows, None
+
+
+def cmd_stats(con, args) -> None:
+    if not has_view(con, "silver.events"):
+        raise CliError("no events in the lakehouse yet: stream some (`reco-assets generate-events`) and let the "
+                       "sensor's runs land them")
+    totals = query(con, "SELECT count(*) AS total_events, count(DISTINCT user_id) AS unique_users, "
+                        "count(DISTINCT movie_id) AS unique_movies, max(event_ts) AS last_event_ts, "
+                        "max(received_at) AS last_received_at FROM silver.events")
+    per_type = query(con, "SELECT event_type, count(*) FROM silver.events GROUP BY event_type ORDER BY event_type")[1]
+    rejected = query(con, "SELECT count(*) FROM silver.events_rejected")[1][0][0] \
+        if has_view(con, "silver.events_rejected") else 0
+    stats = dict(zip(totals[0], totals[1][0], strict=True))
+    stats["freshness_seconds"] = seconds_since(stats["last_received_at"])
+    stats.update({f"{kind}_events": n for kind, n in per_type}, rejected_records=rejected)
+    if has_view(con, "gold.trending_now"):
+        stats["trending_now_age_seconds"] = seconds_since(
+            query(con, "SELECT max(updated_at) FROM gold.trending_now")[1][0][0])
+    lag, problem = kafka_lag(args.data_dir)
+    lag_columns = ["topic", "records_in_kafka", "records_in_bronze", "lag"]
+    if args.format == "json":
+        print(json.dumps({**stats, "kafka_lag": [dict(zip(lag_columns, row, strict=True)) for row in lag],
+                          "kafka_problem": problem}, default=str, indent=2))
+        return
+    emit(["metric", "value"], list(stats.items()), args.format)
+    if problem:
+        print(f"kafka lag unknown: {problem}", file=sys.stderr)
+    else:
+        print()
+        emit(lag_columns, lag, args.format)
+
+
 def cmd_kafka(args) -> None:
     from reco_assets.kafka import jars
     from reco_assets.kafka.broker import BrokerError, LocalBroker
@@ -126,6 +223,28 @@ def cmd_kafka(args) -> None:
             show_topics(kafka_resource(resolve=True) if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
                         else KafkaResource(bootstrap_servers=broker.bootstrap_servers))
     except (BrokerError, KafkaSetupError, jars.JarResolutionError) as error:
+        raise CliError(str(error)) from None
+
+
+def cmd_spark(args) -> None:
+    from reco_assets.kafka import jars
+    from reco_assets.spark_connect import ConnectServer, ConnectServerError
+
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    server = ConnectServer(args.data_dir, port=args.port)
+    try:
+        if args.action == "up":
+            started = time.monotonic()
+            status = server.up(log=log)
+            print(f"Spark Connect runs on {status.url} (pid {status.pid}), answered a query after "
+                  f"{time.monotonic() - started:.1f} s; runs use it with SPARK_REMOTE={status.url}")
+        elif args.action == "down":
+            print("stopped" if server.down(log=log) else "not running")
+        else:
+            status = server.status()
+            print(f"Spark Connect server: {status.detail}" + (f" (pid {status.pid}, {status.url}, state in "
+                                                              f"{status.home})" if status.pid else ""))
+    except (ConnectServerError, jars.JarResolutionError) as error:
         raise CliError(str(error)) from None
 
 
@@ -247,12 +366,22 @@ def build_parser() -> Parser:
     similar.add_argument("movie_id", type=positive_int)
     similar.add_argument("--k", type=positive_int, default=10)
 
+    trending = add("trending", cmd_trending, "what is trending now, overall or in one genre (gold.trending_now)")
+    trending.add_argument("--genre", default=None, help="e.g. Comedy (default: overall)")
+    trending.add_argument("--limit", type=positive_int, default=10)
+    add("stats", cmd_stats, "event totals, per type, users, movies, freshness and Kafka lag per topic")
+
     kafka = add("kafka", cmd_kafka, "the project's own Kafka broker on 127.0.0.1 (state in $RECO_DATA_DIR/kafka)",
                 catalog=False)
     kafka.add_argument("action", choices=["up", "down", "status", "install", "create-topics"])
     kafka.add_argument("--port", type=positive_int, default=int(os.environ.get("KAFKA_PORT", "9092")),
                        help="broker port (controller: port + 1; default $KAFKA_PORT or 9092)")
     kafka.add_argument("--spark-only", action="store_true", help="install: only Spark's Kafka connector jars")
+    spark = add("spark", cmd_spark, "the project's warm Spark: a Spark Connect server on 127.0.0.1 that runs use "
+                "through SPARK_REMOTE (state in $RECO_DATA_DIR/spark-connect)", catalog=False)
+    spark.add_argument("action", choices=["up", "down", "status"])
+    spark.add_argument("--port", type=positive_int, default=int(os.environ.get("SPARK_CONNECT_PORT", "15002")),
+                       help="server port (default $SPARK_CONNECT_PORT or 15002)")
 
     def add_producer(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         sub = add(name, handler, help_text, catalog=False)

@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from reco_assets.kafka import jars
+from reco_assets.partitions import hour_folder
 
 DEFAULT_DATA_DIR = "data"
 LAYERS = ("bronze", "silver", "gold")
@@ -85,13 +86,41 @@ class LakehouseResource(dg.ConfigurableResource):
             df.write.mode("overwrite").parquet(str(staged))
         return final
 
+    def write_hours(self, df, layer: str, table: str, partition_keys: list[str]) -> list[Path]:
+        """Write the hour partitions of a Spark DataFrame with an `hour` column (`YYYY-MM-DD-HH`) in one job.
 
-def spark_config() -> dict[str, str]:
-    """Spark settings from the environment: `SPARK_MASTER` (default `local[*]`) and friends."""
+        Each hour's folder is swapped in atomically; an hour without rows gets an empty file with the schema.
+        """
+        root = self.table_path(layer, table)
+        root.mkdir(parents=True, exist_ok=True)
+        staged = root.with_name(f".{table}.hours-{uuid.uuid4().hex[:8]}")
+        try:
+            df.repartition("hour").write.partitionBy("hour").parquet(str(staged))
+            written = []
+            for key in partition_keys:
+                part = staged / hour_folder(key)
+                if not part.exists():
+                    df.limit(0).drop("hour").coalesce(1).write.parquet(str(part))
+                replace_dir(part, root / hour_folder(key))
+                written.append(root / hour_folder(key))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return written
+
+
+def spark_config(remote: bool | None = None) -> dict[str, str]:
+    """Spark settings from the environment: `SPARK_MASTER` (default `local[*]`) and friends.
+
+    Two modes. Local (`remote=False`, or `SPARK_REMOTE` unset): everything a session started in this process needs,
+    master, driver memory and jars included. Spark Connect (`remote=True`, or `SPARK_REMOTE=sc://…` set, as
+    `scripts/run.sh` does for the warm server of `reco_assets.spark_connect`): only the runtime SQL settings
+    (`spark.sql.*`), the only ones a Connect client may send; the static ones (master, driver memory, jars, Python)
+    belong to the server, which `ConnectServer` starts with the local-mode settings.
+    """
     # PySpark starts its Python workers with $PYSPARK_PYTHON (default: `python3` from PATH), not with the
     # `spark.pyspark.python` setting, so point it at this interpreter unless the user chose one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return {
+    config = {
         "spark.master": os.environ.get("SPARK_MASTER", "local[*]"),
         "spark.app.name": "reco_assets",
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "4g"),
@@ -104,9 +133,13 @@ def spark_config() -> dict[str, str]:
         # the event contract check is such a stage, and interpreted bytecode is far slower than the fallback.
         "spark.sql.codegen.hugeMethodLimit": "8000",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
-        # Spark's Kafka source, resolved from Maven Central once (`reco-assets kafka install`).
-        "spark.jars": ",".join(str(jar) for jar in jars.jars(jars.SPARK_KAFKA)),
     }
+    if os.environ.get("SPARK_REMOTE") if remote is None else remote:
+        # Spark Connect: runtime SQL settings only (all `spark.sql.*` ones above are); the server has the rest.
+        return {key: value for key, value in config.items() if key.startswith("spark.sql.")}
+    # Spark's Kafka source, resolved from Maven Central once (`reco-assets kafka install`).
+    config["spark.jars"] = ",".join(str(jar) for jar in jars.jars(jars.SPARK_KAFKA))
+    return config
 
 
 def spark_resource() -> LazyPySparkResource:

@@ -11,37 +11,50 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from reco_assets.bronze.events import CLOSE_GRACE, bronze_events
+from reco_assets.gold.stream import stream_gold_assets
 from reco_assets.kafka.client import KafkaResource, KafkaSetupError, KafkaUnavailable, TopicPartitionKey
 from reco_assets.partitions import hour_key, hour_start, hourly_events
 from reco_assets.silver.events import silver_events
 
-# The open hour is re-materialized at most this often; closed hours get one final run.
-OPEN_HOUR_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_REFRESH_S", "60"))
-SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "15"))
+# The open hour is re-materialized when new records came, no run of it is queued or running, and its last
+# run was requested at least this long ago; closed hours get one final run.
+OPEN_HOUR_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_REFRESH_S", "10"))
+SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "5"))
+# Runs of the open hour keep gold_trending_now current and refresh the hour's gold_trending and
+# gold_genre_minute_stats only this often (they are off the live path); closed hours get all of them.
+OPEN_HOUR_FULL_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_FULL_REFRESH_S", "120"))
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
 
 events_job = dg.define_asset_job(
     "events_hourly_job",
-    selection=dg.AssetSelection.assets(bronze_events, silver_events),
+    selection=dg.AssetSelection.assets(bronze_events, silver_events, *stream_gold_assets),
     partitions_def=hourly_events,
-    description="One broker hour of events: Kafka → bronze_events → silver_events (+ dead letter).",
+    description="One broker hour of events: Kafka → bronze_events → silver_events (+ dead letter) → trending "
+                "(hourly, per genre and minute, now).",
 )
+# What a live refresh of the open hour materializes.
+LIVE_ASSETS = [dg.AssetKey(name) for name in ("bronze_events", "silver_events", "silver_events_rejected",
+                                               "gold_trending_now")]
 
 
 @dataclass
 class Cursor:
-    """Per-partition offsets already covered by requested runs, where to scan from, open hours run so far."""
+    """Per-partition offsets already covered by requested runs, where to scan from, open hours run so far
+    (when last run, when last run with every asset)."""
 
     offsets: dict[str, int] = field(default_factory=dict)
     scan_from: str | None = None
     open_hours: dict[str, float] = field(default_factory=dict)
+    full_runs: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str | None) -> "Cursor":
         return cls(**json.loads(raw)) if raw else cls()
 
     def dump(self) -> str:
-        return json.dumps({"offsets": self.offsets, "scan_from": self.scan_from, "open_hours": self.open_hours},
-                          sort_keys=True)
+        return json.dumps({"offsets": self.offsets, "scan_from": self.scan_from, "open_hours": self.open_hours,
+                           "full_runs": self.full_runs}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class HourRun:
     closed: bool
     run_key: str
     records: int
+    live: bool = False  # only the live assets (LIVE_ASSETS), not the hour's whole gold
 
 
 def _tp_name(tp: TopicPartitionKey) -> str:
@@ -64,16 +78,20 @@ def plan_tick(
     first_hour: Callable[[], str | None],
     offsets_at: Callable[[datetime], dict[TopicPartitionKey, int]],
     open_refresh_s: float,
+    in_flight: Callable[[str], bool] = lambda hour: False,
+    full_refresh_s: float = 0.0,
 ) -> tuple[list[HourRun], Cursor]:
-    """Which hours to run, and the cursor after this tick. Pure apart from the two Kafka look-ups passed in.
+    """Which hours to run, and the cursor after this tick. Pure apart from the look-ups passed in.
 
-    `offsets_at(t)` gives the first offset at or after broker time t (the end offset when none yet).
+    `offsets_at(t)` gives the first offset at or after broker time t (the end offset when none yet);
+    `in_flight(hour)` says whether a run of that hour is queued or running (then the open hour waits for it,
+    so new records are picked up by the next run instead of piling up runs).
     """
     covered = {tp: max(cursor.offsets.get(_tp_name(tp), log_start[tp]), log_start[tp]) for tp in end}
     pending = any(end[tp] > covered[tp] for tp in end)
     current = hour_key(now)
     runs: list[HourRun] = []
-    new_cursor = Cursor(dict(cursor.offsets), cursor.scan_from, dict(cursor.open_hours))
+    new_cursor = Cursor(dict(cursor.offsets), cursor.scan_from, dict(cursor.open_hours), dict(cursor.full_runs))
 
     def is_closed(hour: str) -> bool:
         return now >= hour_start(hour) + timedelta(hours=1) + CLOSE_GRACE
@@ -96,15 +114,21 @@ def plan_tick(
             scanned.add(hour)
             closed = is_closed(hour)
             signature = hashlib.sha1(json.dumps(sorted((_tp_name(tp), hi[tp]) for tp in end)).encode()).hexdigest()
-            if not closed and now.timestamp() - cursor.open_hours.get(hour, 0.0) < open_refresh_s:
+            if not closed and (now.timestamp() - cursor.open_hours.get(hour, 0.0) < open_refresh_s
+                               or in_flight(hour)):
                 # Rate-limited: leave this hour's new records pending for a later tick.
                 advance = {tp: min(advance[tp], max(lo[tp], covered[tp])) for tp in end}
                 continue
-            runs.append(HourRun(hour, closed, f"{hour}:{'closed' if closed else 'open'}:{signature[:12]}", new))
+            live = not closed and now.timestamp() - cursor.full_runs.get(hour, 0.0) < full_refresh_s
+            state = "closed" if closed else "live" if live else "open"
+            runs.append(HourRun(hour, closed, f"{hour}:{state}:{signature[:12]}", new, live))
             if closed:
                 new_cursor.open_hours.pop(hour, None)
+                new_cursor.full_runs.pop(hour, None)
             else:
                 new_cursor.open_hours[hour] = now.timestamp()
+                if not live:
+                    new_cursor.full_runs[hour] = now.timestamp()
         new_cursor.offsets = {_tp_name(tp): advance[tp] for tp in end}
         new_cursor.scan_from = min([current, *[h for h in hours if h in new_cursor.open_hours]])
     # Hours that were last run while open and have closed since, without new records: one final run.
@@ -112,6 +136,7 @@ def plan_tick(
         if hour not in scanned and is_closed(hour):
             runs.append(HourRun(hour, True, f"{hour}:closed:final", 0))
             new_cursor.open_hours.pop(hour, None)
+            new_cursor.full_runs.pop(hour, None)
     return runs, new_cursor
 
 
@@ -138,7 +163,13 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         def offsets_at(moment: datetime) -> dict[TopicPartitionKey, int]:
             return offsets.at_time(tps, int(moment.timestamp() * 1000), end)
 
-        runs, new_cursor = plan_tick(cursor, now, end, log_start, first_hour, offsets_at, OPEN_HOUR_REFRESH_S)
+        def in_flight(hour: str) -> bool:
+            return bool(context.instance.get_run_ids(
+                dg.RunsFilter(job_name=events_job.name, statuses=IN_FLIGHT, tags={"dagster/partition": hour}),
+                limit=1))
+
+        runs, new_cursor = plan_tick(cursor, now, end, log_start, first_hour, offsets_at, OPEN_HOUR_REFRESH_S,
+                                     in_flight, OPEN_HOUR_FULL_REFRESH_S)
     except (KafkaUnavailable, KafkaSetupError) as error:
         return dg.SkipReason(f"{error} — the next tick resumes from the saved offsets")
     if not runs:
@@ -149,7 +180,8 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=run.run_key, partition_key=run.hour,
-                          tags={"reco/hour_state": "closed" if run.closed else "open",
+                          asset_selection=LIVE_ASSETS if run.live else None,
+                          tags={"reco/hour_state": "closed" if run.closed else "live" if run.live else "open",
                                 "reco/new_records": str(run.records)})
             for run in runs
         ],

@@ -32,6 +32,7 @@ def test_every_asset_and_check_succeeds(batch_graph):
         "gold_recommendations",
         "gold_similar_movies",
         "gold_popular_movies",
+        "gold_hybrid_recommendations",
         "duckdb_catalog",
     }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -76,11 +77,69 @@ def test_als_beats_popularity_on_held_out_ratings(warehouse):
         ).fetchall()
     }
     als, popularity = rows["als"], rows["popularity"]
+    assert set(rows) == {"als", "popularity", "hybrid"}
     assert als[0] > popularity[0] * 1.2, (als, popularity)
     assert 0.05 < popularity[0] < 0.15, "popularity nDCG@10 near the 0.087 measured for this split"
     assert als[4] > popularity[4], "ALS covers more of the catalog"
     assert 0.5 < als[5] < 1.5, "RMSE of rating prediction is in a sane range"
     assert als[6] == popularity[6] == 610
+
+
+def test_hybrid_serves_every_user_a_full_list_of_unseen_movies(warehouse):
+    per_user = warehouse.execute(
+        "SELECT count(DISTINCT user_id), min(n), max(n), min(distinct_movies), bool_and(hybrid) FROM "
+        "(SELECT user_id, count(*) n, count(DISTINCT movie_id) distinct_movies, bool_and(source = 'hybrid') hybrid "
+        "FROM gold.hybrid_recommendations WHERE user_id IS NOT NULL GROUP BY 1)"
+    ).fetchone()
+    assert per_user == (610, 20, 20, 20, True)
+    assert scalar(
+        warehouse, "SELECT count(*) FROM gold.hybrid_recommendations JOIN silver.ratings USING (user_id, movie_id)"
+    ) == 0
+    assert scalar(
+        warehouse,
+        "SELECT bool_and(score >= next_score) FROM (SELECT score, lead(score) OVER (PARTITION BY user_id ORDER BY rank)"
+        " AS next_score FROM gold.hybrid_recommendations) WHERE next_score IS NOT NULL",
+    ), "ranks follow scores"
+    signals = warehouse.execute(
+        "SELECT count(*) FILTER (als_score IS NULL OR trend_score IS NULL OR content_score IS NULL OR title IS NULL), "
+        "min(content_score), max(content_score), min(trend_score), count(DISTINCT model_version) "
+        "FROM gold.hybrid_recommendations WHERE source = 'hybrid'"
+    ).fetchone()
+    assert signals[0] == 0 and -1.0001 <= signals[1] <= signals[2] <= 1.0001 and signals[3] >= 0 and signals[4] == 1
+    # The re-ranking changes the lists: they are not ALS's top 20.
+    assert scalar(warehouse, "SELECT count(*) FROM gold.hybrid_recommendations h JOIN gold.recommendations r "
+                             "USING (user_id, movie_id)") < 0.9 * 610 * 20
+
+
+def test_users_without_history_get_trending_and_popular_movies(warehouse):
+    cold = warehouse.execute(
+        "WITH popular AS (SELECT movie_id, rank AS popularity_rank FROM gold.popular_movies) "
+        "SELECT rank, movie_id, source, als_score, content_score, trend_score, score, popularity_rank "
+        "FROM gold.hybrid_recommendations LEFT JOIN popular USING (movie_id) WHERE user_id IS NULL ORDER BY rank"
+    ).fetchall()
+    assert [row[0] for row in cold] == list(range(1, 21))
+    assert {(source, als, content) for _, _, source, als, content, *_ in cold} == {("cold_start", None, None)}
+    assert all(trend > 0 for *_, trend, _, _ in cold), "every one was rated lately"
+    assert [row[6] for row in cold] == sorted((row[6] for row in cold), reverse=True)
+    popularity_ranks = [row[7] for row in cold]
+    assert max(popularity_ranks) <= 100, "popular"
+    assert sum(rank > 20 for rank in popularity_ranks) >= 5, "and trending: not only the all-time top 20"
+
+
+def test_hybrid_is_evaluated_beside_als_and_popularity(warehouse):
+    rows = {
+        r[0]: r[1:]
+        for r in warehouse.execute(
+            "SELECT model, ndcg, recall, coverage, novelty, users FROM gold.reco_evaluation"
+        ).fetchall()
+    }
+    hybrid, als, popularity = rows["hybrid"], rows["als"], rows["popularity"]
+    assert hybrid[0] > als[0] > popularity[0], rows
+    assert hybrid[0] > 1.45 * popularity[0], "≈1.50× on this split (docs/recommendation-quality.md)"
+    assert hybrid[4] == als[4] == popularity[4] == 610
+    assert all(row[3] is not None for row in rows.values())
+    assert popularity[3] < als[3] < hybrid[3], "novelty: the baseline recommends the most familiar movies"
+    assert hybrid[2] > popularity[2]
 
 
 def test_similar_and_popular_movies(warehouse):
@@ -103,6 +162,7 @@ def test_catalog_holds_views_not_copies(warehouse):
         "gold.similar_movies",
         "gold.popular_movies",
         "gold.reco_evaluation",
+        "gold.hybrid_recommendations",
         "bronze.movielens_manifest",
     } <= views
     assert scalar(warehouse, "SELECT count(*) FROM duckdb_tables()") == 0

@@ -50,6 +50,17 @@ def test_sql_table_output(cli, capsys):
     assert code == 0 and "100836" in out
 
 
+def test_trending_without_events_falls_back_to_popular_movies_of_the_genre(cli, capsys):
+    code, out, err = cli(capsys, "trending", "--genre", "Comedy", "--limit", "3", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and "nothing is trending" in err and "popular movies (fallback)" in err
+    assert [r["rank"] for r in rows] == [1, 2, 3] and {r["source"] for r in rows} == {"popular"}
+    code, out, _ = cli(capsys, "sql", "SELECT p.movie_id FROM gold.popular_movies p JOIN silver.movies m "
+                       "USING (movie_id) WHERE list_contains(m.genres, 'Comedy') ORDER BY p.rank LIMIT 3",
+                       "--format", "json")
+    assert [r["movie_id"] for r in rows] == [r["movie_id"] for r in json.loads(out)]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -58,6 +69,8 @@ def test_sql_table_output(cli, capsys):
         (["similar", "99999999"], "movie 99999999 is not in silver.movies"),
         (["sql", "SELEC 1"], "syntax error"),
         (["sql", "DROP VIEW silver.movies"], "read-only"),
+        (["trending", "--genre", "Nope"], "no genre 'Nope'; genres: Action, Adventure"),
+        (["stats"], "no events in the lakehouse yet"),
     ],
 )
 def test_errors_are_one_line(cli, capsys, args, message):

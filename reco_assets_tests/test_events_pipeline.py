@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+from reco_assets.cli import main
 from reco_assets.contracts import check_event
 from reco_assets.definitions import defs
 from reco_assets.events.generator import Batch, EventGenerator, load_population
@@ -26,6 +27,8 @@ from reco_assets.sensors import events_job, kafka_events_sensor
 from reco_assets_tests.conftest import materialize, running_broker
 
 pytestmark = pytest.mark.integration
+HOURLY_CHECKS = {"offset_ranges_meet_neighbours": True, "event_id_unique": True, "reconciles_with_bronze": True,
+                 "ranks_dense_and_unique": True}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +61,7 @@ def run_requested(result, data_dir, instance, kafka) -> list[str]:
                               kafka=kafka)
         assert outcome.success
         checks = {e.check_name: e.passed for e in outcome.get_asset_check_evaluations()}
-        assert checks == {"offset_ranges_meet_neighbours": True, "event_id_unique": True,
-                          "reconciles_with_bronze": True}
+        assert checks == HOURLY_CHECKS
         hours.append(request.partition_key)
     return hours
 
@@ -122,6 +124,44 @@ def test_the_catalog_views_answer(stream):
     assert bronze == len(stream["batch"]) and silver + rejected == bronze
 
 
+def test_gold_trending_counts_every_silver_event(stream):
+    """The stream's gold tables agree with silver: per hour, per genre minute, and the decayed top now."""
+    with duckdb.connect(str(stream["data_dir"] / "warehouse.duckdb"), read_only=True) as con:
+        per_hour = con.execute("SELECT hour, count(*) FROM silver.events GROUP BY hour ORDER BY hour").fetchall()
+        assert con.execute("SELECT hour, sum(events) FROM gold.trending GROUP BY hour ORDER BY hour").fetchall() \
+            == per_hour
+        movies = con.execute("SELECT count(DISTINCT movie_id) FROM silver.events").fetchone()[0]
+        assert con.execute("SELECT count(*) FROM gold.trending_now WHERE genre IS NULL").fetchone()[0] \
+            == min(20, movies)
+        movies_per_hour = con.execute("SELECT hour, count(DISTINCT movie_id) FROM silver.events GROUP BY hour "
+                                      "ORDER BY hour").fetchall()
+        assert con.execute("SELECT hour, max(rank) FROM gold.trending GROUP BY hour ORDER BY hour").fetchall() \
+            == movies_per_hour
+        top = con.execute("SELECT movie_id, events FROM gold.trending_now WHERE genre IS NULL ORDER BY rank "
+                          "LIMIT 1").fetchone()
+        assert top[1] == con.execute("SELECT count(*) FROM silver.events WHERE movie_id = ?", [top[0]]).fetchone()[0]
+
+
+def test_cli_trending_and_stats(stream, capsys, monkeypatch):
+    data_dir, batch = stream["data_dir"], stream["batch"]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", stream["kafka"].bootstrap_servers)
+    assert main(["--data-dir", str(data_dir), "trending", "--limit", "3", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        top3 = con.execute("SELECT movie_id FROM gold.trending_now WHERE genre IS NULL ORDER BY rank LIMIT 3") \
+            .fetchall()
+        silver = dict(con.execute("SELECT event_type, count(*) FROM silver.events GROUP BY ALL").fetchall())
+    assert [r["movie_id"] for r in json.loads(out)] == [m for (m,) in top3] and "trending overall as of" in err
+    assert main(["--data-dir", str(data_dir), "stats", "--format", "json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total_events"] == sum(silver.values())
+    assert {k: stats[f"{k}_events"] for k in silver} == silver
+    assert stats["rejected_records"] + stats["total_events"] == len(batch)
+    assert stats["freshness_seconds"] >= 0 and stats["kafka_problem"] is None
+    assert sum(t["records_in_kafka"] for t in stats["kafka_lag"]) == len(batch)
+    assert [t["lag"] for t in stats["kafka_lag"]] == [0, 0, 0]
+
+
 def test_repeated_tick_requests_nothing_new(stream, dagster_instance):
     result = tick(dagster_instance, stream["kafka"], stream["cursor"])
     assert not result.run_requests
@@ -150,8 +190,7 @@ def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance):
     result = job.execute_in_process(instance=dagster_instance, tags={
         "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
     assert result.success
-    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
-        "offset_ranges_meet_neighbours": True, "event_id_unique": True, "reconciles_with_bronze": True}
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == HOURLY_CHECKS
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert ("bronze_events", first) in materialized and ("silver_events", last) in materialized
     empty = json.loads((data_dir / "lakehouse" / "bronze" / "events" / hour_folder(first) / "_ranges.json").read_text())

@@ -14,7 +14,8 @@ def log_of(*minutes: float) -> list[int]:
     return [int((T0 + timedelta(minutes=m)).timestamp() * 1000) for m in minutes]
 
 
-def tick(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0):
+def tick(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0, busy: frozenset = frozenset(),
+         full_refresh_s: float = 0.0):
     end = {TP: len(log)}
 
     def offsets_at(moment: datetime) -> dict:
@@ -23,7 +24,8 @@ def tick(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0)
     def first_hour():
         return (T0 + timedelta(milliseconds=log[0] - int(T0.timestamp() * 1000))).strftime("%Y-%m-%d-%H:00")
 
-    return plan_tick(cursor, now, end, {TP: 0}, first_hour, offsets_at, open_refresh_s=refresh_s)
+    return plan_tick(cursor, now, end, {TP: 0}, first_hour, offsets_at, open_refresh_s=refresh_s,
+                     in_flight=lambda hour: hour in busy, full_refresh_s=full_refresh_s)
 
 
 def test_first_tick_runs_every_hour_with_records_closed_ones_final():
@@ -57,6 +59,33 @@ def test_open_hour_is_refreshed_at_a_bounded_rate():
     runs, moved = tick(held, now + timedelta(seconds=61), log_of(1, 2, 30.2), refresh_s=60)
     assert [(r.hour, r.closed, r.records) for r in runs] == [("2026-11-23-10:00", False, 1)]
     assert moved.offsets == {"events_views:0": 3}
+
+
+def test_open_hour_waits_while_a_run_of_it_is_in_flight_closed_hours_do_not():
+    now = T0 + timedelta(minutes=30)
+    runs, cursor = tick(Cursor(), now, log_of(1, 2), refresh_s=0)
+    busy = frozenset({"2026-11-23-10:00"})
+    runs, held = tick(cursor, now + timedelta(seconds=5), log_of(1, 2, 30.1), refresh_s=0, busy=busy)
+    assert runs == [] and held.offsets == {"events_views:0": 2}
+    runs, moved = tick(held, now + timedelta(seconds=10), log_of(1, 2, 30.1), refresh_s=0)
+    assert [(r.hour, r.closed, r.records) for r in runs] == [("2026-11-23-10:00", False, 1)]
+    assert moved.offsets == {"events_views:0": 3}
+    # Once the hour has closed its final run is requested even while an open-hour run is still going.
+    runs, _ = tick(moved, T0 + timedelta(minutes=61), log_of(1, 2, 30.1, 59), refresh_s=0, busy=busy)
+    assert [(r.hour, r.closed) for r in runs] == [("2026-11-23-10:00", True)]
+
+
+def test_open_hour_runs_are_live_between_full_refreshes():
+    now = T0 + timedelta(minutes=30)
+    log = log_of(1)
+    runs, cursor = tick(Cursor(), now, log, refresh_s=0, full_refresh_s=120)
+    assert [(r.live, r.run_key.split(":")[2]) for r in runs] == [(False, "open")]
+    for seconds, live in ((10, True), (60, True), (125, False), (130, True)):
+        log = [*log, int((now + timedelta(seconds=seconds)).timestamp() * 1000)]
+        runs, cursor = tick(cursor, now + timedelta(seconds=seconds), log, refresh_s=0, full_refresh_s=120)
+        assert [r.live for r in runs] == [live], seconds
+    runs, cursor = tick(cursor, T0 + timedelta(minutes=61), log, refresh_s=0, full_refresh_s=120)
+    assert [(r.closed, r.live) for r in runs] == [(True, False)] and cursor.full_runs == {}
 
 
 def test_hour_that_closed_without_new_records_gets_one_final_run():

@@ -14,6 +14,19 @@ else
   echo "[run] using the Kafka cluster at $KAFKA_BOOTSTRAP_SERVERS"
   .venv/bin/reco-assets kafka create-topics
 fi
+if [ -n "${SPARK_REMOTE:-}" ]; then
+  echo "[run] runs use the Spark Connect server at $SPARK_REMOTE"
+elif [ "${RECO_SPARK_CONNECT:-1}" != "0" ]; then
+  # One warm Spark for every run (state under $RECO_DATA_DIR/spark-connect); `reco-assets spark down` stops it.
+  export SPARK_CONNECT_PORT="${SPARK_CONNECT_PORT:-15002}"
+  if .venv/bin/reco-assets spark up; then
+    export SPARK_REMOTE="sc://127.0.0.1:$SPARK_CONNECT_PORT"
+  else
+    echo "[run] no Spark Connect server (see above): each run starts its own local Spark"
+  fi
+else
+  echo "[run] RECO_SPARK_CONNECT=0: each run starts its own local Spark"
+fi
 echo "[run] RECO_DATA_DIR=$RECO_DATA_DIR DAGSTER_HOME=$DAGSTER_HOME"
 echo "[run] open http://127.0.0.1:${DAGSTER_PORT:-3000} and materialize the asset graph"
 exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

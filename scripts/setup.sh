@@ -21,13 +21,17 @@ fi
 if ! command -v mvn >/dev/null; then
   os_packages+=(maven)
 fi
+# The UI test (reco_assets_tests/test_ui.py) drives Debian's headless Chromium.
+if ! command -v chromium >/dev/null; then
+  os_packages+=(chromium)
+fi
 if [ ${#os_packages[@]} -gt 0 ]; then
   log "installing OS packages: ${os_packages[*]}"
   if command -v apt-get >/dev/null && as_root apt-get update -qq && \
      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${os_packages[@]}" >/dev/null; then
     log "OS packages installed"
   else
-    log "could not install ${os_packages[*]}: install them with your package manager (Java 17+ and Maven are required)"
+    log "could not install ${os_packages[*]}: install them with your package manager (Java 17+ and Maven are required; Chromium only for the UI test)"
     java -version >/dev/null 2>&1 || exit 1
     command -v mvn >/dev/null || exit 1
   fi

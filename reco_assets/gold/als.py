@@ -1,4 +1,4 @@
-"""Spark MLlib ALS: training, the chronological hold-out split and distributed top-K scoring."""
+"""Spark MLlib ALS: training data (ratings and the stream), the chronological hold-out split, distributed top-K."""
 
 import hashlib
 import json
@@ -9,14 +9,26 @@ import pandas as pd
 from pydantic import Field
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from reco_assets.gold import trending
 from reco_assets.gold.ranking import ItemIndex, ranking_metrics, top_k
+from reco_assets.resources import LakehouseResource
 
 RECOMMENDATION_SCHEMA = "user_id INT, rank INT, movie_id INT, score FLOAT"
 METRIC_NAMES = ("precision", "recall", "ndcg", "map")
 EVALUATION_ROW_SCHEMA = "user_id INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, recommended ARRAY<INT>"
+MODEL_INFO = "_model.json"
+
+# What ALS learns from is a per-(user, movie) signal in stars (confidence = 1 + alpha × signal): the latest
+# explicit rating (MovieLens or streamed), plus the stream's implicit events — a view (the movie's page opened
+# or played) is worth 2.5 stars, the middle of the scale; a click (trailer, poster, title, a recommendation)
+# 1 star. The implicit part of a pair is capped at 5 stars, so repeated clicks never outweigh a rating.
+IMPLICIT_WEIGHTS = {"view": 2.5, "click": 1.0}
+IMPLICIT_CAP = 5.0
+# Events that mean the user has seen the movie (never recommend it again); a click is interest, not a watch.
+SEEN_EVENT_TYPES = ("view", "rating")
 
 
 class ALSConfig(dg.Config):
@@ -83,19 +95,19 @@ def _query_vectors(pdf: pd.DataFrame) -> np.ndarray:
     return np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
 
 
-def recommend_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
+def recommend_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
     """Top-k candidates per query row (id, features, exclude), in Spark tasks with numpy BLAS.
 
-    The candidate index is broadcast once; each task scores its users in blocks.
+    The candidate index travels in the task closure, not in a SparkContext broadcast, so Spark Connect works too
+    (classic PySpark broadcasts a pickled function over 1 MB by itself). Each task scores its users in blocks.
     """
-    shared = spark.sparkContext.broadcast(index)
 
     def score(batches):
         for pdf in batches:
             rows_ids, rows_rank, rows_item, rows_score = [], [], [], []
             vectors = _query_vectors(pdf)
             ids = pdf["id"].to_numpy()
-            for rows, items, scores in top_k(shared.value, vectors, list(pdf["exclude"]), k):
+            for rows, items, scores in top_k(index, vectors, list(pdf["exclude"]), k):
                 valid = np.isfinite(scores)
                 n, width = items.shape
                 rows_ids.append(np.repeat(ids[rows], width)[valid.ravel()])
@@ -115,16 +127,15 @@ def recommend_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k
     return queries.select("id", "features", "exclude").mapInPandas(score, RECOMMENDATION_SCHEMA)
 
 
-def evaluate_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
+def evaluate_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
     """Per-user precision, recall, nDCG and MAP at k for query rows (id, features, exclude, relevant)."""
-    shared = spark.sparkContext.broadcast(index)
 
     def score(batches):
         for pdf in batches:
             vectors = _query_vectors(pdf)
             relevant = list(pdf["relevant"])
             out = []
-            for rows, items, scores in top_k(shared.value, vectors, list(pdf["exclude"]), k):
+            for rows, items, scores in top_k(index, vectors, list(pdf["exclude"]), k):
                 for offset, (user_items, user_scores) in enumerate(zip(items, scores, strict=True)):
                     i = rows.start + offset
                     recommended = user_items[np.isfinite(user_scores)].tolist()
@@ -136,20 +147,111 @@ def evaluate_top_k(spark: SparkSession, queries: DataFrame, index: ItemIndex, k:
     return queries.select("id", "features", "exclude", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
 
 
+def evaluate_lists(lists: DataFrame, k: int) -> DataFrame:
+    """Per-user precision, recall, nDCG and MAP at k for rows (id, recommended: movie ids best first, relevant)."""
+
+    def score(batches):
+        for pdf in batches:
+            out = [
+                {"user_id": int(user), **ranking_metrics(recommended.tolist(), set(relevant.tolist()), k),
+                 "recommended": recommended.tolist()}
+                for user, recommended, relevant in zip(pdf["id"], pdf["recommended"], pdf["relevant"], strict=True)
+            ]
+            if out:
+                yield pd.DataFrame(out)
+
+    return lists.select("id", "recommended", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
+
+
 def seen_by_user(ratings: DataFrame, column: str = "exclude") -> DataFrame:
     return ratings.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias(column))
 
 
-def summarize(per_user: DataFrame, catalog_size: int) -> dict[str, float]:
-    """Mean metrics over users, and the share of the catalog recommended to anyone (coverage)."""
+def read_silver_events(spark, lakehouse: LakehouseResource) -> DataFrame | None:
+    """Every hour of silver_events written so far, with `hour`, read once and cached; None when there is none.
+
+    The sensor rewrites the open hour every few seconds: the cached snapshot keeps a run from seeing it change,
+    or from losing files it listed. The caller unpersists it.
+    """
+    hours = trending.materialized_hours(lakehouse, "silver", "events")
+    if not hours:
+        return None
+    events = trending.read_hours(spark, lakehouse, "silver", "events", hours).cache()
+    events.count()
+    return events
+
+
+def interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
+    """user_id, movie_id, rating: the signal ALS learns from, one row per pair (see IMPLICIT_WEIGHTS).
+
+    Without events it is the ratings as they are.
+    """
+    pair = ["user_id", "movie_id"]
+    if events is None:
+        return ratings.select(*pair, "rating")
+    explicit = ratings.select(*pair, "rating", F.col("rated_at").alias("at")).unionByName(
+        events.where(F.col("event_type") == "rating").select(
+            *pair, F.col("rating").cast("float"), F.col("event_ts").alias("at")
+        )
+    )
+    latest_first = Window.partitionBy(*pair).orderBy(F.col("at").desc(), F.col("rating").desc())
+    latest = explicit.withColumn("_n", F.row_number().over(latest_first)).where(F.col("_n") == 1)
+    implicit = events.groupBy(*pair).agg(
+        F.least(F.sum(trending.event_weight(F.col("event_type"), IMPLICIT_WEIGHTS)), F.lit(IMPLICIT_CAP)).alias(
+            "implicit"
+        )
+    )
+    return (
+        latest.select(*pair, F.col("rating").alias("explicit"))
+        .join(implicit, pair, "full")
+        .select(*pair, (F.coalesce("explicit", F.lit(0.0)) + F.coalesce("implicit", F.lit(0.0))).cast("float")
+                .alias("rating"))
+    )
+
+
+def seen_pairs(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
+    """user_id, movie_id of every movie a user has rated or viewed (SEEN_EVENT_TYPES)."""
+    pairs = ratings.select("user_id", "movie_id")
+    if events is not None:
+        pairs = pairs.unionByName(
+            events.where(F.col("event_type").isin(*SEEN_EVENT_TYPES)).select("user_id", "movie_id")
+        )
+    return pairs.distinct()
+
+
+def item_users(train: DataFrame) -> DataFrame:
+    """movie_id, users: how many users interacted with each movie (the popularity baseline and novelty)."""
+    return train.groupBy("movie_id").agg(F.countDistinct("user_id").alias("users"))
+
+
+def summarize(per_user: DataFrame, catalog_size: int, train_item_users: DataFrame, train_users: int) -> dict:
+    """Mean metrics over users, catalog coverage, and novelty.
+
+    Coverage: the share of the catalog recommended to anyone. Novelty: per user, the mean self-information
+    -log2(share of training users who interacted with the movie) of the recommended movies; then the mean.
+    """
     per_user = per_user.cache()
     aggregates = per_user.agg(*[F.avg(m).alias(m) for m in METRIC_NAMES], F.count(F.lit(1)).alias("users")).first()
     distinct_items = per_user.select(F.explode("recommended")).distinct().count()
+    novelty = (
+        per_user.select("user_id", F.explode("recommended").alias("movie_id"))
+        .join(train_item_users, "movie_id")
+        .groupBy("user_id")
+        .agg(F.avg(-F.log2(F.col("users") / F.lit(float(train_users)))).alias("novelty"))
+        .agg(F.avg("novelty"))
+        .first()[0]
+    )
     per_user.unpersist()
     summary = {m: float(aggregates[m] or 0.0) for m in METRIC_NAMES}
     summary["users"] = int(aggregates["users"])
     summary["coverage"] = distinct_items / catalog_size if catalog_size else 0.0
+    summary["novelty"] = float(novelty or 0.0)
     return summary
+
+
+def load_model(lakehouse: LakehouseResource) -> tuple[ALSModel, dict]:
+    path = lakehouse.table_path("gold", "als_model")
+    return ALSModel.load(str(path / "model")), json.loads((path / MODEL_INFO).read_text())
 
 
 def rmse(model: ALSModel, test: DataFrame) -> float:

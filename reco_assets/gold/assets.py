@@ -1,4 +1,4 @@
-"""Gold: ALS recommendations, similar movies, the popularity baseline and the offline evaluation."""
+"""Gold: ALS recommendations, similar movies, the popularity baseline, the hybrid and the offline evaluation."""
 
 import json
 import time
@@ -10,18 +10,19 @@ import numpy as np
 import pandas as pd
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
-from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from reco_assets.gold import als
+from reco_assets.gold import als, hybrid
+from reco_assets.gold.hybrid import HybridWeights
 from reco_assets.gold.ranking import ItemIndex
 from reco_assets.resources import LakehouseResource
-from reco_assets.silver import silver_movies, silver_ratings
+from reco_assets.silver import silver_movies, silver_ratings, silver_tags
+from reco_assets.silver.events import silver_events
 from reco_assets.tables import duckdb_scalar, table_metadata
 
 GOLD_KINDS = {"spark", "parquet"}
-MODEL_INFO = "_model.json"
+MODELS = ("als", "popularity", "hybrid")
 
 
 def _read(spark, lakehouse: LakehouseResource, layer: str, table: str) -> DataFrame:
@@ -34,34 +35,65 @@ def _join_movies(df: DataFrame, movies: DataFrame, on: str = "movie_id", **colum
     return df.join(F.broadcast(attributes), on, "left")
 
 
-def _evaluation_rows(spark, config: als.ALSConfig, ratings: DataFrame, catalog_size: int, log) -> list[dict]:
-    """Train on the chronological split and score ALS and popularity on the same held-out ratings."""
-    train, test = als.chronological_split(ratings, config.holdout_fraction)
-    train, test = train.cache(), test.cache()
+class ModelConfig(als.ALSConfig):
+    """The ALS settings, and the hybrid weights that the evaluation scores with them."""
+
+    hybrid: HybridWeights = Field(
+        default_factory=HybridWeights,
+        description="the hybrid's weights for the evaluation (gold_hybrid_recommendations has the served ones)",
+    )
+
+
+def _evaluation_rows(
+    config: ModelConfig, ratings: DataFrame, events: DataFrame | None, movies: DataFrame, tags: DataFrame, log
+) -> list[dict]:
+    """Train on the chronological split and score ALS, popularity and the hybrid on the same held-out ratings.
+
+    The test set is MovieLens's held-out ratings. Stream events train too, and tags describe movies, except on
+    held-out (user, movie) pairs: nothing a user did with a held-out movie reaches any model.
+    """
+    catalog_size = movies.count()
+    train_ratings, test = als.chronological_split(ratings, config.holdout_fraction)
+    held_out = test.select("user_id", "movie_id")
+    train_events = events.join(held_out, ["user_id", "movie_id"], "left_anti") if events is not None else None
+    train_ratings, test = train_ratings.cache(), test.cache()
+    train = als.interactions(train_ratings, train_events).cache()
     queries = (
-        als.seen_by_user(train)
+        als.seen_by_user(als.seen_pairs(train_ratings, train_events))
         .join(test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id")
         .cache()
     )
+    item_users = als.item_users(train).cache()
+    train_users = train.select("user_id").distinct().count()
+
+    def summary(per_user: DataFrame) -> dict:
+        return als.summarize(per_user, catalog_size, item_users, train_users)
+
     started = time.monotonic()
     model = config.als().fit(train)
-    log(f"evaluation ALS trained on {train.count():,} ratings in {time.monotonic() - started:.1f}s")
-    als_metrics = als.summarize(
-        als.evaluate_top_k(
-            spark, queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), config.eval_k
-        ),
-        catalog_size,
+    log(f"evaluation ALS trained on {train.count():,} interactions in {time.monotonic() - started:.1f}s")
+    als_metrics = summary(
+        als.evaluate_top_k(queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), config.eval_k)
     )
-    counts = train.groupBy("movie_id").count().toPandas()
-    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["count"].to_numpy(np.float32)[:, None])
+    counts = item_users.toPandas()
+    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["users"].to_numpy(np.float32)[:, None])
     pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
-    pop_metrics = als.summarize(als.evaluate_top_k(spark, pop_queries, popularity, config.eval_k), catalog_size)
+    pop_metrics = summary(als.evaluate_top_k(pop_queries, popularity, config.eval_k))
+    started = time.monotonic()
+    content = hybrid.content_index(movies, tags.join(held_out, ["user_id", "movie_id"], "left_anti"))
+    hybrid_metrics = summary(
+        hybrid.evaluate(model, queries, train, train_ratings, content, config.hybrid, config.eval_k)
+    )
+    log(f"hybrid evaluated in {time.monotonic() - started:.1f}s")
     if config.report_rmse:
-        rating_model = model if not config.implicit_prefs else config.als(implicitPrefs=False, regParam=0.1).fit(train)
+        rating_model = (
+            model if not config.implicit_prefs else config.als(implicitPrefs=False, regParam=0.1).fit(train_ratings)
+        )
         als_metrics["rmse"] = als.rmse(rating_model, test)
-    for frame in (train, test, queries):
+    for frame in (train_ratings, test, train, queries, item_users):
         frame.unpersist()
-    return [{"model": "als", **als_metrics}, {"model": "popularity", **pop_metrics}]
+    return [{"model": "als", **als_metrics}, {"model": "popularity", **pop_metrics},
+            {"model": "hybrid", **hybrid_metrics}]
 
 
 @dg.multi_asset(
@@ -70,36 +102,43 @@ def _evaluation_rows(spark, config: als.ALSConfig, ratings: DataFrame, catalog_s
             "als_model",
             group_name="gold",
             kinds={"spark", "mllib"},
-            deps=[silver_ratings],
-            description="Spark MLlib ALS model trained on all silver ratings (factors saved with Spark ML).",
+            deps=[silver_ratings, silver_events],
+            description=(
+                "Spark MLlib ALS model trained on all silver ratings plus the streamed ratings, views and clicks "
+                "of every silver_events hour (factors saved with Spark ML)."
+            ),
         ),
         dg.AssetSpec(
             "gold_reco_evaluation",
             group_name="gold",
             kinds=GOLD_KINDS,
-            deps=[silver_ratings, silver_movies],
+            deps=[silver_ratings, silver_movies, silver_tags, silver_events],
             description=(
-                "Offline evaluation of ALS and the popularity baseline on one per-user chronological hold-out: "
-                "precision, recall, nDCG and MAP at K, catalog coverage, RMSE."
+                "Offline evaluation of ALS, the popularity baseline and the hybrid on one per-user chronological "
+                "hold-out: precision, recall, nDCG and MAP at K, catalog coverage, novelty, RMSE."
             ),
         ),
     ],
     can_subset=False,
 )
 def als_model_and_evaluation(
-    context: dg.AssetExecutionContext, config: als.ALSConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+    context: dg.AssetExecutionContext, config: ModelConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
 ):
-    """Evaluate the ALS settings on a hold-out, then train the served model with them on every rating."""
+    """Evaluate the ALS settings on a hold-out, then train the served model with them on every rating and event."""
     spark = pyspark.spark_session
     ratings = _read(spark, lakehouse, "silver", "ratings").select("user_id", "movie_id", "rating", "rated_at").cache()
-    catalog_size = _read(spark, lakehouse, "silver", "movies").count()
+    events = als.read_silver_events(spark, lakehouse)
     trained_at = datetime.now(UTC)
     version = f"als-{trained_at:%Y%m%dT%H%M%SZ}-{config.fingerprint()}"
 
     started = time.monotonic()
-    rows = _evaluation_rows(spark, config, ratings, catalog_size, context.log.info)
+    rows = _evaluation_rows(
+        config, ratings, events, _read(spark, lakehouse, "silver", "movies"),
+        _read(spark, lakehouse, "silver", "tags"), context.log.info,
+    )
     for row in rows:
-        row.update(k=config.eval_k, model_version=version if row["model"] == "als" else None, evaluated_at=trained_at)
+        row.update(k=config.eval_k, model_version=version if row["model"] != "popularity" else None,
+                   evaluated_at=trained_at)
     evaluation = pd.DataFrame(rows).reindex(
         columns=[
             "model",
@@ -109,6 +148,7 @@ def als_model_and_evaluation(
             "ndcg",
             "map",
             "coverage",
+            "novelty",
             "rmse",
             "users",
             "model_version",
@@ -121,7 +161,7 @@ def als_model_and_evaluation(
             evaluation,
             schema=(
                 "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
-                "rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
+                "novelty DOUBLE, rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
             ),
         ),
         "gold",
@@ -129,22 +169,24 @@ def als_model_and_evaluation(
         num_files=1,
     )
     by_model = {row["model"]: row for row in rows}
-    als_row, pop_row = by_model["als"], by_model["popularity"]
+    als_row = by_model["als"]
     metrics = {
         f"{model}_{metric}_at_{config.eval_k}": dg.MetadataValue.float(round(by_model[model][metric], 5))
-        for model in ("als", "popularity")
+        for model in MODELS
         for metric in als.METRIC_NAMES
     }
+    for model in MODELS:
+        for metric in ("coverage", "novelty"):
+            metrics[f"{model}_{metric}"] = dg.MetadataValue.float(round(by_model[model][metric], 5))
+    for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als")):
+        ratio = by_model[model]["ndcg"] / by_model[baseline]["ndcg"] if by_model[baseline]["ndcg"] else float("nan")
+        metrics[f"ndcg_ratio_{model}_vs_{baseline}"] = dg.MetadataValue.float(round(ratio, 3))
     yield dg.MaterializeResult(
         asset_key="gold_reco_evaluation",
         metadata={
             **metrics,
-            "als_coverage": dg.MetadataValue.float(round(als_row["coverage"], 5)),
-            "popularity_coverage": dg.MetadataValue.float(round(pop_row["coverage"], 5)),
             "als_rmse": dg.MetadataValue.float(round(als_row.get("rmse", float("nan")), 5)),
-            "ndcg_ratio_als_vs_popularity": dg.MetadataValue.float(
-                round(als_row["ndcg"] / pop_row["ndcg"], 3) if pop_row["ndcg"] else float("nan")
-            ),
+            "hybrid_weights": dg.MetadataValue.json(config.hybrid.model_dump()),
             "users_evaluated": dg.MetadataValue.int(als_row["users"]),
             "split": f"per-user chronological hold-out, latest {config.holdout_fraction:.0%} (at least one)",
             "model_version": version,
@@ -155,20 +197,25 @@ def als_model_and_evaluation(
     )
 
     started = time.monotonic()
-    model = config.als().fit(ratings)
+    training = als.interactions(ratings, events).cache()
+    model = config.als().fit(training)
     final = lakehouse.table_path("gold", "als_model")
     info = {
         "model_version": version,
         "trained_at": trained_at.isoformat(timespec="seconds"),
         "params": config.model_dump(),
         "ratings": ratings.count(),
+        "interactions": training.count(),
+        "stream_events": events.count() if events is not None else 0,
         "users": model.userFactors.count(),
         "items": model.itemFactors.count(),
     }
     with lakehouse.staged_dir(final) as staged:
         model.save(str(staged / "model"))
-        (staged / MODEL_INFO).write_text(json.dumps(info, indent=2))
-    ratings.unpersist()
+        (staged / als.MODEL_INFO).write_text(json.dumps(info, indent=2))
+    for frame in (ratings, training, events):
+        if frame is not None:
+            frame.unpersist()
     yield dg.MaterializeResult(
         asset_key="als_model",
         metadata={
@@ -176,6 +223,8 @@ def als_model_and_evaluation(
             "path": dg.MetadataValue.path(str(final)),
             "params": dg.MetadataValue.json(config.model_dump()),
             "ratings": dg.MetadataValue.int(info["ratings"]),
+            "interactions": dg.MetadataValue.int(info["interactions"]),
+            "stream_events": dg.MetadataValue.int(info["stream_events"]),
             "users": dg.MetadataValue.int(info["users"]),
             "items": dg.MetadataValue.int(info["items"]),
             "train_seconds": round(time.monotonic() - started, 2),
@@ -183,28 +232,24 @@ def als_model_and_evaluation(
     )
 
 
-def load_model(lakehouse: LakehouseResource) -> tuple[ALSModel, dict]:
-    path = lakehouse.table_path("gold", "als_model")
-    return ALSModel.load(str(path / "model")), json.loads((path / MODEL_INFO).read_text())
-
-
 class RecommendationsConfig(dg.Config):
     k: int = Field(default=20, description="movies recommended per user")
 
 
-@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies])
+@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies, silver_events])
 def gold_recommendations(
     config: RecommendationsConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
 ) -> dg.MaterializeResult:
-    """Top-K movies per user by the ALS model, never one the user has rated."""
+    """Top-K movies per user by the ALS model, never one the user has rated or viewed."""
     started = time.monotonic()
     spark = pyspark.spark_session
-    model, info = load_model(lakehouse)
-    rated = als.seen_by_user(_read(spark, lakehouse, "silver", "ratings"))
-    queries = model.userFactors.join(rated, "id", "left").withColumn(
+    model, info = als.load_model(lakehouse)
+    events = als.read_silver_events(spark, lakehouse)
+    seen = als.seen_by_user(als.seen_pairs(_read(spark, lakehouse, "silver", "ratings"), events))
+    queries = model.userFactors.join(seen, "id", "left").withColumn(
         "exclude", F.coalesce("exclude", F.array().cast("array<int>"))
     )
-    recommendations = als.recommend_top_k(spark, queries, als.item_index(model.itemFactors), config.k)
+    recommendations = als.recommend_top_k(queries, als.item_index(model.itemFactors), config.k)
     table = (
         _join_movies(recommendations, _read(spark, lakehouse, "silver", "movies"), title="title", year="year")
         .withColumn("model_version", F.lit(info["model_version"]))
@@ -212,6 +257,8 @@ def gold_recommendations(
         .orderBy("user_id", "rank")
     )
     path = lakehouse.write_table(table, "gold", "recommendations")
+    if events is not None:
+        events.unpersist()
     return dg.MaterializeResult(
         metadata=table_metadata(spark, path, started, k=config.k, model_version=info["model_version"])
     )
@@ -229,7 +276,7 @@ def gold_similar_movies(
     """Top-N neighbours per movie by cosine similarity of the ALS item factors."""
     started = time.monotonic()
     spark = pyspark.spark_session
-    model, info = load_model(lakehouse)
+    model, info = als.load_model(lakehouse)
     norms = model.itemFactors.withColumn(
         "norm", F.greatest(F.sqrt(F.aggregate("features", F.lit(0.0), lambda s, y: s + y * y)), F.lit(1e-12))
     )
@@ -239,7 +286,7 @@ def gold_similar_movies(
     counts = _read(spark, lakehouse, "silver", "ratings").groupBy(F.col("movie_id").alias("id")).count()
     candidates = normalized.join(counts.where(F.col("count") >= config.min_ratings).select("id"), "id")
     queries = normalized.withColumn("exclude", F.array(F.col("id")))
-    neighbours = als.recommend_top_k(spark, queries, als.item_index(candidates), config.n).select(
+    neighbours = als.recommend_top_k(queries, als.item_index(candidates), config.n).select(
         F.col("user_id").alias("movie_id"), "rank", F.col("movie_id").alias("similar_movie_id"), "score"
     )
     movies = _read(spark, lakehouse, "silver", "movies")
@@ -317,5 +364,16 @@ def recommendations_cover_every_user(lakehouse: LakehouseResource) -> dg.AssetCh
     return dg.AssetCheckResult(passed=short == 0, metadata={"users_without_full_list": short})
 
 
-gold_assets = [als_model_and_evaluation, gold_recommendations, gold_similar_movies, gold_popular_movies]
-gold_checks = [als_beats_popularity, recommendations_exclude_rated, recommendations_cover_every_user]
+gold_assets = [
+    als_model_and_evaluation,
+    gold_recommendations,
+    gold_similar_movies,
+    gold_popular_movies,
+    hybrid.gold_hybrid_recommendations,
+]
+gold_checks = [
+    als_beats_popularity,
+    recommendations_exclude_rated,
+    recommendations_cover_every_user,
+    hybrid.hybrid_excludes_seen,
+]

@@ -1,0 +1,441 @@
+"""Hybrid re-ranking: ALS candidates re-scored by a weighted mix of model score, trending and content similarity.
+
+For every user the top `candidates` unseen movies of ALS get three signals: the ALS score, the movie's trend
+score (time-decayed popularity as of the moment the list is made) and the cosine between the movie's TF-IDF
+vector (genres and tags) and the user's history profile. Each signal is standardised over the user's
+candidates (z-scores; the trend, a decayed count, after log1p), so a weight says how many points one standard
+deviation of that signal is worth, and the score is the weighted mean. Users the model does not know get
+trending and popular movies (`cold_start`). Design and tuning: docs/recommendation-quality.md.
+"""
+
+import hashlib
+import json
+import math
+import re
+import time
+from datetime import UTC
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from reco_assets.gold import als, trending
+from reco_assets.gold.ranking import ItemIndex, top_k
+from reco_assets.resources import LakehouseResource
+from reco_assets.silver import silver_movies, silver_ratings, silver_tags
+from reco_assets.silver.events import silver_events
+from reco_assets.tables import duckdb_scalar, table_metadata
+
+LN2 = math.log(2.0)
+# 2 ** -1100 is 0 in float64: an event this many half-lives old contributes nothing.
+HALF_LIVES_TO_ZERO = 1100.0
+TAG_WORD = re.compile(r"[a-z0-9]+")
+# Tag words count a quarter as much as genres: on the sample, tags cover 16 % of the movies and swamp the
+# genres of those they cover when both share one vector.
+TAG_WEIGHT = 0.25
+# A history movie's weight in the profile: its signal minus the user's mean signal, plus half a star, so
+# what the user liked more than usual counts more, disliked movies count against, and a history of equal
+# signals (only views, say) still has a profile.
+PROFILE_OFFSET = 0.5
+CANDIDATE_SCHEMA = "user_id INT, movie_id INT, als_score FLOAT, content_score FLOAT"
+TREND_SCHEMA = "user_id INT, movie_id INT, trend_score DOUBLE"
+RERANKED_SCHEMA = (
+    "user_id INT, rank INT, movie_id INT, score FLOAT, als_score FLOAT, trend_score FLOAT, content_score FLOAT"
+)
+SIGNAL_COLUMNS = ("score", "als_score", "trend_score", "content_score")
+HYBRID_COLUMNS = ["user_id", "rank", "movie_id", "score", "als_score", "trend_score", "content_score", "title",
+                  "source", "model_version"]
+
+
+class HybridWeights(dg.Config):
+    """How the hybrid mixes its signals; the defaults were tuned on ml-latest-small."""
+
+    als_weight: float = Field(default=0.4, description="weight of the ALS score (z-score over the user's candidates)")
+    trend_weight: float = Field(default=0.2, description="weight of the movie's trend score (log1p, then z-score)")
+    content_weight: float = Field(default=0.4, description="weight of the genre and tag cosine to the user's profile")
+    candidates: int = Field(default=100, description="ALS candidates re-ranked per user")
+    trend_half_life_days: float = Field(
+        default=90.0,
+        description="half-life of the ratings' trend score: offline, and served when the stream has no events",
+    )
+
+    def weights(self) -> np.ndarray:
+        """(ALS, trend, content) weights scaled to sum to 1."""
+        weights = np.array([self.als_weight, self.trend_weight, self.content_weight])
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"hybrid weights must be non-negative and not all zero, got {weights.tolist()}")
+        return weights / weights.sum()
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+class HybridConfig(HybridWeights):
+    k: int = Field(default=20, description="movies recommended per user")
+    stream_window_hours: float = Field(default=24.0, description="served trend: how far back stream events count")
+    stream_half_life_hours: float = Field(default=1.0, description="served trend: a stream event's half-life")
+
+
+def standardise(values: np.ndarray) -> np.ndarray:
+    """z-scores of `values`; all zeros when they are constant (the signal then cannot reorder anything)."""
+    values = np.asarray(values, dtype=np.float64)
+    spread = values.std() if len(values) else 0.0
+    return (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
+
+
+def normalised_signals(als_score: np.ndarray, trend: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """[n, 3]: the ALS score, log1p(trend) and the content cosine, each standardised over the candidates."""
+    return np.column_stack([standardise(als_score), standardise(np.log1p(trend)), standardise(content)])
+
+
+def blend(signals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Scores of normalised signals [n, s] under weights [s] that sum to 1 (HybridWeights.weights)."""
+    return np.asarray(signals, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
+
+
+def rerank(
+    als_score: np.ndarray, trend: np.ndarray, content: np.ndarray, weights: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the best k candidates, their scores), best first."""
+    scores = blend(normalised_signals(als_score, trend, content), weights)
+    best = np.argsort(-scores, kind="stable")[:k]
+    return best, scores[best]
+
+
+def profile_weights(signals: np.ndarray) -> np.ndarray:
+    """Weights of a user's history movies in their content profile (see PROFILE_OFFSET)."""
+    signals = np.asarray(signals, dtype=np.float64)
+    return signals - signals.mean() + PROFILE_OFFSET if len(signals) else signals
+
+
+def cold_start_scores(trend: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Trending and popular: the mean of the standardised log1p trend and log1p popularity."""
+    return (standardise(np.log1p(trend)) + standardise(np.log1p(popularity))) / 2.0
+
+
+def decayed_counts_as_of(
+    event_keys: np.ndarray, event_times: np.ndarray, query_keys: np.ndarray, query_times: np.ndarray, half_life: float
+) -> np.ndarray:
+    """For each query: Σ 2^(-(query time - event time) / half_life) over the events of its key at or before it.
+
+    Times and the half-life share one unit. Vectorised: the keys are laid end to end on one time line, each so
+    far after the previous one that the previous key's events have decayed to exactly 0, and a running
+    log-sum-exp of 2^(t / half_life) along that line gives every query's sum at once.
+    """
+    if not len(query_times):
+        return np.empty(0)
+    times = np.concatenate([event_times, query_times]).astype(np.float64)
+    is_query = np.r_[np.zeros(len(event_times), bool), np.ones(len(query_times), bool)]
+    _, key_index = np.unique(np.concatenate([event_keys, query_keys]), return_inverse=True)
+    start = times.min()
+    gap = times.max() - start + HALF_LIVES_TO_ZERO * half_life
+    line = (times - start) + key_index * gap
+    order = np.lexsort((is_query, line))  # by time on the line; an event at a query's moment counts for it
+    exponents = line[order] * (LN2 / half_life)
+    log_sums = np.logaddexp.accumulate(np.where(is_query[order], -np.inf, exponents))
+    decayed = np.empty(len(times))
+    decayed[order] = np.exp(log_sums - exponents)
+    return decayed[len(event_times):]
+
+
+def tag_words(tags: list[str]) -> list[str]:
+    """The lower-cased words of a movie's tags."""
+    return [word for tag in tags for word in TAG_WORD.findall(tag.lower())]
+
+
+def tfidf(documents: list[list[str]]) -> sparse.csr_matrix:
+    """L2-normalised TF-IDF rows of tokenised documents (no columns when there is no token at all)."""
+    if not any(documents):
+        return sparse.csr_matrix((len(documents), 0), dtype=np.float32)
+    vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, dtype=np.float32)
+    return normalize(vectorizer.fit_transform(documents))
+
+
+class ContentIndex:
+    """TF-IDF vectors of movies by sorted id: genres and tag words, each block L2-normalised, tags × TAG_WEIGHT."""
+
+    def __init__(self, ids: np.ndarray, vectors: sparse.csr_matrix):
+        order = np.argsort(ids, kind="stable")
+        self.ids = np.asarray(ids, dtype=np.int64)[order]
+        self.vectors = normalize(sparse.csr_matrix(vectors, dtype=np.float32)[order])
+
+    @classmethod
+    def from_movies(cls, movies: pd.DataFrame, tags: pd.DataFrame) -> "ContentIndex":
+        """`movies`: movie_id, genres (list); `tags`: movie_id, tag."""
+        tags_by_movie = tags.groupby("movie_id")["tag"].agg(list)
+        genres = tfidf([list(g) for g in movies["genres"]])
+        tagged = tfidf([tag_words(tags_by_movie.get(movie_id, [])) for movie_id in movies["movie_id"]])
+        return cls(movies["movie_id"].to_numpy(), sparse.hstack([genres, TAG_WEIGHT * tagged]).tocsr())
+
+    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions of the ids that are indexed, mask of those ids among `ids`)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(self.ids):
+            return ids[:0], np.zeros(len(ids), bool)
+        pos = np.searchsorted(self.ids, ids).clip(max=len(self.ids) - 1)
+        known = self.ids[pos] == ids
+        return pos[known], known
+
+    def similarity(self, history: np.ndarray, weights: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Cosine between each candidate and the profile: the weighted sum of the history movies' vectors."""
+        rows, known = self.positions(history)
+        profile = normalize(sparse.csr_matrix(np.asarray(weights, np.float32)[known]) @ self.vectors[rows])
+        scores = np.zeros(len(candidates), np.float32)
+        candidate_rows, candidate_known = self.positions(candidates)
+        scores[candidate_known] = (self.vectors[candidate_rows] @ profile.T).toarray().ravel()
+        return scores
+
+
+def _identity(tokens: list[str]) -> list[str]:
+    return tokens
+
+
+def content_index(movies: DataFrame, tags: DataFrame) -> ContentIndex:
+    """The ContentIndex of silver movies and tags (collected to the driver; scikit-learn builds it)."""
+    return ContentIndex.from_movies(movies.select("movie_id", "genres").toPandas(),
+                                    tags.select("movie_id", "tag").toPandas())
+
+
+def histories(interactions: DataFrame) -> DataFrame:
+    """id, history (movie ids) and history_signal (each one's ALS signal) of every user with interactions."""
+    return interactions.groupBy(F.col("user_id").alias("id")).agg(
+        F.collect_list(F.struct("movie_id", "rating")).alias("h")
+    ).select("id", F.col("h.movie_id").alias("history"), F.col("h.rating").alias("history_signal"))
+
+
+def candidate_signals(queries: DataFrame, als_index: ItemIndex, content: ContentIndex, n: int) -> DataFrame:
+    """The top-n ALS candidates of each query row (id, features, exclude, history, history_signal), with the
+    ALS score and the content cosine. Both indexes travel in the task closure (Spark Connect has no broadcast)."""
+
+    def score(batches):
+        for pdf in batches:
+            users, movies, als_scores, contents = [], [], [], []
+            vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
+            for rows, items, scores in top_k(als_index, vectors, list(pdf["exclude"]), n):
+                for offset, (user_items, user_scores) in enumerate(zip(items, scores, strict=True)):
+                    i = rows.start + offset
+                    valid = np.isfinite(user_scores)
+                    history = pdf["history"].iat[i]
+                    users.append(np.full(valid.sum(), pdf["id"].iat[i]))
+                    movies.append(user_items[valid])
+                    als_scores.append(user_scores[valid])
+                    contents.append(content.similarity(
+                        history, profile_weights(pdf["history_signal"].iat[i]), user_items[valid]
+                    ))
+            if users:
+                yield pd.DataFrame({
+                    "user_id": np.concatenate(users).astype(np.int32),
+                    "movie_id": np.concatenate(movies).astype(np.int32),
+                    "als_score": np.concatenate(als_scores).astype(np.float32),
+                    "content_score": np.concatenate(contents).astype(np.float32),
+                })
+
+    return queries.select("id", "features", "exclude", "history", "history_signal").mapInPandas(
+        score, CANDIDATE_SCHEMA
+    )
+
+
+def decayed_popularity(events: DataFrame, queries: DataFrame, half_life_days: float) -> DataFrame:
+    """user_id, movie_id, trend_score for query rows (user_id, movie_id, as_of): the events (movie_id, at) of
+    the movie at or before `as_of`, each weighing 2^(-age in days / half-life).
+
+    Rows are hash-partitioned by movie, so each task holds whole movies and runs decayed_counts_as_of once.
+    """
+    days = [F.col(c).cast("double") / 86400.0 for c in ("at", "as_of")]
+    rows = events.select("movie_id", days[0].alias("day"), F.lit(None).cast("int").alias("user_id"),
+                         F.lit(False).alias("is_query")).unionByName(
+        queries.select("movie_id", days[1].alias("day"), "user_id", F.lit(True).alias("is_query"))
+    )
+
+    def score(batches):
+        pdf = pd.concat(list(batches), ignore_index=True)
+        if not len(pdf):
+            return
+        event, query = pdf[~pdf["is_query"]], pdf[pdf["is_query"]]
+        yield pd.DataFrame({
+            "user_id": query["user_id"].astype("Int32").to_numpy(),
+            "movie_id": query["movie_id"].to_numpy(np.int32),
+            "trend_score": decayed_counts_as_of(event["movie_id"].to_numpy(), event["day"].to_numpy(),
+                                                query["movie_id"].to_numpy(), query["day"].to_numpy(),
+                                                half_life_days),
+        })
+
+    return rows.repartition("movie_id").mapInPandas(score, TREND_SCHEMA)
+
+
+def rerank_candidates(candidates: DataFrame, weights: np.ndarray, k: int) -> DataFrame:
+    """The best k of each user's candidates (user_id, movie_id, als_score, trend_score, content_score) by the
+    blended score, with rank and the raw signals."""
+    signals = ["movie_id", "als_score", "trend_score", "content_score"]
+    per_user = candidates.groupBy("user_id").agg(F.collect_list(F.struct(*signals)).alias("c")).select(
+        "user_id", *[F.col(f"c.{name}").alias(name) for name in signals]
+    )
+
+    def score(batches):
+        for pdf in batches:
+            out = []
+            for user, movies, als_score, trend, content in pdf[["user_id", *signals]].itertuples(index=False):
+                best, scores = rerank(als_score, trend, content, weights, k)
+                out.append(pd.DataFrame({
+                    "user_id": np.full(len(best), user, np.int32), "rank": np.arange(1, len(best) + 1, dtype=np.int32),
+                    "movie_id": movies[best].astype(np.int32), "score": scores.astype(np.float32),
+                    "als_score": als_score[best].astype(np.float32), "trend_score": trend[best].astype(np.float32),
+                    "content_score": content[best].astype(np.float32),
+                }))
+            if out:
+                yield pd.concat(out, ignore_index=True)
+
+    return per_user.mapInPandas(score, RERANKED_SCHEMA)
+
+
+def ranked_lists(recommendations: DataFrame) -> DataFrame:
+    """id, recommended: each user's movie ids in rank order."""
+    return recommendations.groupBy(F.col("user_id").alias("id")).agg(
+        F.sort_array(F.collect_list(F.struct("rank", "movie_id"))).getField("movie_id").alias("recommended")
+    )
+
+
+def evaluate(
+    model: ALSModel,
+    queries: DataFrame,
+    train: DataFrame,
+    train_ratings: DataFrame,
+    content: ContentIndex,
+    config: HybridWeights,
+    k: int,
+) -> DataFrame:
+    """Per-user metrics at k of the hybrid for query rows (id, exclude, relevant) of the hold-out.
+
+    `train`: the training interactions (user_id, movie_id, rating). The trend is as of each user's train cutoff
+    (their latest training rating) and counts training ratings only, so nothing of the held-out period leaks.
+    """
+    users = queries.join(model.userFactors, "id").join(histories(train), "id")
+    candidates = candidate_signals(users, als.item_index(model.itemFactors), content, config.candidates)
+    cutoffs = train_ratings.groupBy("user_id").agg(F.max("rated_at").alias("as_of"))
+    trend = decayed_popularity(
+        train_ratings.select("movie_id", F.col("rated_at").alias("at")),
+        candidates.join(cutoffs, "user_id").select("user_id", "movie_id", "as_of"),
+        config.trend_half_life_days,
+    )
+    reranked = rerank_candidates(candidates.join(trend, ["user_id", "movie_id"], "left").fillna(0.0, ["trend_score"]),
+                                 config.weights(), k)
+    return als.evaluate_lists(ranked_lists(reranked).join(queries.select("id", "relevant"), "id"), k)
+
+
+def served_trend(
+    spark, lakehouse: LakehouseResource, ratings: DataFrame, config: HybridConfig
+) -> tuple[DataFrame, str]:
+    """(movie_id, trend_score now, where it comes from), cached: the stream's decayed events (gold_trending_now's
+    score) when silver holds events, else the ratings' decayed popularity as of the latest rating."""
+    events, as_of = trending.recent_events(spark, lakehouse, config.stream_window_hours)
+    if events is not None:
+        trend = trending.decayed_scores(events, as_of, config.stream_half_life_hours).select("movie_id", "trend_score")
+        source = f"stream events as of {as_of.isoformat()}"
+    else:
+        latest = ratings.agg(F.max("rated_at")).first()[0].astimezone(UTC)
+        queries = ratings.select("movie_id").distinct().select(
+            F.lit(None).cast("int").alias("user_id"), "movie_id", F.lit(latest).alias("as_of")
+        )
+        trend = decayed_popularity(ratings.select("movie_id", F.col("rated_at").alias("at")), queries,
+                                   config.trend_half_life_days).select("movie_id", "trend_score")
+        source = f"ratings as of {latest.isoformat()}"
+    trend = trend.cache()
+    trend.count()  # read the stream's hours now, before the sensor rewrites the open one
+    return trend, source
+
+
+def cold_start(spark, users: DataFrame, interactions: DataFrame, trend: DataFrame, k: int) -> DataFrame:
+    """Lists for users without ALS factors (users rows: id, exclude) and one for anyone else (user_id NULL)."""
+    pool = (interactions.groupBy("movie_id").agg(F.count(F.lit(1)).alias("popularity"))
+            .join(trend, "movie_id", "left").fillna(0.0, ["trend_score"]).toPandas())
+    pool["score"] = cold_start_scores(pool["trend_score"].to_numpy(), pool["popularity"].to_numpy())
+    index = ItemIndex(pool["movie_id"].to_numpy(), pool["score"].to_numpy()[:, None])
+    known = als.recommend_top_k(users.withColumn("features", F.array(F.lit(1.0).cast("float"))), index, k)
+    best = pool.nlargest(k, "score")
+    anyone = pd.DataFrame({"user_id": None, "rank": np.arange(1, len(best) + 1, dtype=np.int32),
+                           "movie_id": best["movie_id"].to_numpy(np.int32),
+                           "score": best["score"].to_numpy(np.float32)})
+    rows = known.unionByName(spark.createDataFrame(anyone, als.RECOMMENDATION_SCHEMA))
+    return rows.join(F.broadcast(spark.createDataFrame(pool[["movie_id", "trend_score"]])), "movie_id", "left")
+
+
+@dg.asset(group_name="gold", kinds={"spark", "parquet"},
+          deps=["als_model", silver_ratings, silver_movies, silver_tags, silver_events])
+def gold_hybrid_recommendations(
+    config: HybridConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+) -> dg.MaterializeResult:
+    """Top-K per user: ALS candidates re-ranked by model score, trend and content similarity, never a seen movie;
+    trending and popular movies for users the model does not know (and for anyone, as user_id NULL)."""
+    started = time.monotonic()
+    weights = config.weights()
+    spark = pyspark.spark_session
+
+    def read(table: str) -> DataFrame:
+        return spark.read.parquet(str(lakehouse.table_path("silver", table)))
+
+    model, info = als.load_model(lakehouse)
+    ratings, events = read("ratings"), als.read_silver_events(spark, lakehouse)
+    events_read_until = events.agg(F.max("received_at")).first()[0] if events is not None else None
+    interactions = als.interactions(ratings, events).cache()
+    users = (
+        histories(interactions)
+        .join(als.seen_by_user(als.seen_pairs(ratings, events)), "id", "left")
+        .withColumn("exclude", F.coalesce("exclude", F.array().cast("array<int>")))
+        .cache()
+    )
+    trend, trend_source = served_trend(spark, lakehouse, ratings, config)
+    candidates = candidate_signals(users.join(model.userFactors, "id"), als.item_index(model.itemFactors),
+                                   content_index(read("movies"), read("tags")), config.candidates)
+    hybrid = rerank_candidates(candidates.join(trend, "movie_id", "left").fillna(0.0, ["trend_score"]), weights,
+                               config.k).withColumn("source", F.lit("hybrid"))
+    cold = cold_start(spark, users.join(model.userFactors, "id", "left_anti"), interactions, trend, config.k)
+    version = f"{info['model_version']}+hybrid-{config.fingerprint()}"
+    table = (
+        hybrid.unionByName(cold.withColumn("source", F.lit("cold_start")), allowMissingColumns=True)
+        .join(F.broadcast(read("movies").select("movie_id", "title")), "movie_id", "left")
+        .withColumn("model_version", F.lit(version))
+        .select(*[F.col(c).cast("float") if c in SIGNAL_COLUMNS else F.col(c) for c in HYBRID_COLUMNS])
+        .orderBy(F.col("user_id").asc_nulls_first(), "rank")
+    )
+    path = lakehouse.write_table(table, "gold", "hybrid_recommendations")
+    for frame in (interactions, users, trend, events):
+        if frame is not None:
+            frame.unpersist()
+    with duckdb.connect() as con:
+        users_by_source = dict(con.execute(
+            "SELECT source, count(DISTINCT user_id) FROM read_parquet(?) GROUP BY source",
+            [lakehouse.parquet_glob("gold", "hybrid_recommendations")],
+        ).fetchall())
+    extra = {"events_read_until": dg.MetadataValue.timestamp(events_read_until.astimezone(UTC))} if (
+        events_read_until) else {}
+    return dg.MaterializeResult(metadata=table_metadata(
+        spark, path, started, k=config.k, model_version=version, weights=dg.MetadataValue.json(config.model_dump()),
+        trend_source=trend_source, users_hybrid=dg.MetadataValue.int(users_by_source.get("hybrid", 0)),
+        users_cold_start=dg.MetadataValue.int(users_by_source.get("cold_start", 0)), **extra,
+    ))
+
+
+@dg.asset_check(asset=gold_hybrid_recommendations, blocking=True,
+                description="no user is recommended a movie they rated or viewed (up to the events the run read)")
+def hybrid_excludes_seen(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
+    materialization = context.instance.get_latest_materialization_event(gold_hybrid_recommendations.key)
+    until = materialization.asset_materialization.metadata.get("events_read_until")
+    seen = "SELECT user_id, movie_id FROM read_parquet(?)"
+    params = [lakehouse.parquet_glob("gold", "hybrid_recommendations"), lakehouse.parquet_glob("silver", "ratings")]
+    if until is not None:
+        seen += (" UNION ALL SELECT user_id, movie_id FROM read_parquet(?) "
+                 f"WHERE event_type IN {tuple(als.SEEN_EVENT_TYPES)} AND epoch_us(received_at) <= ?")
+        params += [str(lakehouse.table_path("silver", "events") / "hour=*" / "*.parquet"), round(until.value * 1e6)]
+    already_seen = duckdb_scalar(
+        f"SELECT count(*) FROM read_parquet(?) h SEMI JOIN ({seen}) s USING (user_id, movie_id)", *params
+    )
+    return dg.AssetCheckResult(passed=already_seen == 0, metadata={"recommendations_already_seen": already_seen})

@@ -1,0 +1,309 @@
+"""A warm Spark for the live path: a Spark Connect server that the project starts and stops like its Kafka broker.
+
+Every Dagster run is a fresh process, and a local Spark session costs 7–16 s to start in one. With the server up,
+runs connect through `SPARK_REMOTE=sc://127.0.0.1:PORT` (PySpark's builder honours it, so dagster-pyspark's
+`LazyPySparkResource` works unchanged) in about a second. The server gets the settings of
+`resources.spark_config(remote=False)` (driver memory, shuffle partitions, UTC, Arrow, this venv's Python for the
+workers) and Spark's Kafka connector jars, so `spark.read.format("kafka")` works over Connect too.
+
+Everything it keeps lives under `$RECO_DATA_DIR/spark-connect`: `connect.pid`, the logs (`logs/server.log`, Spark's
+log4j output; `logs/server.out`, the process's stdout and stderr) and Spark's scratch space (`work/`).
+
+The server keeps its Python workers and their imported modules: after changing code that runs inside Python UDFs
+(`mapInPandas` and the like), restart it (`reco-assets spark down && reco-assets spark up`).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reco_assets.kafka import jars
+from reco_assets.kafka.broker import _pid_alive, _port_open
+
+DEFAULT_PORT = 15002
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+# Variables that would turn the server's own launch into a Connect client.
+_CLIENT_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "SPARK_API_MODE", "MASTER")
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {logs}/server.log
+appender.file.filePattern = {logs}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = warn
+rootLogger.appenderRef.file.ref = file
+logger.connect.name = org.apache.spark.sql.connect.service.SparkConnectServer
+logger.connect.level = info
+logger.context.name = org.apache.spark.SparkContext
+logger.context.level = info
+"""
+
+# Run in a separate interpreter: a Connect session in the caller would switch its PySpark into Connect mode.
+# The marker guards against PySpark's doctest shortcut, which exits 0 silently when a client dependency is missing.
+_PROBE = """\
+import sys
+from pyspark.sql.connect.session import SparkSession
+spark = SparkSession.builder.remote(sys.argv[1]).create()
+print("reco-assets-probe", spark.range(1).count())
+"""
+_PROBE_OK = "reco-assets-probe 1"
+
+
+class ConnectServerError(RuntimeError):
+    """The Spark Connect server could not be started, reached or stopped."""
+
+
+@dataclass(frozen=True)
+class ConnectStatus:
+    running: bool
+    pid: int | None
+    url: str
+    home: Path
+    detail: str
+
+
+def default_port() -> int:
+    return int(os.environ.get("SPARK_CONNECT_PORT", str(DEFAULT_PORT)))
+
+
+def check_client() -> None:
+    """PySpark's Connect client needs the `pyspark[connect]` extras (grpcio-status, googleapis-common-protos, …)."""
+    try:  # the package checks on import, before check_dependencies is reached
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies()
+    except ImportError as error:
+        import pyspark
+
+        raise ConnectServerError(f"the Spark Connect client is not installed: {error} (install PySpark's "
+                                 f"`connect` extras: pip install 'pyspark[connect]=={pyspark.__version__}')") from None
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(") ", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+class ConnectServer:
+    """Start, stop and inspect the project's Spark Connect server on 127.0.0.1."""
+
+    def __init__(self, data_dir: str | Path, port: int | None = None):
+        self.home = Path(data_dir).expanduser().resolve() / "spark-connect"
+        self.port = port or default_port()
+        self.host = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"sc://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "connect.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    @property
+    def out_file(self) -> Path:
+        return self.home / "logs" / "server.out"
+
+    def command(self) -> list[str]:
+        """`spark-submit` of the server class (its scripts `exec` the JVM, so the child's pid is the server's)."""
+        from reco_assets.resources import spark_config
+
+        config = spark_config(remote=False)
+        fixed = {"spark.master", "spark.app.name", "spark.driver.memory", "spark.jars"}
+        confs = {key: value for key, value in config.items() if key not in fixed} | {
+            "spark.connect.grpc.binding.address": self.host,
+            "spark.connect.grpc.binding.port": str(self.port),
+            # Fail on a taken port instead of quietly listening on the next one.
+            "spark.connect.grpc.port.maxRetries": "0",
+            "spark.local.dir": str(self.home / "work"),
+            "spark.sql.warehouse.dir": str(self.home / "work" / "warehouse"),
+        }
+        return [
+            str(_spark_home() / "bin" / "spark-submit"),
+            "--class", SERVER_CLASS,
+            "--name", f"{config['spark.app.name']}-connect",
+            "--master", config["spark.master"],
+            "--driver-memory", config["spark.driver.memory"],
+            "--driver-java-options", f"-Dlog4j2.configurationFile=file:{self.home / 'log4j2.properties'}",
+            "--jars", config["spark.jars"],
+            *[arg for key, value in confs.items() for arg in ("--conf", f"{key}={value}")],
+            "spark-internal",
+        ]
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
+        env["SPARK_HOME"] = str(_spark_home())
+        env["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
+        env.setdefault("SPARK_LOCAL_IP", self.host)  # the driver and its block manager stay on the loopback too
+        java = shutil.which("java")
+        if java and not env.get("JAVA_HOME"):
+            env["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
+        return env
+
+    def read_pid(self) -> int | None:
+        """The server's pid when it runs (a recycled pid of another program does not count)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return pid
+        return pid if SERVER_CLASS in cmdline else None
+
+    def running_port(self, pid: int) -> int | None:
+        """The port a running server listens on, from its command line."""
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return None
+        prefix = "spark.connect.grpc.binding.port="
+        return next((int(arg[len(prefix):]) for arg in args if arg.startswith(prefix)), None)
+
+    def up(self, timeout: float = READY_TIMEOUT_S, log=print) -> ConnectStatus:
+        """Start the server unless it runs already; return once a client ran `spark.range(1).count()` over sc://."""
+        check_client()
+        pid = self.read_pid()
+        if pid is not None:
+            port = self.running_port(pid)
+            if port not in (None, self.port):
+                raise ConnectServerError(f"the Spark Connect server (pid {pid}) already runs on port {port}; "
+                                         f"use that port or stop it first (`reco-assets spark down`)")
+        else:
+            if _port_open(self.host, self.port):
+                raise ConnectServerError(f"port {self.port} on {self.host} is taken by another process; "
+                                         "stop it or set SPARK_CONNECT_PORT to another port")
+            spark_jars = jars.jars(jars.SPARK_KAFKA)  # resolved once from Maven Central
+            if not spark_jars:
+                raise ConnectServerError(f"no Spark Kafka connector jars in {jars.jar_dir(jars.SPARK_KAFKA)}")
+            (self.home / "logs").mkdir(parents=True, exist_ok=True)
+            (self.home / "work").mkdir(parents=True, exist_ok=True)
+            (self.home / "log4j2.properties").write_text(_LOG4J2.format(logs=self.home / "logs"))
+            out = self.out_file.open("ab")
+            try:
+                proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, cwd=self.home / "work", env=self._environment(),
+                                        start_new_session=True)
+            except OSError as error:
+                raise ConnectServerError(f"could not launch spark-submit: {error}") from None
+            finally:
+                out.close()
+            pid = proc.pid
+            self.pid_file.write_text(str(pid))
+            log(f"started the Spark Connect server (pid {pid}) on {self.url}; logs in {self.home / 'logs'}")
+        started = time.monotonic()
+        deadline = started + timeout
+        problem = "it did not listen"
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise ConnectServerError(f"the Spark Connect server exited during start-up; see {self.home / 'logs'}:"
+                                         f"\n{self.log_tail()}")
+            if _port_open(self.host, self.port):
+                problem = self._probe(timeout=max(5.0, deadline - time.monotonic()))
+                if problem is None:
+                    return self.status()
+            time.sleep(0.3)
+        raise ConnectServerError(f"the Spark Connect server (pid {pid}) did not answer a query within {timeout:.0f} s "
+                                 f"({problem}); see {self.home / 'logs'}:\n{self.log_tail()}")
+
+    def _probe(self, timeout: float) -> str | None:
+        """Run `spark.range(1).count()` over sc:// in a fresh interpreter; None when it answered 1, else why not."""
+        env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROBE, self.url], capture_output=True, text=True,
+                                  timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return f"a query did not finish within {timeout:.0f} s"
+        if _PROBE_OK in done.stdout:
+            return None
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1] if lines
+                    else f"the probe exited {done.returncode}")
+
+    def down(self, timeout: float = STOP_TIMEOUT_S, log=print) -> bool:
+        """Stop the server cleanly (SIGTERM: Spark stops its context; SIGKILL after `timeout`). False if not running."""
+        pid = self.read_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        workers = _children(pid)  # the Python worker daemon (it runs in a process group of its own)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            log(f"the Spark Connect server (pid {pid}) did not stop within {timeout:.0f} s; killing it")
+            os.kill(pid, signal.SIGKILL)
+        try:  # reap it when it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        # The workers exit when the JVM has gone; kill any that did not within a few seconds.
+        deadline = time.monotonic() + 5.0
+        while any(_pid_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for worker in workers:
+            if _pid_alive(worker):
+                os.kill(worker, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        log(f"stopped the Spark Connect server (pid {pid})")
+        return True
+
+    def status(self) -> ConnectStatus:
+        """Whether the server runs and listens (`up()` is what proves that a query runs)."""
+        pid = self.read_pid()
+        if pid is None:
+            return ConnectStatus(False, None, self.url, self.home, "not running")
+        port = self.running_port(pid) or self.port
+        url = f"sc://{self.host}:{port}"
+        if _port_open(self.host, port):
+            return ConnectStatus(True, pid, url, self.home, "running, accepts connections")
+        return ConnectStatus(False, pid, url, self.home, "process alive but not listening yet")
+
+    def log_tail(self, lines: int = 20) -> str:
+        tails = []
+        for path in (self.log_file, self.out_file):
+            try:
+                text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+            except OSError:
+                continue
+            if text:
+                tails.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(tails) or "(no log output)"
