@@ -14,6 +14,7 @@ its own local Spark: the baseline). The ratio of their p50s is the figure.
 """
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -158,6 +159,7 @@ def phase(name: str, minutes: float, rate: float, sample_every: float) -> dict:
         last = max(s["broker_ts"] for s in samples)
         wait_for("the last sample", lambda: watcher.visible_at(last), 300, every=1)
         watcher.stopped.set()
+        print(f"  gold_trending_now's freshness policy, as the daemon evaluated it: {freshness_status(port)}")
         with dg.DagsterInstance.from_config(str(home)) as instance:
             runs = run_breakdown(instance)
     finally:
@@ -171,6 +173,16 @@ def phase(name: str, minutes: float, rate: float, sample_every: float) -> dict:
             connect.down(log=lambda m: None)
         broker.down(log=lambda m: None)
     return summarize(name, samples, watcher, runs)
+
+
+def freshness_status(port: int) -> str:
+    query = ('{ assetNodes(assetKeys: [{path: ["gold_trending_now"]}]) '
+             '{ freshnessStatusInfo { freshnessStatus } } }')
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        nodes = json.loads(response.read())["data"]["assetNodes"]
+    return nodes[0]["freshnessStatusInfo"]["freshnessStatus"] if nodes and nodes[0]["freshnessStatusInfo"] else "none"
 
 
 def _answers(url: str) -> bool:
@@ -207,9 +219,10 @@ def summarize(name: str, samples: list[dict], watcher: Watcher, runs: list[dict]
               "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95), "max": max(latencies)}
     print(f"\n{name}: {len(latencies)} samples, {len(runs)} runs — p50 {result['p50']:.1f} s, "
           f"p95 {result['p95']:.1f} s, max {result['max']:.1f} s")
-    print("  where the time goes (median per sampled event):")
+    print("  where the time goes (median per sampled event; steps that ran in only some of the runs say how often):")
     for part, seconds in parts.items():
-        print(f"    {part:<40} {statistics.median(seconds):6.1f} s")
+        share = "" if len(seconds) == len(latencies) else f"  ({len(seconds)} of {len(latencies)} samples)"
+        print(f"    {part:<40} {statistics.median(seconds):6.1f} s{share}")
     return result
 
 

@@ -229,14 +229,19 @@ def test_a_killed_bronze_run_leaves_no_partial_partition(stream):
 
 
 def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, kafka_broker, dagster_instance,
-                                                                       monkeypatch):
+                                                                       monkeypatch, capsys):
     data_dir, kafka = stream["data_dir"], stream["kafka"]
     monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_REFRESH_S", 0.0)  # the open hour may be re-run at once
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     kafka_broker.down()
     try:
         skipped = tick(dagster_instance, kafka, stream["cursor"])
         assert isinstance(skipped, dg.SkipReason)
         assert "did not answer" in skipped.skip_message and "resumes" in skipped.skip_message
+        # The stats still answer from the lakehouse, and say why the lag is unknown.
+        assert main(["--data-dir", str(data_dir), "stats"]) == 0
+        out, err = capsys.readouterr()
+        assert "total_events" in out and f"kafka lag unknown: Kafka at {kafka.bootstrap_servers} did not answer" in err
     finally:
         kafka_broker.up()
     more = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=8).batch(500)
