@@ -287,14 +287,33 @@ def _outputs() -> dict[str, Column]:
     return outputs
 
 
+_PROJECTIONS: dict[tuple, tuple[list[dict[str, Column]], dict[str, Column]]] = {}
+
+
+def _projections() -> tuple[list[dict[str, Column]], dict[str, Column]]:
+    """The stages and the outputs, built once per process and kind of Column (classic or Spark Connect).
+
+    Building them takes thousands of calls into the JVM (about 1.3 s, as long as a small hour's whole check); a
+    Column is an unresolved expression, bound to no session or DataFrame, so the same ones serve every hour.
+    """
+    probe = F.lit(0)
+    # Classic Columns live in the JVM behind py4j: key them by its gateway too, in case the JVM was relaunched.
+    key = (type(probe), getattr(getattr(probe, "_jc", None), "_gateway_client", None))
+    if key not in _PROJECTIONS:
+        _PROJECTIONS[key] = ([*_parse_stages(), _value_stage(), _check_stage()], _outputs())
+    return _PROJECTIONS[key]
+
+
 def validate_events(df: DataFrame) -> DataFrame:
     """Check Kafka records (`topic` string, `value` binary) against their topic's contract.
 
     Adds the typed event columns (null for rejected records) and reject_reason / reject_field / reject_detail (null
     for valid records). A topic without a contract fails the query, as `check_event` raises.
     """
+    stages, outputs = _projections()
     out = df
-    for columns in [*_parse_stages(), _value_stage(), _check_stage()]:
+    for columns in stages:
         out = out.withColumns({f"{_TMP}{name}": column for name, column in columns.items()})
-    out = out.withColumns(_outputs())
-    return out.drop(*[c for c in out.columns if c.startswith(_TMP)])
+    out = out.withColumns(outputs)
+    # Named, not read from `out.columns`: over Spark Connect that would cost a round trip to analyze the plan.
+    return out.drop(*[f"{_TMP}{name}" for columns in stages for name in columns])

@@ -4,9 +4,10 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_pyspark import LazyPySparkResource
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reco_assets.bronze.events import bronze_events, partition_path
@@ -20,43 +21,90 @@ EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "s
                  "page_url", "watch_seconds", "click_type", "referrer", "rating", "review_text"]
 
 
-def split_hour(checked: DataFrame, previous_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
-    """(silver rows, rejected rows) of one bronze hour, from its contract-checked records (`validate_events`).
+# Hours of up to this many records broadcast their event ids and duplicate marks into the joins, so that neither
+# the wide rows nor the previous hour's ids are shuffled; larger hours leave the join strategy to adaptive execution.
+BROADCAST_RECORDS = 2_000_000
+# Silver gets one Parquet file per this many records (at least one), so that a large hour is written in parallel.
+RECORDS_PER_FILE = 500_000
+
+
+def _position() -> Column:
+    """Where a copy was received. Unique in an hour (topic, partition and offset are); the smallest is kept."""
+    return F.struct("received_at", "topic", "partition", "offset")
+
+
+def _maybe_broadcast(df: DataFrame, broadcast: bool) -> DataFrame:
+    return F.broadcast(df) if broadcast else df
+
+
+def duplicate_marks(checked: DataFrame, previous_ids: DataFrame | None, broadcast: bool = True) -> DataFrame:
+    """`event_id, seen, first` for each valid event_id of the hour that has duplicates: `seen` when the previous hour
+    already holds it, `first` the position (`_position`) of its first copy in this hour.
+
+    Duplicates are rare, so only keys move: the ids with more than one copy (an aggregate of the ids alone) and the
+    previous hour's ids that reappear (its ids, scanned against this hour's) select the few rows whose first copy is
+    looked up. `checked` has `received_at` (the broker timestamp) and `validate_events`' columns.
+    """
+    valid_ids = checked.where(F.col("reject_reason").isNull()).select("event_id")
+    keys = (valid_ids.groupBy("event_id").count().where(F.col("count") > 1)
+            .select("event_id", F.lit(False).alias("seen")))
+    if previous_ids is not None:
+        seen = previous_ids.join(_maybe_broadcast(valid_ids, broadcast), "event_id", "left_semi")
+        keys = keys.unionByName(seen.select("event_id", F.lit(True).alias("seen")))
+    # An id can be in `keys` twice (copied in this hour and seen before): max/min are unaffected.
+    return (checked.where(F.col("reject_reason").isNull())
+            .join(_maybe_broadcast(keys, broadcast), "event_id")
+            .groupBy("event_id").agg(F.max("seen").alias("seen"), F.min(_position()).alias("first")))
+
+
+def split_hour(checked: DataFrame, marks: DataFrame, broadcast: bool = True) -> tuple[DataFrame, DataFrame]:
+    """(silver rows, rejected rows) of one bronze hour, from its contract-checked records (`validate_events`, with
+    `received_at`) and their `duplicate_marks`.
 
     Rejected: every record that breaks its topic's contract, plus duplicates by `event_id` — later copies
-    inside the hour (the first by broker time and offset is kept) and events already in the previous hour.
+    inside the hour (the first by broker time, topic, partition and offset is kept) and events already in the
+    previous hour (every copy).
     """
-    checked = checked.withColumn("received_at", F.col("timestamp"))
-    valid = checked.where(F.col("reject_reason").isNull())
-    first = Window.partitionBy("event_id").orderBy("received_at", "topic", "partition", "offset")
-    valid = (valid.withColumn("_copy", F.row_number().over(first))
-             .withColumn("_first", F.first(F.format_string("%s/%d@%d", "topic", "partition", "offset")).over(first)))
-    if previous_ids is not None:
-        valid = valid.join(previous_ids.select("event_id", F.lit(True).alias("_seen_before")), "event_id", "left")
-    else:
-        valid = valid.withColumn("_seen_before", F.lit(None).cast("boolean"))
-    duplicate = (F.col("_copy") > 1) | F.col("_seen_before").isNotNull()
-    silver = valid.where(~duplicate).select(*EVENT_COLUMNS, "topic", "partition", "offset", "received_at")
-    duplicates = valid.where(duplicate).select(
+    rows = checked.join(_maybe_broadcast(marks, broadcast), "event_id", "left")
+    valid = F.col("reject_reason").isNull()
+    first = F.col("first")
+    duplicate = valid & F.coalesce(F.col("seen") | (first != _position()), F.lit(False))
+    silver = rows.where(valid & ~duplicate).select(*EVENT_COLUMNS, "topic", "partition", "offset", "received_at")
+    rejected = rows.where(~valid | duplicate).select(
         "topic", "partition", "offset", "received_at", "key", "value",
-        F.lit("duplicate").alias("reason"), F.lit("event_id").alias("field"),
-        F.when(F.col("_seen_before").isNotNull(), F.lit("event_id already in the previous hour"))
-        .otherwise(F.concat(F.lit("duplicate of "), F.col("_first"))).alias("detail"),
-        "event_id",
+        F.when(valid, F.lit("duplicate")).otherwise(F.col("reject_reason")).alias("reason"),
+        F.when(valid, F.lit("event_id")).otherwise(F.col("reject_field")).alias("field"),
+        F.when(~valid, F.col("reject_detail"))
+        .when(F.col("seen"), F.lit("event_id already in the previous hour"))
+        .otherwise(F.concat(F.lit("duplicate of "), F.format_string(
+            "%s/%d@%d", first["topic"], first["partition"], first["offset"]))).alias("detail"),
+        "event_id",  # null for records that break their contract
     )
-    invalid = checked.where(F.col("reject_reason").isNotNull()).select(
-        "topic", "partition", "offset", "received_at", "key", "value",
-        F.col("reject_reason").alias("reason"), F.col("reject_field").alias("field"),
-        F.col("reject_detail").alias("detail"), F.lit(None).cast("string").alias("event_id"),
-    )
-    return silver, invalid.unionByName(duplicates)
+    return silver, rejected
 
 
-def _write_partition(lakehouse: LakehouseResource, df: DataFrame, table: str, partition_key: str) -> Path:
+def _write_partition(lakehouse: LakehouseResource, df: DataFrame, table: str, partition_key: str,
+                     files: int = 1) -> Path:
     final = partition_path(lakehouse, table, "silver", partition_key)
     with lakehouse.staged_dir(final) as staged:
-        df.coalesce(1).write.mode("overwrite").parquet(str(staged))
+        df.coalesce(files).write.mode("overwrite").parquet(str(staged))
     return final
+
+
+def _release(checkpointed: DataFrame) -> None:
+    """Free a local checkpoint's blocks now rather than when the JVM collects it (hundreds of MB for a large hour).
+
+    Classic Spark only, where DataFrame.unpersist() leaves them (Spark logs a warning that the checkpointed RDD cannot
+    be recomputed: nothing reads it again); Spark Connect frees them once the client drops the DataFrame.
+    """
+    try:
+        from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
+    except ImportError:  # a Spark Connect-only client
+        return
+    if isinstance(checkpointed, ClassicDataFrame):
+        plan = checkpointed._jdf.queryExecution().analyzed()
+        if plan.getClass().getSimpleName() == "LogicalRDD":
+            plan.rdd().unpersist(False)
 
 
 def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession) -> dict:
@@ -65,27 +113,36 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
     previous = partition_path(lakehouse, "events", "silver", previous_hour(partition_key))
     previous_ids = spark.read.parquet(str(previous)).select("event_id") if previous.exists() else None
-    # Both outputs come from one contract check: keep it instead of computing it once per output.
-    checked = validate_events(spark.read.parquet(str(bronze_path))).persist(StorageLevel.MEMORY_AND_DISK)
+    records = duckdb_scalar("SELECT count(*) FROM read_parquet(?)", str(bronze_path / "*.parquet"))  # from footers
+    broadcast = records <= BROADCAST_RECORDS
+    # The contract check runs once per hour: its result is kept for the duplicate marks and both outputs as a local
+    # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
+    # cached table and makes the later plans small.
+    bronze = spark.read.parquet(str(bronze_path)).withColumnRenamed("timestamp", "received_at")
+    checked = validate_events(bronze).localCheckpoint()
     try:
-        silver, rejected = split_hour(checked, previous_ids)
-        silver_path = _write_partition(lakehouse, silver, "events", partition_key)
-        rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)
+        # Small: computed by the first write, kept for the second.
+        marks = duplicate_marks(checked, previous_ids, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            silver, rejected = split_hour(checked, marks, broadcast)
+            silver_path = _write_partition(lakehouse, silver, "events", partition_key,
+                                           files=max(1, -(-records // RECORDS_PER_FILE)))
+            rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)
+        finally:
+            marks.unpersist()
     finally:
-        checked.unpersist()
-    reasons = duckdb_scalar(
-        "SELECT coalesce(json_group_object(reason, n), '{}')::VARCHAR FROM "
-        "(SELECT reason, count(*) AS n FROM read_parquet(?) GROUP BY reason ORDER BY reason)",
-        str(rejected_path / "*.parquet"))
-    return {
-        "bronze": duckdb_scalar("SELECT count(*) FROM read_parquet(?)", str(bronze_path / "*.parquet")),
-        "silver": duckdb_scalar("SELECT count(*) FROM read_parquet(?)", str(silver_path / "*.parquet")),
-        "rejected": duckdb_scalar("SELECT count(*) FROM read_parquet(?)", str(rejected_path / "*.parquet")),
-        "reasons": reasons,
-        "duplicate_ids": duckdb_scalar(
-            "SELECT count(*) - count(DISTINCT event_id) FROM read_parquet(?)",
-            [str(silver_path / "*.parquet")] + ([str(previous / "*.parquet")] if previous.exists() else [])),
-    }
+        _release(checked)
+    unique = [str(silver_path / "*.parquet")] + ([str(previous / "*.parquet")] if previous.exists() else [])
+    with duckdb.connect() as con:
+        silver_rows, rejected_rows, reasons, duplicate_ids = con.execute(
+            "SELECT (SELECT count(*) FROM read_parquet($silver)), (SELECT count(*) FROM read_parquet($rejected)), "
+            "(SELECT coalesce(json_group_object(reason, n), '{}')::VARCHAR FROM (SELECT reason, count(*) AS n "
+            " FROM read_parquet($rejected) GROUP BY reason ORDER BY reason)), "
+            "(SELECT count(*) - count(DISTINCT event_id) FROM read_parquet($unique))",
+            {"silver": str(silver_path / "*.parquet"), "rejected": str(rejected_path / "*.parquet"),
+             "unique": unique}).fetchone()
+    return {"bronze": records, "silver": silver_rows, "rejected": rejected_rows, "reasons": reasons,
+            "duplicate_ids": duplicate_ids}
 
 
 @dg.multi_asset(
