@@ -4,9 +4,15 @@ on disk as silver_events writes them: 25 hours of a designed history with known 
 import math
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.freshness import FreshnessDaemon
 
 from reco_assets.gold.trending import EVENT_WEIGHTS
 from reco_assets.partitions import hour_folder, hour_key
@@ -133,3 +139,18 @@ def test_trending_now_decays_by_age(stream_gold):
     drama = query(stream_gold["data_dir"], "SELECT rank, movie_id FROM gold.trending_now WHERE genre = 'Drama' "
                   "ORDER BY rank")
     assert [m for _, m in drama] == [m for m in expected.index if m in (2, 4)]
+
+
+def test_trending_now_freshness_as_the_daemon_evaluates_it(stream_gold, dagster_instance):
+    """The freshness policy of gold_trending_now: fresh after a run, warn after 2 minutes, fail after 5."""
+    key = dg.AssetKey("gold_trending_now")
+    updated = dagster_instance.get_latest_materialization_event(key).timestamp
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="reco_assets.definitions"),
+                                         location_name="reco_assets")
+    states = []
+    with create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), dagster_instance) as workspace:
+        for minutes in (1, 3, 6):
+            with freeze_time(updated + minutes * 60):
+                list(FreshnessDaemon().run_iteration(workspace))
+            states.append(dagster_instance.get_freshness_state_records([key])[key].freshness_state.value)
+    assert states == ["PASS", "WARN", "FAIL"]
