@@ -50,18 +50,23 @@ def with_genres(events: DataFrame, movies: DataFrame) -> DataFrame:
     )
 
 
+def activity_counts() -> list[Column]:
+    """The aggregates every stream table reports: events, views, clicks, ratings and unique users."""
+    kind = F.col("event_type")
+    return [
+        F.count(F.lit(1)).alias("events"),
+        *[F.count(F.when(kind == name, 1)).alias(f"{name}s") for name in ("view", "click", "rating")],
+        F.countDistinct("user_id").alias("unique_users"),
+    ]
+
+
 def hourly_activity(events: DataFrame) -> DataFrame:
     """Per (hour, movie_id): events, views, clicks, ratings, unique users, average rating, watch time.
 
     `events` are silver events with an `hour` column (the broker hour partition they belong to).
     """
-    kind = F.col("event_type")
     return events.groupBy("hour", "movie_id").agg(
-        F.count(F.lit(1)).alias("events"),
-        F.count(F.when(kind == "view", 1)).alias("views"),
-        F.count(F.when(kind == "click", 1)).alias("clicks"),
-        F.count(F.when(kind == "rating", 1)).alias("ratings"),
-        F.countDistinct("user_id").alias("unique_users"),
+        *activity_counts(),
         F.round(F.avg("rating"), 3).alias("avg_rating"),
         F.coalesce(F.sum("watch_seconds"), F.lit(0)).cast("long").alias("watch_seconds"),
     )
@@ -110,15 +115,10 @@ def rank_trending(scored: DataFrame, movies: DataFrame) -> DataFrame:
 def genre_minute_stats(events: DataFrame, movies: DataFrame) -> DataFrame:
     """Per genre and one-minute event-time window: what a windowed streaming job reports."""
     per_genre = with_genres(events, movies).withColumn("genre", F.explode("genres"))
-    kind = F.col("event_type")
     return (
         per_genre.groupBy("hour", "genre", F.window("event_ts", "1 minute").alias("w"))
         .agg(
-            F.count(F.lit(1)).alias("events"),
-            F.count(F.when(kind == "view", 1)).alias("views"),
-            F.count(F.when(kind == "click", 1)).alias("clicks"),
-            F.count(F.when(kind == "rating", 1)).alias("ratings"),
-            F.countDistinct("user_id").alias("unique_users"),
+            *activity_counts(),
             F.round(F.avg("rating"), 3).alias("avg_rating"),
             F.min("rating").alias("min_rating"),
             F.max("rating").alias("max_rating"),
@@ -137,18 +137,14 @@ def decayed_scores(events: DataFrame, as_of: datetime, half_life_hours: float,
     `events` need movie_id, event_type, user_id and received_at (broker time); events after `as_of` are ignored.
     """
     age_hours = (F.lit(as_of).cast("double") - F.col("received_at").cast("double")) / 3600.0
-    kind = F.col("event_type")
+    decay = F.pow(F.lit(2.0), -age_hours / F.lit(half_life_hours))
     return (
         events.where(F.col("received_at") <= F.lit(as_of))
-        .withColumn("_w", event_weight(kind, weights) * F.pow(F.lit(2.0), -age_hours / F.lit(half_life_hours)))
+        .withColumn("_w", event_weight(F.col("event_type"), weights) * decay)
         .groupBy("movie_id")
         .agg(
             F.round(F.sum("_w"), 6).alias("trend_score"),
-            F.count(F.lit(1)).alias("events"),
-            F.count(F.when(kind == "view", 1)).alias("views"),
-            F.count(F.when(kind == "click", 1)).alias("clicks"),
-            F.count(F.when(kind == "rating", 1)).alias("ratings"),
-            F.countDistinct("user_id").alias("unique_users"),
+            *activity_counts(),
             F.max("received_at").alias("last_event_at"),
         )
     )
