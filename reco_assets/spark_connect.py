@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reco_assets.kafka import jars
-from reco_assets.kafka.broker import _pid_alive, _port_open
+from reco_assets.processes import pid_alive, port_open, read_pid_file, terminate
 
 DEFAULT_PORT = 15002
 READY_TIMEOUT_S = 120.0
@@ -175,11 +175,8 @@ class ConnectServer:
 
     def read_pid(self) -> int | None:
         """The server's pid when it runs (a recycled pid of another program does not count)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if not _pid_alive(pid):
+        pid = read_pid_file(self.pid_file)
+        if pid is None:
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -206,7 +203,7 @@ class ConnectServer:
                 raise ConnectServerError(f"the Spark Connect server (pid {pid}) already runs on port {port}; "
                                          f"use that port or stop it first (`reco-assets spark down`)")
         else:
-            if _port_open(self.host, self.port):
+            if port_open(self.host, self.port):
                 raise ConnectServerError(f"port {self.port} on {self.host} is taken by another process; "
                                          "stop it or set SPARK_CONNECT_PORT to another port")
             spark_jars = jars.jars(jars.SPARK_KAFKA)  # resolved once from Maven Central
@@ -231,11 +228,11 @@ class ConnectServer:
         deadline = started + timeout
         problem = "it did not listen"
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise ConnectServerError(f"the Spark Connect server exited during start-up; see {self.home / 'logs'}:"
                                          f"\n{self.log_tail()}")
-            if _port_open(self.host, self.port):
+            if port_open(self.host, self.port):
                 problem = self._probe(timeout=max(5.0, deadline - time.monotonic()))
                 if problem is None:
                     return self.status()
@@ -264,23 +261,13 @@ class ConnectServer:
             self.pid_file.unlink(missing_ok=True)
             return False
         workers = _children(pid)  # the Python worker daemon (it runs in a process group of its own)
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            log(f"the Spark Connect server (pid {pid}) did not stop within {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
-        try:  # reap it when it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        terminate(pid, timeout, "the Spark Connect server", log)
         # The workers exit when the JVM has gone; kill any that did not within a few seconds.
         deadline = time.monotonic() + 5.0
-        while any(_pid_alive(w) for w in workers) and time.monotonic() < deadline:
+        while any(pid_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         for worker in workers:
-            if _pid_alive(worker):
+            if pid_alive(worker):
                 os.kill(worker, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         log(f"stopped the Spark Connect server (pid {pid})")
@@ -293,7 +280,7 @@ class ConnectServer:
             return ConnectStatus(False, None, self.url, self.home, "not running")
         port = self.running_port(pid) or self.port
         url = f"sc://{self.host}:{port}"
-        if _port_open(self.host, port):
+        if port_open(self.host, port):
             return ConnectStatus(True, pid, url, self.home, "running, accepts connections")
         return ConnectStatus(False, pid, url, self.home, "process alive but not listening yet")
 

@@ -25,9 +25,10 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.contracts import check_event
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
-from reco_assets.kafka.broker import _pid_alive, free_port
+from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import KafkaResource
 from reco_assets.partitions import hour_folder, hour_key, hour_start
+from reco_assets.processes import pid_alive
 from reco_assets.spark_connect import ConnectServer, _children
 
 pytestmark = pytest.mark.integration
@@ -211,8 +212,8 @@ def test_down_stops_the_server_and_its_workers(server):
     started = time.monotonic()
     assert server.down()
     print(f"stopped in {time.monotonic() - started:.1f} s (workers {workers})")
-    assert not _pid_alive(pid) and server.read_pid() is None and not server.pid_file.exists()
-    assert not [w for w in workers if _pid_alive(w)]
+    assert not pid_alive(pid) and server.read_pid() is None and not server.pid_file.exists()
+    assert not [w for w in workers if pid_alive(w)]
     assert not server.status().running and server.status().detail == "not running"
     assert not server.down()
 

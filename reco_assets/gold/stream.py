@@ -52,6 +52,25 @@ def _hour_paths(lakehouse: LakehouseResource, table: str, keys: list[str]) -> li
     return [str(lakehouse.table_path("gold", table) / hour_folder(k)) for k in keys]
 
 
+def _silver_hours(spark, lakehouse: LakehouseResource, keys: list[str]) -> DataFrame:
+    events = trending.read_hours(spark, lakehouse, "silver", "events", keys)
+    if events is None:
+        raise dg.Failure(f"silver_events has none of the hours {keys[0]} … {keys[-1]}; materialize it first")
+    return events
+
+
+def _hours_metadata(lakehouse: LakehouseResource, table: str, keys: list[str], started: float, **extra) -> dict:
+    """Row count (from the Parquet footers, no Spark job), hours, path and timing of an hourly gold table."""
+    files = [f"{path}/*.parquet" for path in _hour_paths(lakehouse, table, keys)]
+    return {
+        "dagster/row_count": dg.MetadataValue.int(duckdb_scalar("SELECT count(*) FROM read_parquet(?)", files)),
+        "hours": len(keys),
+        "path": dg.MetadataValue.path(str(lakehouse.table_path("gold", table))),
+        **extra,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
 def rank_violations(lakehouse: LakehouseResource, keys: list[str]) -> dict[str, int]:
     """Hours (overall) and hour-genres of `keys` whose ranks in gold_trending are not exactly 1..n."""
     files = ", ".join(f"'{path}/*.parquet'" for path in _hour_paths(lakehouse, "trending", keys))
@@ -82,9 +101,7 @@ def gold_trending(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     spark = pyspark.spark_session
     keys = context.partition_keys
     window = _hours_between(hour_key(hour_start(keys[0]) - timedelta(hours=trending.BASELINE_HOURS)), keys[-1])
-    events = trending.read_hours(spark, lakehouse, "silver", "events", window)
-    if events is None:
-        raise dg.Failure(f"silver_events has none of the hours {keys[0]} … {keys[-1]}; materialize it first")
+    events = _silver_hours(spark, lakehouse, window)
     scored = trending.trend_scores(trending.hourly_activity(events), [hour_start(k) for k in keys])
     movies = _movies(spark, lakehouse, context.log)
     table = _hour_column(trending.rank_trending(scored, movies)).select(*TRENDING_COLUMNS)
@@ -95,13 +112,8 @@ def gold_trending(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     top = written.orderBy(F.col("trend_score").desc()).limit(10).select("rank", "movie_id", "title", "trend_score",
                                                                          "events", "baseline_mean").toPandas()
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(written.count()),
-            "hours": len(keys),
-            "path": dg.MetadataValue.path(str(lakehouse.table_path("gold", "trending"))),
-            "top_movies": dg.MetadataValue.md(top.to_markdown(index=False)),
-            "seconds": round(time.monotonic() - started, 2),
-        },
+        metadata=_hours_metadata(lakehouse, "trending", keys, started,
+                                 top_movies=dg.MetadataValue.md(top.to_markdown(index=False))),
         check_results=[dg.AssetCheckResult(check_name="ranks_dense_and_unique",
                                            passed=not any(violations.values()), metadata=violations)],
     )
@@ -121,9 +133,7 @@ def gold_genre_minute_stats(context: dg.AssetExecutionContext, lakehouse: Lakeho
     started = time.monotonic()
     spark = pyspark.spark_session
     keys = context.partition_keys
-    events = trending.read_hours(spark, lakehouse, "silver", "events", keys)
-    if events is None:
-        raise dg.Failure(f"silver_events has none of the hours {keys[0]} … {keys[-1]}; materialize it first")
+    events = _silver_hours(spark, lakehouse, keys)
     table = _hour_column(trending.genre_minute_stats(events, _movies(spark, lakehouse, context.log)))
     lakehouse.write_hours(table, "gold", "genre_minute_stats", keys)
     register_views(lakehouse, ["gold.genre_minute_stats"], context.log)
@@ -131,15 +141,8 @@ def gold_genre_minute_stats(context: dg.AssetExecutionContext, lakehouse: Lakeho
     busiest = (written.groupBy("genre").agg(F.sum("events").alias("events"), F.sum("views").alias("views"),
                                             F.sum("watch_seconds").alias("watch_seconds"))
                .orderBy(F.col("events").desc()).limit(10).toPandas())
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": dg.MetadataValue.int(written.count()),
-            "hours": len(keys),
-            "path": dg.MetadataValue.path(str(lakehouse.table_path("gold", "genre_minute_stats"))),
-            "genres": dg.MetadataValue.md(busiest.to_markdown(index=False)),
-            "seconds": round(time.monotonic() - started, 2),
-        }
-    )
+    return dg.MaterializeResult(metadata=_hours_metadata(
+        lakehouse, "genre_minute_stats", keys, started, genres=dg.MetadataValue.md(busiest.to_markdown(index=False))))
 
 
 class TrendingNowConfig(dg.Config):

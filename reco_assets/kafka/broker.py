@@ -7,7 +7,6 @@ the broker's own logs (`logs/`) and `kafka.pid`. The jars come from Maven Centra
 import base64
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reco_assets.kafka import jars
+from reco_assets.processes import pid_alive, port_open, read_pid_file, terminate
 
 DEFAULT_PORT = 9092
 READY_TIMEOUT_S = 60.0
@@ -52,27 +52,6 @@ class BrokerStatus:
     bootstrap_servers: str
     home: Path
     detail: str
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def free_port() -> int:
@@ -133,11 +112,7 @@ class LocalBroker:
                 f"-Dkafka.logs.dir={self.home / 'logs'}", "-cp", classpath, main, *args]
 
     def read_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return read_pid_file(self.pid_file)
 
     def install(self, log=print) -> None:
         """Fetch the jars and format the KRaft storage (both only once)."""
@@ -159,7 +134,7 @@ class LocalBroker:
         pid = self.read_pid()
         if pid is None:
             for port in (self.port, self.controller_port):
-                if _port_open(self.host, port):
+                if port_open(self.host, port):
                     raise BrokerError(f"port {port} on {self.host} is taken by another process; "
                                       "stop it or set KAFKA_PORT to another port")
             self.install(log=log)
@@ -173,7 +148,7 @@ class LocalBroker:
             log(f"started Kafka (pid {pid}) on {self.bootstrap_servers}; logs in {self.home / 'logs'}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 raise BrokerError(f"Kafka exited during start-up; see {self.log_file}:\n{self._log_tail()}")
             if self._answers_metadata(timeout=2.0):
                 return self.status()
@@ -186,17 +161,7 @@ class LocalBroker:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            log(f"Kafka (pid {pid}) did not stop within {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
-        try:  # reap it when it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        terminate(pid, timeout, "Kafka", log)
         self.pid_file.unlink(missing_ok=True)
         log(f"stopped Kafka (pid {pid})")
         return True
@@ -210,7 +175,7 @@ class LocalBroker:
         return BrokerStatus(ready, pid, self.bootstrap_servers, self.home, detail)
 
     def _answers_metadata(self, timeout: float) -> bool:
-        if not _port_open(self.host, self.port):
+        if not port_open(self.host, self.port):
             return False
         from confluent_kafka.admin import AdminClient
 
