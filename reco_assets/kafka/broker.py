@@ -123,7 +123,9 @@ class LocalBroker:
         config.write_text(self._properties())
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool would read a leading "-" as an option (as Kafka's Uuid)
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config))
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
