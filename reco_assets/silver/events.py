@@ -24,6 +24,7 @@ EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "s
 # Hours of up to this many records broadcast their event ids and duplicate marks into the joins, so that neither
 # the wide rows nor the previous hour's ids are shuffled; larger hours leave the join strategy to adaptive execution.
 BROADCAST_RECORDS = 2_000_000
+UNIQUE_STRING_COLUMNS = ("event_id", "session_id")
 # Silver gets one Parquet file per this many records (at least one), so that a large hour is written in parallel.
 RECORDS_PER_FILE = 500_000
 
@@ -41,53 +42,67 @@ def duplicate_marks(checked: DataFrame, previous_ids: DataFrame | None, broadcas
     """`event_id, seen, first` for each valid event_id of the hour that has duplicates: `seen` when the previous hour
     already holds it, `first` the position (`_position`) of its first copy in this hour.
 
-    Duplicates are rare, so only keys move: the ids with more than one copy (an aggregate of the ids alone) and the
-    previous hour's ids that reappear (its ids, scanned against this hour's) select the few rows whose first copy is
-    looked up. `checked` has `received_at` (the broker timestamp) and `validate_events`' columns.
+    Duplicates are rare, so only 64-bit hashes of the ids move: the hashes with more than one copy and the previous
+    hour's hashes that reappear pick the candidate rows, and the exact ids of those few rows decide (a hash collision
+    only adds a candidate). `checked` has `received_at` (the broker timestamp) and `validate_events`' columns.
     """
-    valid_ids = checked.where(F.col("reject_reason").isNull()).select("event_id")
-    keys = (valid_ids.groupBy("event_id").count().where(F.col("count") > 1)
-            .select("event_id", F.lit(False).alias("seen")))
+    valid = checked.where(F.col("reject_reason").isNull()).withColumn("_hash", F.xxhash64("event_id"))
+    hashes = valid.select("_hash")
+    candidates = hashes.groupBy("_hash").count().where(F.col("count") > 1).select("_hash")
     if previous_ids is not None:
-        seen = previous_ids.join(_maybe_broadcast(valid_ids, broadcast), "event_id", "left_semi")
-        keys = keys.unionByName(seen.select("event_id", F.lit(True).alias("seen")))
-    # An id can be in `keys` twice (copied in this hour and seen before): max/min are unaffected.
-    return (checked.where(F.col("reject_reason").isNull())
-            .join(_maybe_broadcast(keys, broadcast), "event_id")
-            .groupBy("event_id").agg(F.max("seen").alias("seen"), F.min(_position()).alias("first")))
+        previous = previous_ids.select("event_id", F.xxhash64("event_id").alias("_hash"))
+        candidates = candidates.unionByName(previous.join(_maybe_broadcast(hashes, broadcast), "_hash", "left_semi")
+                                            .select("_hash"))
+    candidates = _maybe_broadcast(candidates.distinct(), broadcast)
+    marks = (valid.join(candidates, "_hash", "left_semi").groupBy("event_id")
+             .agg(F.count(F.lit(1)).alias("copies"), F.min(_position()).alias("first")))
+    if previous_ids is None:
+        marks = marks.withColumn("seen", F.lit(False))
+    else:
+        seen = previous.join(candidates, "_hash", "left_semi").select("event_id", F.lit(True).alias("seen"))
+        marks = marks.join(seen.distinct(), "event_id", "left").withColumn("seen", F.coalesce("seen", F.lit(False)))
+    return marks.where((F.col("copies") > 1) | F.col("seen")).select("event_id", "seen", "first")
 
 
-def split_hour(checked: DataFrame, marks: DataFrame, broadcast: bool = True) -> tuple[DataFrame, DataFrame]:
+def split_hour(checked: DataFrame, marks: DataFrame, bronze: DataFrame,
+               broadcast: bool = True) -> tuple[DataFrame, DataFrame]:
     """(silver rows, rejected rows) of one bronze hour, from its contract-checked records (`validate_events`, with
-    `received_at`) and their `duplicate_marks`.
+    `received_at`; `key` and `value` may be null for valid records) and their `duplicate_marks`.
 
     Rejected: every record that breaks its topic's contract, plus duplicates by `event_id` — later copies
     inside the hour (the first by broker time, topic, partition and offset is kept) and events already in the
-    previous hour (every copy).
+    previous hour (every copy). A duplicate's raw key and value are read back from `bronze`.
     """
     rows = checked.join(_maybe_broadcast(marks, broadcast), "event_id", "left")
     valid = F.col("reject_reason").isNull()
     first = F.col("first")
     duplicate = valid & F.coalesce(F.col("seen") | (first != _position()), F.lit(False))
     silver = rows.where(valid & ~duplicate).select(*EVENT_COLUMNS, "topic", "partition", "offset", "received_at")
-    rejected = rows.where(~valid | duplicate).select(
-        "topic", "partition", "offset", "received_at", "key", "value",
-        F.when(valid, F.lit("duplicate")).otherwise(F.col("reject_reason")).alias("reason"),
-        F.when(valid, F.lit("event_id")).otherwise(F.col("reject_field")).alias("field"),
-        F.when(~valid, F.col("reject_detail"))
-        .when(F.col("seen"), F.lit("event_id already in the previous hour"))
+    coordinates = ["topic", "partition", "offset"]
+    invalid = rows.where(~valid).select(
+        *coordinates, "received_at", "key", "value", F.col("reject_reason").alias("reason"),
+        F.col("reject_field").alias("field"), F.col("reject_detail").alias("detail"), "event_id")
+    duplicates = rows.where(duplicate).select(
+        *coordinates, "received_at", F.lit("duplicate").alias("reason"), F.lit("event_id").alias("field"),
+        F.when(F.col("seen"), F.lit("event_id already in the previous hour"))
         .otherwise(F.concat(F.lit("duplicate of "), F.format_string(
             "%s/%d@%d", first["topic"], first["partition"], first["offset"]))).alias("detail"),
-        "event_id",  # null for records that break their contract
-    )
-    return silver, rejected
+        "event_id")
+    duplicates = bronze.select(*coordinates, "key", "value").join(
+        _maybe_broadcast(duplicates, broadcast), coordinates)
+    columns = [*coordinates, "received_at", "key", "value", "reason", "field", "detail",
+               "event_id"]  # event_id: null for records that break their contract
+    return silver, invalid.select(columns).unionByName(duplicates.select(columns))
 
 
 def _write_partition(lakehouse: LakehouseResource, df: DataFrame, table: str, partition_key: str,
                      files: int = 1) -> Path:
     final = partition_path(lakehouse, table, "silver", partition_key)
+    writer = df.coalesce(files).write.mode("overwrite")
+    for column in UNIQUE_STRING_COLUMNS:  # a dictionary of unique values only costs time
+        writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
     with lakehouse.staged_dir(final) as staged:
-        df.coalesce(files).write.mode("overwrite").parquet(str(staged))
+        writer.parquet(str(staged))
     return final
 
 
@@ -119,12 +134,14 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
     # cached table and makes the later plans small.
     bronze = spark.read.parquet(str(bronze_path)).withColumnRenamed("timestamp", "received_at")
-    checked = validate_events(bronze).localCheckpoint()
+    # Valid records leave their raw bytes out of the checkpoint (half its size); a duplicate's come from bronze.
+    raw_if_rejected = {c: F.when(F.col("reject_reason").isNotNull(), F.col(c)) for c in ("key", "value")}
+    checked = validate_events(bronze).withColumns(raw_if_rejected).localCheckpoint()
     try:
         # Small: computed by the first write, kept for the second.
         marks = duplicate_marks(checked, previous_ids, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            silver, rejected = split_hour(checked, marks, broadcast)
+            silver, rejected = split_hour(checked, marks, bronze, broadcast)
             silver_path = _write_partition(lakehouse, silver, "events", partition_key,
                                            files=max(1, -(-records // RECORDS_PER_FILE)))
             rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)

@@ -3,6 +3,7 @@ events_cases.json."""
 
 import base64
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from pyspark.sql import functions as F
 
 from reco_assets import contracts
 from reco_assets.contracts import ALL_FIELDS, EVENT_TYPE_BY_TOPIC, FIELDS, TOPICS, Rejection, check_event, schema
-from reco_assets.silver.event_contract import OUTPUT_TYPES, validate_events
+from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+from reco_assets.events.generator import EventGenerator, load_population
+from reco_assets.silver.event_contract import _FAST_PATTERNS, OUTPUT_TYPES, validate_events
 
 CASES = json.loads((Path(__file__).parent / "events_cases.json").read_text(encoding="utf-8"))
 
@@ -126,3 +129,67 @@ def test_public_api():
     assert tuple(OUTPUT_TYPES) == ALL_FIELDS
     schema("view")["properties"].clear()
     assert schema("view")["properties"], "schema() returns a copy"
+
+
+def _mutations(seed: int, count: int) -> list[tuple[str, bytes]]:
+    """Records near the contracts' edges: the valid cases and generated events, compact or spaced, with fields
+    reordered, duplicated or set to boundary values, and with single characters deleted, inserted or replaced."""
+    rng = random.Random(seed)
+    population = load_population("/nonexistent", BUNDLED_SAMPLE)
+    batch = EventGenerator(population, seed=seed).batch(300)
+    bases = [(t, json.loads(v)) for t, v in zip(batch.topics, batch.values, strict=True)]
+    bases += [(c["topic"], json.loads(case_value(c))) for c in CASES if c["expect"] is None and "repeat" not in c]
+    boundaries = [0, 1, -1, 9, 10, 999999999, 2147483647, 2147483648, 86399, 86400, 86401, 0.5, 4.5, 4.50, 5.0, 5,
+                  5.5, 1e0, "1", None, True, "2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2024-04-30T23:59:59Z",
+                  "2024-04-31T00:00:00Z", "2024-01-28T00:00:00.123456789+00:00", "smart_tv", "poster", "", "é"]
+    pool = ['"', "\\", ",", ":", " ", "\n", "\t", "\x0b", "0", "9", "-", ".", "e", "}", "{", "]", "x", "é", "\x01",
+            "\u2028"]
+    records = []
+    for _ in range(count):
+        topic, event = rng.choice(bases)
+        event = dict(event)
+        kind = rng.randrange(6)
+        if kind == 1:
+            event[rng.choice(list(event))] = rng.choice(boundaries)
+        elif kind == 2:
+            event = dict(rng.sample(list(event.items()), len(event)))
+        separators = rng.choice([(",", ":"), (", ", ": "), (" ,\n", " : "), (",", ":\t")])
+        text = json.dumps(event, separators=separators, ensure_ascii=rng.random() < 0.5)
+        if kind == 3:
+            field = rng.choice(list(event))
+            text = text[:-1] + f', "{field}": {json.dumps(event[field])}}}'
+        elif kind in (4, 5):
+            at = rng.randrange(len(text) + 1)
+            tail = text[at + 1:] if rng.random() < 0.5 else text[at:]
+            text = text[:at] + (rng.choice(pool) if kind == 5 or rng.random() < 0.5 else "") + tail
+        records.append((topic, text.encode()))
+    return records
+
+
+def test_spark_agrees_with_check_event_near_the_edges(spark):
+    """2,000 records around the contracts' edges: Spark's reason and field equal check_event's for every one, the
+    values of valid ones equal the JSON's, and the fast path (`_FAST_PATTERNS`) only ever accepts valid records
+    while accepting every generated one."""
+    records = _mutations(seed=11, count=2_000)
+    rows = [(i, topic, value) for i, (topic, value) in enumerate(records)]
+    df = spark.createDataFrame(rows, "i int, topic string, value binary")
+    fast = F.coalesce(*[F.when(F.col("topic") == TOPICS[t], F.col("value").cast("string").rlike(pattern))
+                        for t, pattern in _FAST_PATTERNS.items()])
+    checked = validate_events(df.withColumn("fast", fast)).collect()
+    disagreements, valid, fast_valid = [], 0, 0
+    for row in checked:
+        expect = expected(check_event(row.topic, row.value))
+        got = None if row.reject_reason is None else {"reason": row.reject_reason, "field": row.reject_field}
+        if got != expect or (row.fast and expect is not None):
+            disagreements.append((row.value, got, expect, row.fast))
+        if expect is None:
+            valid += 1
+            fast_valid += bool(row.fast)
+            event = json.loads(row.value)
+            assert (row.event_id, row.user_id, row.movie_id) == (event["event_id"], event["user_id"], event["movie_id"])
+    assert disagreements == []
+    assert 600 < valid < 1_800 and fast_valid > 300  # both paths well exercised
+
+    generated = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=5).batch(3_000)
+    df = spark.createDataFrame(list(zip(generated.topics, generated.values, strict=True)), "topic string, value binary")
+    assert df.where(~fast).count() == 0
