@@ -141,7 +141,7 @@ def main() -> None:
             bronze_s.append(seconds)
         bronze_cold, bronze_warm = args.events / bronze_s[0], args.events / min(bronze_s[1:])
         silver_s = []
-        for _ in range(2):
+        for _ in range(4):  # in the session the bronze passes warmed; the best pass counts
             seconds, _ = timed(lambda: [silver_events.materialize_hour(h, lakehouse, spark) for h in hours])
             silver_s.append(seconds)
         silver_rate = args.events / min(silver_s)

@@ -132,6 +132,9 @@ def spark_config(remote: bool | None = None) -> dict[str, str]:
         # Fall back from whole-stage codegen when a generated method is too big for HotSpot to JIT (8 KB);
         # the event contract check is such a stage, and interpreted bytecode is far slower than the fallback.
         "spark.sql.codegen.hugeMethodLimit": "8000",
+        # The throughput collector: on 2 cores G1's concurrent threads take CPU from the tasks (about 10 % on a
+        # large silver hour, bench/silver_events.py).
+        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     }
     if os.environ.get("SPARK_REMOTE") if remote is None else remote:

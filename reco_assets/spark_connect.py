@@ -142,7 +142,7 @@ class ConnectServer:
         from reco_assets.resources import spark_config
 
         config = spark_config(remote=False)
-        fixed = {"spark.master", "spark.app.name", "spark.driver.memory", "spark.jars"}
+        fixed = {"spark.master", "spark.app.name", "spark.driver.memory", "spark.driver.extraJavaOptions", "spark.jars"}
         confs = {key: value for key, value in config.items() if key not in fixed} | {
             "spark.connect.grpc.binding.address": self.host,
             "spark.connect.grpc.binding.port": str(self.port),
@@ -157,7 +157,8 @@ class ConnectServer:
             "--name", f"{config['spark.app.name']}-connect",
             "--master", config["spark.master"],
             "--driver-memory", config["spark.driver.memory"],
-            "--driver-java-options", f"-Dlog4j2.configurationFile=file:{self.home / 'log4j2.properties'}",
+            "--driver-java-options", f"{config['spark.driver.extraJavaOptions']} "
+                                     f"-Dlog4j2.configurationFile=file:{self.home / 'log4j2.properties'}",
             "--jars", config["spark.jars"],
             *[arg for key, value in confs.items() for arg in ("--conf", f"{key}={value}")],
             "spark-internal",
