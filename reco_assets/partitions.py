@@ -30,6 +30,10 @@ def previous_hour(partition_key: str) -> str:
     return hour_key(hour_start(partition_key) - timedelta(hours=1))
 
 
+def next_hour(partition_key: str) -> str:
+    return hour_key(hour_start(partition_key) + timedelta(hours=1))
+
+
 def folder_hour(folder_name: str) -> str:
     """The partition key of a Hive-style hour folder: `hour=2026-11-23-12` -> `2026-11-23-12:00`."""
     return folder_name.removeprefix("hour=") + ":00"
