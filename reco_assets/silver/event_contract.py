@@ -103,7 +103,7 @@ _FORMATS = {
 }
 
 
-# The fast path (`_fast_patterns`): a string without quotes, backslashes or control characters (so without escapes); a
+# The fast path (`_fast_pattern`): a string without quotes, backslashes or control characters (so without escapes); a
 # Java character class counts code points, as Python's len() does.
 _PLAIN_CHARACTER = r'[^"\\\x00-\x1f]'
 _JSON_SPACE = r"[ \t\n\r]*"
@@ -218,7 +218,8 @@ class _Rule:
                 body = None
             return None if body is None else f'"(?:{body})"'
         low, high = checks.get("minimum"), checks.get("maximum")
-        if self.json_type == "integer" and set(checks) <= {"minimum", "maximum"} and low in (0, 1):
+        if (self.json_type == "integer" and set(checks) <= {"minimum", "maximum"} and low in (0, 1)
+                and (high is None or high >= 1)):
             return _integers(low, min(high if high is not None else _FAST_INTEGER_MAX, _FAST_INTEGER_MAX))
         if self.json_type == "number" and set(checks) == {"minimum", "maximum", "multipleOf"}:
             return _multiples(self.prop)
