@@ -157,7 +157,7 @@ def run_one(source: str, data_dir: Path) -> dict:
     os.environ["RECO_DATA_DIR"] = str(data_dir)
     import dagster as dg
 
-    from reco_assets.definitions import defs
+    from reco_assets.definitions import batch_graph_job, defs
     from reco_assets.resources import LakehouseResource
 
     (data_dir / "dagster_home").mkdir(parents=True, exist_ok=True)
@@ -165,6 +165,7 @@ def run_one(source: str, data_dir: Path) -> dict:
         started = time.time()
         result = dg.materialize(
             [*defs.assets, *defs.asset_checks],
+            selection=batch_graph_job.selection,  # the batch graph, without the hourly stream assets
             resources={**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir))},
             instance=instance,
             run_config={"ops": {"bronze_movielens": {"config": {"source": source}}}},
