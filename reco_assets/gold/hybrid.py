@@ -48,9 +48,9 @@ TAG_WEIGHT = 0.25
 PROFILE_OFFSET = 0.5
 CANDIDATE_SCHEMA = "user_id INT, movie_id INT, als_score FLOAT, content_score FLOAT"
 TREND_SCHEMA = "user_id INT, movie_id INT, trend_score DOUBLE"
-RERANKED_SCHEMA = (
-    "user_id INT, rank INT, movie_id INT, score FLOAT, als_score FLOAT, trend_score FLOAT, content_score FLOAT"
-)
+RERANKED_COLUMNS = {"user_id": np.int32, "rank": np.int32, "movie_id": np.int32, "score": np.float32,
+                    "als_score": np.float32, "trend_score": np.float32, "content_score": np.float32}
+RERANKED_SCHEMA = ", ".join(f"{name} {'INT' if dtype is np.int32 else 'FLOAT'}" for name, dtype in RERANKED_COLUMNS.items())
 SIGNAL_COLUMNS = ("score", "als_score", "trend_score", "content_score")
 HYBRID_COLUMNS = ["user_id", "rank", "movie_id", "score", "als_score", "trend_score", "content_score", "title",
                   "source", "model_version"]
@@ -185,14 +185,25 @@ class ContentIndex:
         known = self.ids[pos] == ids
         return pos[known], known
 
-    def similarity(self, history: np.ndarray, weights: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Cosine between each candidate and the profile: the weighted sum of the history movies' vectors."""
-        rows, known = self.positions(history)
-        profile = normalize(sparse.csr_matrix(np.asarray(weights, np.float32)[known]) @ self.vectors[rows])
-        scores = np.zeros(len(candidates), np.float32)
-        candidate_rows, candidate_known = self.positions(candidates)
-        scores[candidate_known] = (self.vectors[candidate_rows] @ profile.T).toarray().ravel()
-        return scores
+    def similarities(self, histories: list[np.ndarray], weights: list[np.ndarray],
+                     candidates: list[np.ndarray]) -> list[np.ndarray]:
+        """For each user, the cosine between each of their candidates and their profile (the weighted sum of their
+        history movies' vectors). All users at once: one sparse product builds the profiles, one row-wise product
+        scores every (user, candidate) pair."""
+        n = len(histories)
+        lengths = [len(h) for h in histories]
+        rows, known = self.positions(np.concatenate(histories) if n else np.empty(0, np.int64))
+        users = np.repeat(np.arange(n), lengths)[known]
+        history_weights = np.concatenate(weights)[known] if n else np.empty(0)
+        profiles = normalize(sparse.csr_matrix((history_weights.astype(np.float32), (users, rows)),
+                                               shape=(n, len(self.ids))) @ self.vectors)
+        counts = [len(c) for c in candidates]
+        scores = np.zeros(sum(counts), np.float32)
+        candidate_rows, candidate_known = self.positions(np.concatenate(candidates) if n else np.empty(0, np.int64))
+        owners = np.repeat(np.arange(n), counts)[candidate_known]
+        scores[candidate_known] = np.asarray(
+            self.vectors[candidate_rows].multiply(profiles[owners]).sum(axis=1)).ravel()
+        return np.split(scores, np.cumsum(counts)[:-1]) if n else []
 
 
 def _identity(tokens: list[str]) -> list[str]:
@@ -221,16 +232,14 @@ def candidate_signals(queries: DataFrame, als_index: ItemIndex, content: Content
             users, movies, als_scores, contents = [], [], [], []
             vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
             for rows, items, scores in top_k(als_index, vectors, list(pdf["exclude"]), n):
-                for offset, (user_items, user_scores) in enumerate(zip(items, scores, strict=True)):
-                    i = rows.start + offset
-                    valid = np.isfinite(user_scores)
-                    history = pdf["history"].iat[i]
-                    users.append(np.full(valid.sum(), pdf["id"].iat[i]))
-                    movies.append(user_items[valid])
-                    als_scores.append(user_scores[valid])
-                    contents.append(content.similarity(
-                        history, profile_weights(pdf["history_signal"].iat[i]), user_items[valid]
-                    ))
+                valid = np.isfinite(scores)
+                block_movies = [user_items[ok] for user_items, ok in zip(items, valid, strict=True)]
+                users.append(np.repeat(pdf["id"].to_numpy()[rows], valid.sum(axis=1)))
+                movies.extend(block_movies)
+                als_scores.append(scores[valid])
+                contents.extend(content.similarities(
+                    list(pdf["history"].iloc[rows]), [profile_weights(s) for s in pdf["history_signal"].iloc[rows]],
+                    block_movies))
             if users:
                 yield pd.DataFrame({
                     "user_id": np.concatenate(users).astype(np.int32),
@@ -282,17 +291,16 @@ def rerank_candidates(candidates: DataFrame, weights: np.ndarray, k: int) -> Dat
 
     def score(batches):
         for pdf in batches:
-            out = []
+            columns = {name: [] for name in RERANKED_COLUMNS}
             for user, movies, als_score, trend, content in pdf[["user_id", *signals]].itertuples(index=False):
                 best, scores = rerank(als_score, trend, content, weights, k)
-                out.append(pd.DataFrame({
-                    "user_id": np.full(len(best), user, np.int32), "rank": np.arange(1, len(best) + 1, dtype=np.int32),
-                    "movie_id": movies[best].astype(np.int32), "score": scores.astype(np.float32),
-                    "als_score": als_score[best].astype(np.float32), "trend_score": trend[best].astype(np.float32),
-                    "content_score": content[best].astype(np.float32),
-                }))
-            if out:
-                yield pd.concat(out, ignore_index=True)
+                for name, values in zip(RERANKED_COLUMNS, (
+                        np.full(len(best), user), np.arange(1, len(best) + 1), movies[best], scores, als_score[best],
+                        trend[best], content[best]), strict=True):
+                    columns[name].append(values)
+            if len(pdf):
+                yield pd.DataFrame({name: np.concatenate(parts).astype(RERANKED_COLUMNS[name])
+                                    for name, parts in columns.items()})
 
     return per_user.mapInPandas(score, RERANKED_SCHEMA)
 

@@ -110,12 +110,30 @@ TAGS = pd.DataFrame({"movie_id": [20, 40, 40], "tag": ["Pixar", "World War II", 
 
 def test_content_similarity_prefers_movies_like_the_history():
     index = ContentIndex.from_movies(MOVIES, TAGS)
-    scores = index.similarity(np.array([10]), np.array([1.0]), np.array([20, 30, 40, 50, 999]))
+    scores, war, empty = index.similarities(
+        [np.array([10]), np.array([30, 40]), np.array([], np.int64)],
+        [np.array([1.0]), np.array([0.0, 1.0]), np.array([])],
+        [np.array([20, 30, 40, 50, 999]), np.array([30, 10]), np.array([10])])
     assert scores[0] > 0.0 and scores[1] == scores[2] == 0.0, scores
     assert scores[3] == scores[4] == 0.0, "no genres, unknown id: nothing in common"
-    war = index.similarity(np.array([30, 40]), np.array([0.0, 1.0]), np.array([30, 10]))
     assert war[0] > 0.0 and war[1] == 0.0
-    assert index.similarity(np.array([]), np.array([]), np.array([10])).tolist() == [0.0]
+    assert empty.tolist() == [0.0]
+
+
+def test_content_similarities_of_many_users_equal_each_users_own():
+    """Scoring users together gives each the cosines of their own profile, whatever the others' histories."""
+    index = ContentIndex.from_movies(MOVIES, TAGS)
+    histories = [np.array([10, 20]), np.array([40]), np.array([30, 999])]
+    weights = [np.array([1.0, 0.5]), np.array([2.0]), np.array([1.0, 1.0])]
+    candidates = [np.array([30, 40, 50]), np.array([10, 20, 30, 40]), np.array([40, 10])]
+    together = index.similarities(histories, weights, candidates)
+    for i in range(3):
+        alone = index.similarities([histories[i]], [weights[i]], [candidates[i]])[0]
+        rows = index.vectors[index.positions(histories[i])[0]]
+        profile = np.asarray(weights[i][index.positions(histories[i])[1]]) @ rows.toarray()
+        expected = index.vectors[index.positions(candidates[i])[0]].toarray() @ (profile / np.linalg.norm(profile))
+        np.testing.assert_allclose(together[i], alone, rtol=1e-6)
+        np.testing.assert_allclose(together[i][index.positions(candidates[i])[1]], expected, rtol=1e-5)
 
 
 def test_tags_add_detail_without_swamping_genres():
