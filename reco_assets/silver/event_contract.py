@@ -110,8 +110,9 @@ _JSON_SPACE = r"[ \t\n\r]*"
 _FAST_INTEGER_MAX = 2**31 - 1  # read exactly as a double, and fits the int column
 _FAST_FORMATS = {
     ("uuid", _UUID_PATTERN): _UUID_PATTERN[1:-1],
-    # Days 01 to 28 exist in every month; later ones take the full check.
-    ("date-time", _UTC_PATTERN): (r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3])"
+    # Every day but February 29 exists in its month whatever the year; that one (leap years) takes the full check.
+    ("date-time", _UTC_PATTERN): (r"(?!0000)[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+                                  r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)T(?:[01][0-9]|2[0-3])"
                                   r":[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|\+00:00)"),
 }
 

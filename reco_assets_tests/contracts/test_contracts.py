@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 from pyspark.sql import functions as F
 
 from reco_assets import contracts
-from reco_assets.contracts import ALL_FIELDS, EVENT_TYPE_BY_TOPIC, FIELDS, TOPICS, Rejection, check_event, schema
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+from reco_assets.contracts import ALL_FIELDS, EVENT_TYPE_BY_TOPIC, FIELDS, TOPICS, Rejection, check_event, schema
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.silver.event_contract import _FAST_PATTERNS, OUTPUT_TYPES, validate_events
 
@@ -136,7 +136,8 @@ def _mutations(seed: int, count: int) -> list[tuple[str, bytes]]:
     reordered, duplicated or set to boundary values, and with single characters deleted, inserted or replaced."""
     rng = random.Random(seed)
     population = load_population("/nonexistent", BUNDLED_SAMPLE)
-    batch = EventGenerator(population, seed=seed).batch(300)
+    batch = EventGenerator(population, seed=seed).batch(300, now=datetime(2027, 1, 31, 12, tzinfo=UTC),
+                                                        spread_s=3 * 86400)
     bases = [(t, json.loads(v)) for t, v in zip(batch.topics, batch.values, strict=True)]
     bases += [(c["topic"], json.loads(case_value(c))) for c in CASES if c["expect"] is None and "repeat" not in c]
     boundaries = [0, 1, -1, 9, 10, 999999999, 2147483647, 2147483648, 86399, 86400, 86401, 0.5, 4.5, 4.50, 5.0, 5,
@@ -190,6 +191,14 @@ def test_spark_agrees_with_check_event_near_the_edges(spark):
     assert disagreements == []
     assert 600 < valid < 1_800 and fast_valid > 300  # both paths well exercised
 
-    generated = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=5).batch(3_000)
-    df = spark.createDataFrame(list(zip(generated.topics, generated.values, strict=True)), "topic string, value binary")
-    assert df.where(~fast).count() == 0
+    # Every generated event takes the fast path, whatever its day, but for February 29 (a leap day needs the full check)
+    generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=5)
+    rows = []
+    for day in [datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in range(731)]:  # 2027 and leap 2028
+        generated = generator.batch(4, now=day + timedelta(hours=23, minutes=59), spread_s=86_399)
+        rows += [(topic, value, day.strftime("%m-%d")) for topic, value in zip(generated.topics, generated.values,
+                                                                                 strict=True)]
+    df = spark.createDataFrame(rows, "topic string, value binary, day string")
+    slow_days = {row.day for row in df.where(~fast).select("day").distinct().collect()}
+    assert slow_days == {"02-29"}
+    assert all(check_event(topic, value) is None for topic, value, day in rows if day == "02-29")
