@@ -194,6 +194,7 @@ def run_one(source: str, data_dir: Path) -> dict:
         "steps": {k: {"seconds": v["seconds"], "peak_gib": v["peak_gib"]} for k, v in steps.items()},
         "ndcg_als": evaluation["als_ndcg_at_10"].value,
         "ndcg_popularity": evaluation["popularity_ndcg_at_10"].value,
+        "evaluation_stages": evaluation["stage_seconds"].value,
     }
 
 
@@ -234,6 +235,12 @@ def report(results: dict[str, dict]) -> str:
                 f"| {label} | {r['ratings']:,} | {r['total_seconds']} | {cost:.2f}× | "
                 f"{r['ratings'] / base['ratings']:.2f}× | {r['total_seconds'] / r['ratings'] * 1e6:.1f} |"
             )
+    lines.append("")
+    lines.append("Inside als_model_and_evaluation, the evaluation's stages (seconds):")
+    lines.append("")
+    for label in labels:
+        stages = results[label]["evaluation_stages"]
+        lines.append(f"- {label}: " + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items()))
     sample = results.get("sample")
     if sample:
         ratio = sample["ndcg_als"] / sample["ndcg_popularity"]

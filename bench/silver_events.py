@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 import zlib
-from unittest import mock
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import duckdb
 import pyarrow as pa
@@ -48,9 +48,9 @@ from reco_assets.tables import duckdb_scalar  # noqa: E402
 PARTITIONS = 3  # per topic, as the project creates them
 
 # ---------------------------------------------------------------------------------------------------------------
-# The plan as it was (commit a8f0204): the full contract check for every record, its columns built for every hour, a window over event_id
-# across all wide rows, a left join of every row with the previous hour's ids, the checked records persisted (a
-# cached table) and written twice, five DuckDB queries for the counts.
+# The plan as it was (commit a8f0204): the full contract check for every record, its columns built for every hour,
+# a window over event_id across all wide rows, a left join of every row with the previous hour's ids, the checked
+# records persisted (a cached table) and written twice, five DuckDB queries for the counts.
 
 
 def baseline_validate_events(df: DataFrame) -> DataFrame:

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
-from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import sparse
@@ -29,7 +28,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from reco_assets.gold import als, trending
-from reco_assets.gold.ranking import ItemIndex, top_k
+from reco_assets.gold.ranking import ItemIndex, locate, top_k
 from reco_assets.resources import LakehouseResource
 from reco_assets.silver import silver_movies, silver_ratings, silver_tags
 from reco_assets.silver.events import silver_events
@@ -46,11 +45,13 @@ TAG_WEIGHT = 0.25
 # what the user liked more than usual counts more, disliked movies count against, and a history of equal
 # signals (only views, say) still has a profile.
 PROFILE_OFFSET = 0.5
-CANDIDATE_SCHEMA = "user_id INT, movie_id INT, als_score FLOAT, content_score FLOAT"
+CANDIDATE_SCHEMA = "user_id INT, movie_id INT, als_rank INT, als_score FLOAT, content_score FLOAT"
 TREND_SCHEMA = "user_id INT, movie_id INT, trend_score DOUBLE"
 RERANKED_COLUMNS = {"user_id": np.int32, "rank": np.int32, "movie_id": np.int32, "score": np.float32,
                     "als_score": np.float32, "trend_score": np.float32, "content_score": np.float32}
-RERANKED_SCHEMA = ", ".join(f"{name} {'INT' if dtype is np.int32 else 'FLOAT'}" for name, dtype in RERANKED_COLUMNS.items())
+RERANKED_SCHEMA = ", ".join(
+    f"{name} {'INT' if dtype is np.int32 else 'FLOAT'}" for name, dtype in RERANKED_COLUMNS.items()
+)
 SIGNAL_COLUMNS = ("score", "als_score", "trend_score", "content_score")
 HYBRID_COLUMNS = ["user_id", "rank", "movie_id", "score", "als_score", "trend_score", "content_score", "title",
                   "source", "model_version"]
@@ -85,30 +86,46 @@ class HybridConfig(HybridWeights):
     stream_half_life_hours: float = Field(default=1.0, description="served trend: a stream event's half-life")
 
 
-def standardise(values: np.ndarray) -> np.ndarray:
-    """z-scores of `values`; all zeros when they are constant (the signal then cannot reorder anything)."""
+def standardise(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """z-scores along the last axis over the `valid` entries (default: all); zeros where those are constant (the
+    signal then cannot reorder anything) and at invalid entries."""
     values = np.asarray(values, dtype=np.float64)
-    spread = values.std() if len(values) else 0.0
-    return (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
+    valid = np.ones(values.shape, bool) if valid is None else valid
+    counts = np.maximum(valid.sum(axis=-1, keepdims=True), 1)
+    centred = np.where(valid, values - np.where(valid, values, 0.0).sum(axis=-1, keepdims=True) / counts, 0.0)
+    spread = np.sqrt((centred**2).sum(axis=-1, keepdims=True) / counts)
+    return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 0)
 
 
-def normalised_signals(als_score: np.ndarray, trend: np.ndarray, content: np.ndarray) -> np.ndarray:
-    """[n, 3]: the ALS score, log1p(trend) and the content cosine, each standardised over the candidates."""
-    return np.column_stack([standardise(als_score), standardise(np.log1p(trend)), standardise(content)])
+def normalised_signals(
+    als_score: np.ndarray, trend: np.ndarray, content: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """[..., 3]: the ALS score, log1p(trend) and the content cosine, each standardised over the candidates (the
+    last axis; only the `valid` ones when given)."""
+    return np.stack([standardise(als_score, valid), standardise(np.log1p(trend), valid),
+                     standardise(content, valid)], axis=-1)
 
 
 def blend(signals: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Scores of normalised signals [n, s] under weights [s] that sum to 1 (HybridWeights.weights)."""
+    """Scores of normalised signals [..., s] under weights [s] that sum to 1 (HybridWeights.weights)."""
     return np.asarray(signals, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
+
+
+def rerank_rows(
+    als_score: np.ndarray, trend: np.ndarray, content: np.ndarray, valid: np.ndarray, weights: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For candidate rows [users, candidates] (`valid` marks the real ones): (positions [users, k'] of each row's
+    best k, their scores), best first, equal scores in candidate order; -inf where a row has fewer than k."""
+    scores = np.where(valid, blend(normalised_signals(als_score, trend, content, valid), weights), -np.inf)
+    best = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    return best, np.take_along_axis(scores, best, axis=-1)
 
 
 def rerank(
     als_score: np.ndarray, trend: np.ndarray, content: np.ndarray, weights: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions of the best k candidates, their scores), best first."""
-    scores = blend(normalised_signals(als_score, trend, content), weights)
-    best = np.argsort(-scores, kind="stable")[:k]
-    return best, scores[best]
+    """(positions of the best k of one user's candidates, their scores), best first."""
+    return rerank_rows(als_score, trend, content, np.ones(len(als_score), bool), weights, k)
 
 
 def profile_weights(signals: np.ndarray) -> np.ndarray:
@@ -178,12 +195,7 @@ class ContentIndex:
 
     def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions of the ids that are indexed, mask of those ids among `ids`)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(self.ids):
-            return ids[:0], np.zeros(len(ids), bool)
-        pos = np.searchsorted(self.ids, ids).clip(max=len(self.ids) - 1)
-        known = self.ids[pos] == ids
-        return pos[known], known
+        return locate(self.ids, ids)
 
     def similarities(self, histories: list[np.ndarray], weights: list[np.ndarray],
                      candidates: list[np.ndarray]) -> list[np.ndarray]:
@@ -223,33 +235,74 @@ def histories(interactions: DataFrame) -> DataFrame:
     ).select("id", F.col("h.movie_id").alias("history"), F.col("h.rating").alias("history_signal"))
 
 
+def _candidate_blocks(pdf: pd.DataFrame, als_index: ItemIndex, content: ContentIndex, n: int):
+    """Per block of query rows (id, features, exclude, history, history_signal): (user ids [u], the top-n ALS
+    candidates [u, n'], their ALS scores, valid [u, n'] (False where a user has fewer), content cosines)."""
+    vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
+    for rows, items, scores in top_k(als_index, vectors, list(pdf["exclude"]), n):
+        valid = np.isfinite(scores)
+        similarities = content.similarities(
+            list(pdf["history"].iloc[rows]), [profile_weights(s) for s in pdf["history_signal"].iloc[rows]],
+            [user_items[ok] for user_items, ok in zip(items, valid, strict=True)])
+        cosines = np.zeros(items.shape, np.float32)
+        cosines[valid] = np.concatenate(similarities) if similarities else []
+        yield pdf["id"].to_numpy()[rows], items, scores, valid, cosines
+
+
 def candidate_signals(queries: DataFrame, als_index: ItemIndex, content: ContentIndex, n: int) -> DataFrame:
-    """The top-n ALS candidates of each query row (id, features, exclude, history, history_signal), with the
-    ALS score and the content cosine. Both indexes travel in the task closure (Spark Connect has no broadcast)."""
+    """The top-n ALS candidates of each query row (id, features, exclude, history, history_signal), with their
+    ALS rank and score and the content cosine. Both indexes travel in the task closure (Spark Connect has no
+    broadcast)."""
 
     def score(batches):
         for pdf in batches:
-            users, movies, als_scores, contents = [], [], [], []
-            vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
-            for rows, items, scores in top_k(als_index, vectors, list(pdf["exclude"]), n):
-                valid = np.isfinite(scores)
-                block_movies = [user_items[ok] for user_items, ok in zip(items, valid, strict=True)]
-                users.append(np.repeat(pdf["id"].to_numpy()[rows], valid.sum(axis=1)))
-                movies.extend(block_movies)
-                als_scores.append(scores[valid])
-                contents.extend(content.similarities(
-                    list(pdf["history"].iloc[rows]), [profile_weights(s) for s in pdf["history_signal"].iloc[rows]],
-                    block_movies))
-            if users:
+            for users, items, scores, valid, cosines in _candidate_blocks(pdf, als_index, content, n):
                 yield pd.DataFrame({
-                    "user_id": np.concatenate(users).astype(np.int32),
-                    "movie_id": np.concatenate(movies).astype(np.int32),
-                    "als_score": np.concatenate(als_scores).astype(np.float32),
-                    "content_score": np.concatenate(contents).astype(np.float32),
+                    "user_id": np.repeat(users, valid.sum(axis=1)).astype(np.int32),
+                    "movie_id": items[valid].astype(np.int32),
+                    "als_rank": np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)[valid].astype(np.int32),
+                    "als_score": scores[valid].astype(np.float32),
+                    "content_score": cosines[valid],
                 })
 
     return queries.select("id", "features", "exclude", "history", "history_signal").mapInPandas(
         score, CANDIDATE_SCHEMA
+    )
+
+
+def reranked_frame(users: np.ndarray, items: np.ndarray, als_score: np.ndarray, trend: np.ndarray,
+                   content: np.ndarray, valid: np.ndarray, weights: np.ndarray, k: int) -> pd.DataFrame:
+    """RERANKED_COLUMNS rows of the best k of candidate rows [users, candidates] (see rerank_rows)."""
+    best, scores = rerank_rows(als_score, trend, content, valid, weights, k)
+    kept = np.isfinite(scores)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, best, axis=1)[kept]
+
+    columns = (np.repeat(users, kept.sum(axis=1)), np.broadcast_to(np.arange(1, best.shape[1] + 1), best.shape)[kept],
+               pick(items), scores[kept], pick(als_score), pick(trend), pick(content))
+    return pd.DataFrame({name: values.astype(dtype) for (name, dtype), values
+                         in zip(RERANKED_COLUMNS.items(), columns, strict=True)})
+
+
+def hybrid_top_k(queries: DataFrame, als_index: ItemIndex, content: ContentIndex, trend: pd.DataFrame,
+                 weights: np.ndarray, n: int, k: int) -> DataFrame:
+    """The hybrid's best k for each query row (id, features, exclude, history, history_signal): its top-n ALS
+    candidates re-ranked with their content cosine and the movie's trend (`trend`: movie_id, trend_score; 0 for
+    a movie not in it), in the same task that finds them."""
+    trend = trend.sort_values("movie_id")
+    trend_ids, trend_scores = trend["movie_id"].to_numpy(np.int64), trend["trend_score"].to_numpy(np.float64)
+
+    def score(batches):
+        for pdf in batches:
+            for users, items, scores, valid, cosines in _candidate_blocks(pdf, als_index, content, n):
+                found, known = locate(trend_ids, items.ravel())
+                trends = np.zeros(items.size)
+                trends[known] = trend_scores[found]
+                yield reranked_frame(users, items, scores, trends.reshape(items.shape), cosines, valid, weights, k)
+
+    return queries.select("id", "features", "exclude", "history", "history_signal").mapInPandas(
+        score, RERANKED_SCHEMA
     )
 
 
@@ -281,26 +334,28 @@ def decayed_popularity(events: DataFrame, queries: DataFrame, half_life_days: fl
     return rows.repartition("movie_id").mapInPandas(score, TREND_SCHEMA)
 
 
+def _padded(lists: pd.Series, valid: np.ndarray, dtype) -> np.ndarray:
+    """The arrays of `lists` as the rows of a matrix shaped like `valid` (their lengths), zeros after each."""
+    values = np.zeros(valid.shape, dtype)
+    if len(lists):
+        values[valid] = np.concatenate(lists.to_numpy())
+    return values
+
+
 def rerank_candidates(candidates: DataFrame, weights: np.ndarray, k: int) -> DataFrame:
-    """The best k of each user's candidates (user_id, movie_id, als_score, trend_score, content_score) by the
-    blended score, with rank and the raw signals."""
+    """The best k of each user's candidates (user_id, movie_id, als_rank, als_score, trend_score, content_score) by
+    the blended score, with rank and the raw signals."""
     signals = ["movie_id", "als_score", "trend_score", "content_score"]
-    per_user = candidates.groupBy("user_id").agg(F.collect_list(F.struct(*signals)).alias("c")).select(
-        "user_id", *[F.col(f"c.{name}").alias(name) for name in signals]
-    )
+    per_user = candidates.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct("als_rank", *signals))).alias("c")
+    ).select("user_id", *[F.col(f"c.{name}").alias(name) for name in signals])
 
     def score(batches):
         for pdf in batches:
-            columns = {name: [] for name in RERANKED_COLUMNS}
-            for user, movies, als_score, trend, content in pdf[["user_id", *signals]].itertuples(index=False):
-                best, scores = rerank(als_score, trend, content, weights, k)
-                for name, values in zip(RERANKED_COLUMNS, (
-                        np.full(len(best), user), np.arange(1, len(best) + 1), movies[best], scores, als_score[best],
-                        trend[best], content[best]), strict=True):
-                    columns[name].append(values)
-            if len(pdf):
-                yield pd.DataFrame({name: np.concatenate(parts).astype(RERANKED_COLUMNS[name])
-                                    for name, parts in columns.items()})
+            lengths = pdf["movie_id"].map(len).to_numpy()
+            valid = np.arange(lengths.max(initial=0)) < lengths[:, None]
+            yield reranked_frame(pdf["user_id"].to_numpy(), _padded(pdf["movie_id"], valid, np.int64),
+                                 *[_padded(pdf[name], valid, np.float64) for name in signals[1:]], valid, weights, k)
 
     return per_user.mapInPandas(score, RERANKED_SCHEMA)
 
@@ -312,22 +367,15 @@ def ranked_lists(recommendations: DataFrame) -> DataFrame:
     )
 
 
-def evaluate(
-    model: ALSModel,
-    queries: DataFrame,
-    train: DataFrame,
-    train_ratings: DataFrame,
-    content: ContentIndex,
-    config: HybridWeights,
-    k: int,
-) -> DataFrame:
-    """Per-user metrics at k of the hybrid for query rows (id, exclude, relevant) of the hold-out.
+def evaluate(candidates: DataFrame, queries: DataFrame, train_ratings: DataFrame, config: HybridWeights,
+             k: int) -> DataFrame:
+    """Per-user metrics at k of the hybrid for query rows (id, relevant) of the hold-out.
 
-    `train`: the training interactions (user_id, movie_id, rating). The trend is as of each user's train cutoff
-    (their latest training rating) and counts training ratings only, so nothing of the held-out period leaks.
+    `candidates`: candidate_signals of the model trained on the split (at least config.candidates per user). The
+    trend is as of each user's train cutoff (their latest training rating) and counts training ratings only, so
+    nothing of the held-out period leaks.
     """
-    users = queries.join(model.userFactors, "id").join(histories(train), "id")
-    candidates = candidate_signals(users, als.item_index(model.itemFactors), content, config.candidates)
+    candidates = candidates.where(F.col("als_rank") <= config.candidates)
     cutoffs = train_ratings.groupBy("user_id").agg(F.max("rated_at").alias("as_of"))
     trend = decayed_popularity(
         train_ratings.select("movie_id", F.col("rated_at").alias("at")),
@@ -350,11 +398,10 @@ def served_trend(
         source = f"stream events as of {as_of.isoformat()}"
     else:
         latest = ratings.agg(F.max("rated_at")).first()[0].astimezone(UTC)
-        queries = ratings.select("movie_id").distinct().select(
-            F.lit(None).cast("int").alias("user_id"), "movie_id", F.lit(latest).alias("as_of")
+        age_days = (F.lit(latest).cast("double") - F.col("rated_at").cast("double")) / 86400.0
+        trend = ratings.groupBy("movie_id").agg(
+            F.sum(F.pow(F.lit(2.0), -age_days / F.lit(config.trend_half_life_days))).alias("trend_score")
         )
-        trend = decayed_popularity(ratings.select("movie_id", F.col("rated_at").alias("at")), queries,
-                                   config.trend_half_life_days).select("movie_id", "trend_score")
         source = f"ratings as of {latest.isoformat()}"
     trend = trend.cache()
     trend.count()  # read the stream's hours now, before the sensor rewrites the open one
@@ -396,15 +443,14 @@ def gold_hybrid_recommendations(
     interactions = als.interactions(ratings, events).cache()
     users = (
         histories(interactions)
-        .join(als.seen_by_user(als.seen_pairs(ratings, events)), "id", "left")
+        .join(als.seen_by_user(ratings, events), "id", "left")
         .withColumn("exclude", F.coalesce("exclude", F.array().cast("array<int>")))
         .cache()
     )
     trend, trend_source = served_trend(spark, lakehouse, ratings, config)
-    candidates = candidate_signals(users.join(model.userFactors, "id"), als.item_index(model.itemFactors),
-                                   content_index(read("movies"), read("tags")), config.candidates)
-    hybrid = rerank_candidates(candidates.join(trend, "movie_id", "left").fillna(0.0, ["trend_score"]), weights,
-                               config.k).withColumn("source", F.lit("hybrid"))
+    hybrid = hybrid_top_k(users.join(model.userFactors, "id"), als.item_index(model.itemFactors),
+                          content_index(read("movies"), read("tags")), trend.toPandas(), weights, config.candidates,
+                          config.k).withColumn("source", F.lit("hybrid")).cache()  # the sorted write samples first
     cold = cold_start(spark, users.join(model.userFactors, "id", "left_anti"), interactions, trend, config.k)
     version = f"{info['model_version']}+hybrid-{config.fingerprint()}"
     table = (
@@ -415,7 +461,7 @@ def gold_hybrid_recommendations(
         .orderBy(F.col("user_id").asc_nulls_first(), "rank")
     )
     path = lakehouse.write_table(table, "gold", "hybrid_recommendations")
-    for frame in (interactions, users, trend, events):
+    for frame in (interactions, users, trend, events, hybrid):
         if frame is not None:
             frame.unpersist()
     with duckdb.connect() as con:

@@ -4,23 +4,75 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-USER_BLOCK = 512
+USER_BLOCK = 128  # users scored at once: their scores stay in cache (512 were 2x slower per user)
+# top_k bounds each user's k-th best score from below by their k-th best among k × PROBES_PER_ITEM probe items
+# (those with the longest vectors, which dot products favour); only items at or above that bound are ranked.
+# When more than k × POOR_PROBES items pass it for the median user of a block (cosines of unit vectors, say),
+# the probes predict nothing, and the remaining blocks take the exact bound from the whole row instead.
+PROBES_PER_ITEM = 32
+POOR_PROBES = 8
+
+
+def locate(sorted_ids: np.ndarray, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in `sorted_ids` of the ids found there, mask of the found ones among `ids`)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(sorted_ids):
+        return ids[:0], np.zeros(len(ids), bool)
+    pos = np.searchsorted(sorted_ids, ids).clip(max=len(sorted_ids) - 1)
+    known = sorted_ids[pos] == ids
+    return pos[known], known
 
 
 class ItemIndex:
-    """Candidate items: sorted ids and their vectors (one row per item)."""
+    """Candidate items: ids and their vectors (one row per item), longest vector first (equal lengths by id)."""
 
     def __init__(self, ids: np.ndarray, vectors: np.ndarray):
-        order = np.argsort(ids, kind="stable")
-        self.ids = np.asarray(ids, dtype=np.int64)[order]
-        self.vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[order])
-
-    def positions(self, ids: Sequence[int]) -> np.ndarray:
-        """Positions of the given ids among the candidates; ids that are not candidates are left out."""
         ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.ids, ids)
-        pos[pos == len(self.ids)] = 0
-        return pos[self.ids[pos] == ids] if len(self.ids) else pos[:0]
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        order = np.lexsort((ids, -np.linalg.norm(vectors, axis=1)))
+        self.ids = ids[order]
+        self.vectors = np.ascontiguousarray(vectors[order])
+        self._by_id = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[self._by_id]
+
+    def positions(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(positions of the ids that are candidates, mask of those ids among `ids`)."""
+        found, known = locate(self._sorted_ids, ids)
+        return self._by_id[found], known
+
+
+def exclude_seen(scores: np.ndarray, index: ItemIndex, exclude: Sequence[Sequence[int]]) -> None:
+    """Set the scores [users, items] of each user's excluded ids to -inf (ids that are no candidates are ignored)."""
+    lengths = np.fromiter((len(seen) for seen in exclude), dtype=np.int64, count=len(exclude))
+    if not lengths.sum():
+        return
+    columns, known = index.positions(np.concatenate([np.asarray(seen, dtype=np.int64) for seen in exclude]))
+    scores[np.repeat(np.arange(len(exclude)), lengths)[known], columns] = -np.inf
+
+
+def _at_or_above_probe_bound(scores: np.ndarray, probes: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    bound = np.partition(scores[:, :probes], probes - k, axis=1)[:, probes - k]
+    return np.divmod(np.flatnonzero(scores >= bound[:, None]), scores.shape[1])  # 6x faster than 2-D nonzero
+
+
+def _best_k(scores: np.ndarray, ids: np.ndarray, k: int, probes: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(ids [n, k], scores [n, k]) of each row's k best scores (columns: `ids`), best first, equal scores by id;
+    and the median number of scores sorted per row.
+
+    Exact: a row's k-th best among its first `probes` columns is a lower bound of its k-th best overall, so only
+    the scores at or above it (a few per row when the first columns are likely winners) are sorted.
+    """
+    n = scores.shape[0]
+    rows, columns = _at_or_above_probe_bound(scores, probes, k)
+    counts = np.bincount(rows, minlength=n)
+    if (counts < k).any():  # only NaN scores fail every comparison: rank them below every number
+        np.nan_to_num(scores, copy=False, nan=-np.inf)
+        rows, columns = _at_or_above_probe_bound(scores, probes, k)
+        counts = np.bincount(rows, minlength=n)
+    values = scores[rows, columns]
+    order = np.lexsort((ids[columns], -values, rows))
+    pick = order[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]
+    return ids[columns[pick]], values[pick], float(np.median(counts))
 
 
 def top_k(
@@ -33,25 +85,24 @@ def top_k(
     """Best `k` candidates for each user by dot product, never one of the user's excluded ids.
 
     Yields, block by block, (rows of the block, item ids [n, k'], scores [n, k']) in descending score
-    order, where k' = min(k, candidates). Scores of excluded items are -inf and never returned as long
-    as enough candidates remain; callers drop any -inf left at the tail.
+    order (equal scores by ascending id), where k' = min(k, candidates). Scores of excluded items are -inf
+    and never returned as long as enough candidates remain; callers drop any -inf left at the tail.
     """
     user_vectors = np.asarray(user_vectors, dtype=np.float32)
     k_eff = min(k, len(index.ids))
+    probes = min(len(index.ids), k_eff * PROBES_PER_ITEM)
     for start in range(0, len(user_vectors), block):
         rows = slice(start, min(start + block, len(user_vectors)))
-        scores = user_vectors[rows] @ index.vectors.T
-        for i, seen in enumerate(exclude[rows]):
-            if len(seen):
-                scores[i, index.positions(seen)] = -np.inf
         if k_eff == 0:
-            yield rows, np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
+            n = rows.stop - rows.start
+            yield rows, np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
             continue
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1)
-        yield rows, index.ids[best], np.take_along_axis(part_scores, order, axis=1)
+        scores = user_vectors[rows] @ index.vectors.T
+        exclude_seen(scores, index, exclude[rows])
+        best_ids, best_scores, sorted_per_row = _best_k(scores, index.ids, k_eff, probes)
+        if sorted_per_row > POOR_PROBES * k_eff:
+            probes = len(index.ids)
+        yield rows, best_ids, best_scores
 
 
 def ranking_metrics(recommended: Sequence[int], relevant: set[int], k: int) -> dict[str, float]:

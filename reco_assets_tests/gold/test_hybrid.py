@@ -13,6 +13,8 @@ from reco_assets.gold.hybrid import (
     normalised_signals,
     profile_weights,
     rerank,
+    rerank_rows,
+    reranked_frame,
     standardise,
 )
 
@@ -63,6 +65,26 @@ def test_rerank_follows_the_weights():
 def test_rerank_keeps_at_most_k_and_handles_tiny_lists():
     best, scores = rerank(np.array([1.0]), np.array([0.0]), np.array([0.0]), np.array([0.4, 0.2, 0.4]), k=20)
     assert best.tolist() == [0] and scores.tolist() == [0.0]
+
+
+def test_rerank_rows_of_padded_candidates_equal_each_users_own_rerank():
+    rng = np.random.default_rng(3)
+    lengths = [7, 1, 0, 5, 7]
+    valid = np.arange(7) < np.array(lengths)[:, None]
+    als, trend, content = rng.normal(size=(5, 7)), rng.exponential(3.0, size=(5, 7)), rng.uniform(size=(5, 7))
+    weights = np.array([0.4, 0.2, 0.4])
+    best, scores = rerank_rows(als, trend, content, valid, weights, k=4)
+    for u, n in enumerate(lengths):
+        own_best, own_scores = rerank(als[u, :n], trend[u, :n], content[u, :n], weights, k=4)
+        kept = np.isfinite(scores[u])
+        assert best[u][kept].tolist() == own_best.tolist()
+        np.testing.assert_allclose(scores[u][kept], own_scores, rtol=1e-12)
+    frame = reranked_frame(np.array([10, 11, 12, 13, 14]), np.arange(35).reshape(5, 7), als, trend, content, valid,
+                           weights, k=4)
+    assert frame.groupby("user_id").size().to_dict() == {10: 4, 11: 1, 13: 4, 14: 4}
+    assert frame["rank"].tolist()[:5] == [1, 2, 3, 4, 1]
+    first = frame[frame["user_id"] == 10].iloc[0]
+    assert first["movie_id"] == best[0, 0] and first["als_score"] == np.float32(als[0, best[0, 0]])
 
 
 def brute_force(event_keys, event_times, query_keys, query_times, half_life):
