@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from reco_assets.gold import trending
-from reco_assets.gold.ranking import ItemIndex, ranking_metrics, top_k
+from reco_assets.gold.ranking import ItemIndex, kept_ranks, ranking_metrics, top_k
 from reco_assets.resources import LakehouseResource
 
 RECOMMENDATION_SCHEMA = "user_id INT, rank INT, movie_id INT, score FLOAT"
@@ -125,9 +125,9 @@ def recommend_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
             ids = pdf["id"].to_numpy()
             for rows, items, scores in top_k(index, vectors, list(pdf["exclude"]), k):
                 valid = np.isfinite(scores)
-                n, width = items.shape
+                width = items.shape[1]
                 rows_ids.append(np.repeat(ids[rows], width)[valid.ravel()])
-                rows_rank.append(np.tile(np.arange(1, width + 1), n)[valid.ravel()])
+                rows_rank.append(kept_ranks(valid))
                 rows_item.append(items[valid])
                 rows_score.append(scores[valid])
             if rows_ids:

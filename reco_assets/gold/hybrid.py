@@ -28,7 +28,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from reco_assets.gold import als, trending
-from reco_assets.gold.ranking import ItemIndex, locate, top_k
+from reco_assets.gold.ranking import ItemIndex, kept_ranks, locate, top_k
 from reco_assets.resources import LakehouseResource
 from reco_assets.silver import silver_movies, silver_ratings, silver_tags
 from reco_assets.silver.events import silver_events
@@ -260,7 +260,7 @@ def candidate_signals(queries: DataFrame, als_index: ItemIndex, content: Content
                 yield pd.DataFrame({
                     "user_id": np.repeat(users, valid.sum(axis=1)).astype(np.int32),
                     "movie_id": items[valid].astype(np.int32),
-                    "als_rank": np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)[valid].astype(np.int32),
+                    "als_rank": kept_ranks(valid).astype(np.int32),
                     "als_score": scores[valid].astype(np.float32),
                     "content_score": cosines[valid],
                 })
@@ -279,7 +279,7 @@ def reranked_frame(users: np.ndarray, items: np.ndarray, als_score: np.ndarray, 
     def pick(values: np.ndarray) -> np.ndarray:
         return np.take_along_axis(values, best, axis=1)[kept]
 
-    columns = (np.repeat(users, kept.sum(axis=1)), np.broadcast_to(np.arange(1, best.shape[1] + 1), best.shape)[kept],
+    columns = (np.repeat(users, kept.sum(axis=1)), kept_ranks(kept),
                pick(items), scores[kept], pick(als_score), pick(trend), pick(content))
     return pd.DataFrame({name: values.astype(dtype) for (name, dtype), values
                          in zip(RERANKED_COLUMNS.items(), columns, strict=True)})

@@ -41,6 +41,11 @@ class ItemIndex:
         return self._by_id[found], known
 
 
+def kept_ranks(kept: np.ndarray) -> np.ndarray:
+    """The 1-based column of every True entry of a [rows, width] mask, row by row (ranks of the kept items)."""
+    return np.broadcast_to(np.arange(1, kept.shape[1] + 1), kept.shape)[kept]
+
+
 def exclude_seen(scores: np.ndarray, index: ItemIndex, exclude: Sequence[Sequence[int]]) -> None:
     """Set the scores [users, items] of each user's excluded ids to -inf (ids that are no candidates are ignored)."""
     lengths = np.fromiter((len(seen) for seen in exclude), dtype=np.int64, count=len(exclude))
