@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from collections.abc import Sequence
 
 import dagster as dg
 import numpy as np
@@ -13,7 +14,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from reco_assets.gold import trending
-from reco_assets.gold.ranking import ItemIndex, kept_ranks, ranking_metrics, top_k
+from reco_assets.gold.ranking import ItemIndex, kept_ranks, padded, ranking_metrics, top_k
 from reco_assets.resources import LakehouseResource
 
 RECOMMENDATION_SCHEMA = "user_id INT, rank INT, movie_id INT, score FLOAT"
@@ -84,11 +85,12 @@ class ALSConfig(dg.Config):
         return hashlib.sha1(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def chronological_split(ratings: DataFrame, holdout_fraction: float) -> tuple[DataFrame, DataFrame]:
-    """Hold out each user's latest ratings (a share, at least one); users with one rating stay in train."""
+def chronological_split(ratings: DataFrame, holdout_fraction: float) -> DataFrame:
+    """The ratings with `is_test`: each user's latest ratings (a share, at least one) are held out; users with one
+    rating stay in train. Cache it and filter both sides from it: each side on its own would sort again."""
     by_user = Window.partitionBy("user_id")
     latest_first = by_user.orderBy(F.col("rated_at").desc(), F.col("movie_id").desc())
-    marked = (
+    return (
         ratings.withColumn("n", F.count(F.lit(1)).over(by_user))
         .withColumn("pos", F.row_number().over(latest_first))
         .withColumn(
@@ -97,7 +99,6 @@ def chronological_split(ratings: DataFrame, holdout_fraction: float) -> tuple[Da
         )
         .drop("n", "pos")
     )
-    return marked.where(~F.col("is_test")).drop("is_test"), marked.where(F.col("is_test")).drop("is_test")
 
 
 def item_index(factors: DataFrame) -> ItemIndex:
@@ -143,22 +144,20 @@ def recommend_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
     return queries.select("id", "features", "exclude").mapInPandas(score, RECOMMENDATION_SCHEMA)
 
 
+def evaluation_frame(users: np.ndarray, recommended: np.ndarray, relevant: Sequence, k: int) -> pd.DataFrame:
+    """EVALUATION_ROW_SCHEMA rows: users' metrics for their `recommended` ids [users, width] (negative: none)."""
+    lists = [row[row >= 0] for row in recommended[:, :k]]
+    return pd.DataFrame({"user_id": users, **ranking_metrics(recommended, relevant, k), "recommended": lists})
+
+
 def evaluate_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
     """Per-user precision, recall, nDCG and MAP at k for query rows (id, features, exclude, relevant)."""
 
     def score(batches):
         for pdf in batches:
-            vectors = _query_vectors(pdf)
-            relevant = list(pdf["relevant"])
-            out = []
-            for rows, items, scores in top_k(index, vectors, list(pdf["exclude"]), k):
-                for offset, (user_items, user_scores) in enumerate(zip(items, scores, strict=True)):
-                    i = rows.start + offset
-                    recommended = user_items[np.isfinite(user_scores)].tolist()
-                    metrics = ranking_metrics(recommended, set(relevant[i].tolist()), k)
-                    out.append({"user_id": int(pdf["id"].iat[i]), **metrics, "recommended": recommended})
-            if out:
-                yield pd.DataFrame(out)
+            for rows, items, scores in top_k(index, _query_vectors(pdf), list(pdf["exclude"]), k):
+                yield evaluation_frame(pdf["id"].to_numpy()[rows], np.where(np.isfinite(scores), items, -1),
+                                        list(pdf["relevant"].iloc[rows]), k)
 
     return queries.select("id", "features", "exclude", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
 
@@ -168,13 +167,9 @@ def evaluate_lists(lists: DataFrame, k: int) -> DataFrame:
 
     def score(batches):
         for pdf in batches:
-            out = [
-                {"user_id": int(user), **ranking_metrics(recommended.tolist(), set(relevant.tolist()), k),
-                 "recommended": recommended.tolist()}
-                for user, recommended, relevant in zip(pdf["id"], pdf["recommended"], pdf["relevant"], strict=True)
-            ]
-            if out:
-                yield pd.DataFrame(out)
+            if len(pdf):
+                yield evaluation_frame(pdf["id"].to_numpy(), padded(list(pdf["recommended"]), k),
+                                        list(pdf["relevant"]), k)
 
     return lists.select("id", "recommended", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
 
@@ -194,13 +189,14 @@ def read_silver_events(spark, lakehouse: LakehouseResource) -> DataFrame | None:
 
 
 def interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
-    """user_id, movie_id, rating: the signal ALS learns from, one row per pair (see IMPLICIT_WEIGHTS).
+    """user_id, movie_id, rating, seen: the signal ALS learns from, one row per pair (see IMPLICIT_WEIGHTS), and
+    whether the user has seen the movie (rated or viewed it, SEEN_EVENT_TYPES).
 
-    Without events it is the ratings as they are.
+    Without events it is the ratings as they are, all seen.
     """
     pair = ["user_id", "movie_id"]
     if events is None:
-        return ratings.select(*pair, "rating")
+        return ratings.select(*pair, "rating", F.lit(True).alias("seen"))
     explicit = ratings.select(*pair, "rating", F.col("rated_at").alias("at")).unionByName(
         events.where(F.col("event_type") == "rating").select(
             *pair, F.col("rating").cast("float"), F.col("event_ts").alias("at")
@@ -211,24 +207,25 @@ def interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
     implicit = events.groupBy(*pair).agg(
         F.least(F.sum(trending.event_weight(F.col("event_type"), IMPLICIT_WEIGHTS)), F.lit(IMPLICIT_CAP)).alias(
             "implicit"
-        )
+        ),
+        F.max(F.col("event_type").isin(*SEEN_EVENT_TYPES)).alias("seen_in_stream"),
     )
     return (
         latest.select(*pair, F.col("rating").alias("explicit"))
         .join(implicit, pair, "full")
         .select(*pair, (F.coalesce("explicit", F.lit(0.0)) + F.coalesce("implicit", F.lit(0.0))).cast("float")
-                .alias("rating"))
+                .alias("rating"),
+                (F.col("explicit").isNotNull() | F.coalesce("seen_in_stream", F.lit(False))).alias("seen"))
     )
 
 
-def seen_by_user(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
-    """id, exclude: the movies each user has rated or viewed (SEEN_EVENT_TYPES), each once."""
-    pairs = ratings.select("user_id", "movie_id")
-    if events is not None:
-        pairs = pairs.unionByName(
-            events.where(F.col("event_type").isin(*SEEN_EVENT_TYPES)).select("user_id", "movie_id")
-        )
-    return pairs.groupBy(F.col("user_id").alias("id")).agg(F.collect_set("movie_id").alias("exclude"))
+def user_histories(interactions: DataFrame) -> DataFrame:
+    """id, history (movie ids), history_signal (each one's ALS signal) and exclude (the seen movies, never
+    recommended) of every user in `interactions`."""
+    return interactions.groupBy(F.col("user_id").alias("id")).agg(
+        F.collect_list(F.struct("movie_id", "rating")).alias("h"),
+        F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"),
+    ).select("id", F.col("h.movie_id").alias("history"), F.col("h.rating").alias("history_signal"), "exclude")
 
 
 def item_users(train: DataFrame) -> DataFrame:

@@ -62,13 +62,14 @@ def _evaluation_rows(
         clock[0] = now
 
     catalog_size = movies.count()
-    train_ratings, test = als.chronological_split(ratings, config.holdout_fraction)
+    split = als.chronological_split(ratings, config.holdout_fraction).cache()
+    train_ratings = split.where(~F.col("is_test")).drop("is_test")
+    test = split.where(F.col("is_test")).drop("is_test")
     held_out = test.select("user_id", "movie_id")
     train_events = events.join(held_out, ["user_id", "movie_id"], "left_anti") if events is not None else None
-    train_ratings, test = train_ratings.cache(), test.cache()
     train = als.interactions(train_ratings, train_events).cache()
     queries = (
-        als.seen_by_user(train_ratings, train_events)
+        als.user_histories(train)
         .join(test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id")
         .cache()
     )
@@ -84,7 +85,7 @@ def _evaluation_rows(
     # One top-N pass serves both: ALS's own list is the head of the candidates that the hybrid re-ranks.
     content = hybrid.content_index(movies, tags.join(held_out, ["user_id", "movie_id"], "left_anti"))
     candidates = hybrid.candidate_signals(
-        queries.join(model.userFactors, "id").join(hybrid.histories(train), "id"), als.item_index(model.itemFactors),
+        queries.join(model.userFactors, "id"), als.item_index(model.itemFactors),
         content, max(config.hybrid.candidates, config.eval_k),
     ).cache()
     als_lists = hybrid.ranked_lists(candidates.where(F.col("als_rank") <= config.eval_k)
@@ -106,7 +107,7 @@ def _evaluation_rows(
         )
         als_metrics["rmse"] = als.rmse(rating_model, test)
         lap("rmse")
-    for frame in (train_ratings, test, train, queries, item_users, candidates):
+    for frame in (split, train, queries, item_users, candidates):
         frame.unpersist()
     return [{"model": "als", **als_metrics}, {"model": "popularity", **pop_metrics},
             {"model": "hybrid", **hybrid_metrics}]
@@ -264,8 +265,8 @@ def gold_recommendations(
     spark = pyspark.spark_session
     model, info = als.load_model(lakehouse)
     events = als.read_silver_events(spark, lakehouse)
-    seen = als.seen_by_user(_read(spark, lakehouse, "silver", "ratings"), events)
-    queries = model.userFactors.join(seen, "id", "left").withColumn(
+    seen = als.user_histories(als.interactions(_read(spark, lakehouse, "silver", "ratings"), events))
+    queries = model.userFactors.join(seen.select("id", "exclude"), "id", "left").withColumn(
         "exclude", F.coalesce("exclude", F.array().cast("array<int>"))
     )
     # cached: the sorted write samples its input first, which would score every user twice
@@ -298,16 +299,18 @@ def gold_similar_movies(
     started = time.monotonic()
     spark = pyspark.spark_session
     model, info = als.load_model(lakehouse)
-    norms = model.itemFactors.withColumn(
-        "norm", F.greatest(F.sqrt(F.aggregate("features", F.lit(0.0), lambda s, y: s + y * y)), F.lit(1e-12))
+    factors = model.itemFactors.toPandas()
+    ids = factors["id"].to_numpy()
+    vectors = np.vstack(factors["features"].to_numpy()) if len(factors) else np.empty((0, 0), np.float32)
+    unit = (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    counts = _read(spark, lakehouse, "silver", "ratings").groupBy("movie_id").count()
+    rated = counts.where(F.col("count") >= config.min_ratings).select("movie_id").toPandas()["movie_id"].to_numpy()
+    candidates = np.isin(ids, rated)
+    queries = spark.createDataFrame(
+        pd.DataFrame({"id": ids, "features": list(unit), "exclude": [[movie_id] for movie_id in ids]}),
+        "id INT, features ARRAY<FLOAT>, exclude ARRAY<INT>",
     )
-    normalized = norms.select(
-        "id", F.transform("features", lambda x: x / F.col("norm")).cast("array<float>").alias("features")
-    ).cache()
-    counts = _read(spark, lakehouse, "silver", "ratings").groupBy(F.col("movie_id").alias("id")).count()
-    candidates = normalized.join(counts.where(F.col("count") >= config.min_ratings).select("id"), "id")
-    queries = normalized.withColumn("exclude", F.array(F.col("id")))
-    neighbours = als.recommend_top_k(queries, als.item_index(candidates), config.n).select(
+    neighbours = als.recommend_top_k(queries, ItemIndex(ids[candidates], unit[candidates]), config.n).select(
         F.col("user_id").alias("movie_id"), "rank", F.col("movie_id").alias("similar_movie_id"), "score"
     ).cache()  # the sorted write samples its input first
     movies = _read(spark, lakehouse, "silver", "movies")
@@ -320,7 +323,6 @@ def gold_similar_movies(
         .orderBy("movie_id", "rank")
     )
     path = lakehouse.write_table(table, "gold", "similar_movies")
-    normalized.unpersist()
     neighbours.unpersist()
     return dg.MaterializeResult(
         metadata=table_metadata(spark, path, started, n=config.n, min_ratings=config.min_ratings)

@@ -21,14 +21,15 @@ import numpy as np
 import pandas as pd
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from reco_assets.gold import als, trending
-from reco_assets.gold.ranking import ItemIndex, kept_ranks, locate, top_k
+from reco_assets.gold.ranking import ItemIndex, kept_ranks, locate, padded, top_k
 from reco_assets.resources import LakehouseResource
 from reco_assets.silver import silver_movies, silver_ratings, silver_tags
 from reco_assets.silver.events import silver_events
@@ -46,7 +47,6 @@ TAG_WEIGHT = 0.25
 # signals (only views, say) still has a profile.
 PROFILE_OFFSET = 0.5
 CANDIDATE_SCHEMA = "user_id INT, movie_id INT, als_rank INT, als_score FLOAT, content_score FLOAT"
-TREND_SCHEMA = "user_id INT, movie_id INT, trend_score DOUBLE"
 RERANKED_COLUMNS = {"user_id": np.int32, "rank": np.int32, "movie_id": np.int32, "score": np.float32,
                     "als_score": np.float32, "trend_score": np.float32, "content_score": np.float32}
 RERANKED_SCHEMA = ", ".join(
@@ -228,13 +228,6 @@ def content_index(movies: DataFrame, tags: DataFrame) -> ContentIndex:
                                     tags.select("movie_id", "tag").toPandas())
 
 
-def histories(interactions: DataFrame) -> DataFrame:
-    """id, history (movie ids) and history_signal (each one's ALS signal) of every user with interactions."""
-    return interactions.groupBy(F.col("user_id").alias("id")).agg(
-        F.collect_list(F.struct("movie_id", "rating")).alias("h")
-    ).select("id", F.col("h.movie_id").alias("history"), F.col("h.rating").alias("history_signal"))
-
-
 def _candidate_blocks(pdf: pd.DataFrame, als_index: ItemIndex, content: ContentIndex, n: int):
     """Per block of query rows (id, features, exclude, history, history_signal): (user ids [u], the top-n ALS
     candidates [u, n'], their ALS scores, valid [u, n'] (False where a user has fewer), content cosines)."""
@@ -306,58 +299,34 @@ def hybrid_top_k(queries: DataFrame, als_index: ItemIndex, content: ContentIndex
     )
 
 
-def decayed_popularity(events: DataFrame, queries: DataFrame, half_life_days: float) -> DataFrame:
-    """user_id, movie_id, trend_score for query rows (user_id, movie_id, as_of): the events (movie_id, at) of
-    the movie at or before `as_of`, each weighing 2^(-age in days / half-life).
+def with_trend_as_of(events: DataFrame, queries: DataFrame, half_life_days: float) -> DataFrame:
+    """The query rows (user_id, movie_id, as_of, any other columns) with trend_score instead of as_of: the events
+    (movie_id, at) of the movie at or before `as_of`, each weighing 2^(-age in days / half-life).
 
-    Rows are hash-partitioned by movie, so each task holds whole movies and runs decayed_counts_as_of once.
+    Rows are hash-partitioned by movie, so each task holds whole movies and runs decayed_counts_as_of once; the
+    query rows carry their other columns through, so nothing has to be joined back.
     """
-    days = [F.col(c).cast("double") / 86400.0 for c in ("at", "as_of")]
-    rows = events.select("movie_id", days[0].alias("day"), F.lit(None).cast("int").alias("user_id"),
-                         F.lit(False).alias("is_query")).unionByName(
-        queries.select("movie_id", days[1].alias("day"), "user_id", F.lit(True).alias("is_query"))
+    kept = [name for name in queries.columns if name != "as_of"]
+    schema = StructType([queries.schema[name] for name in kept] + [StructField("trend_score", DoubleType())])
+    integers = [field.name for field in schema.fields if isinstance(field.dataType, IntegerType)]
+
+    def day(column: str) -> Column:
+        return (F.col(column).cast("double") / 86400.0).alias("_day")
+
+    rows = events.select("movie_id", day("at"), F.lit(False).alias("_is_query")).unionByName(
+        queries.select(*kept, day("as_of"), F.lit(True).alias("_is_query")), allowMissingColumns=True
     )
 
     def score(batches):
         pdf = pd.concat(list(batches), ignore_index=True)
-        if not len(pdf):
-            return
-        event, query = pdf[~pdf["is_query"]], pdf[pdf["is_query"]]
-        yield pd.DataFrame({
-            "user_id": query["user_id"].astype("Int32").to_numpy(),
-            "movie_id": query["movie_id"].to_numpy(np.int32),
-            "trend_score": decayed_counts_as_of(event["movie_id"].to_numpy(), event["day"].to_numpy(),
-                                                query["movie_id"].to_numpy(), query["day"].to_numpy(),
-                                                half_life_days),
-        })
+        event, query = pdf[~pdf["_is_query"]], pdf[pdf["_is_query"]]
+        if len(query):
+            trend = decayed_counts_as_of(event["movie_id"].to_numpy(), event["_day"].to_numpy(),
+                                         query["movie_id"].to_numpy(), query["_day"].to_numpy(), half_life_days)
+            # integer columns that are null on the event rows arrive as floats
+            yield query[kept].astype({name: np.int32 for name in integers}).assign(trend_score=trend)
 
-    return rows.repartition("movie_id").mapInPandas(score, TREND_SCHEMA)
-
-
-def _padded(lists: pd.Series, valid: np.ndarray, dtype) -> np.ndarray:
-    """The arrays of `lists` as the rows of a matrix shaped like `valid` (their lengths), zeros after each."""
-    values = np.zeros(valid.shape, dtype)
-    if len(lists):
-        values[valid] = np.concatenate(lists.to_numpy())
-    return values
-
-
-def rerank_candidates(candidates: DataFrame, weights: np.ndarray, k: int) -> DataFrame:
-    """The best k of each user's candidates (user_id, movie_id, als_rank, als_score, trend_score, content_score) by
-    the blended score, with rank and the raw signals."""
-    signals = ["movie_id", "als_score", "trend_score", "content_score"]
-    per_user = candidates.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("als_rank", *signals))).alias("c")
-    ).select("user_id", *[F.col(f"c.{name}").alias(name) for name in signals])
-
-    def score(batches):
-        for pdf in batches:
-            lengths = pdf["movie_id"].map(len).to_numpy()
-            valid = np.arange(lengths.max(initial=0)) < lengths[:, None]
-            yield reranked_frame(pdf["user_id"].to_numpy(), _padded(pdf["movie_id"], valid, np.int64),
-                                 *[_padded(pdf[name], valid, np.float64) for name in signals[1:]], valid, weights, k)
-
-    return per_user.mapInPandas(score, RERANKED_SCHEMA)
+    return rows.repartition("movie_id").mapInPandas(score, schema)
 
 
 def ranked_lists(recommendations: DataFrame) -> DataFrame:
@@ -372,19 +341,30 @@ def evaluate(candidates: DataFrame, queries: DataFrame, train_ratings: DataFrame
     """Per-user metrics at k of the hybrid for query rows (id, relevant) of the hold-out.
 
     `candidates`: candidate_signals of the model trained on the split (at least config.candidates per user). The
-    trend is as of each user's train cutoff (their latest training rating) and counts training ratings only, so
-    nothing of the held-out period leaks.
+    trend is as of each user's train cutoff (their latest training rating; every evaluated user has one) and
+    counts training ratings only, so nothing of the held-out period leaks.
     """
-    candidates = candidates.where(F.col("als_rank") <= config.candidates)
     cutoffs = train_ratings.groupBy("user_id").agg(F.max("rated_at").alias("as_of"))
-    trend = decayed_popularity(
+    scored = with_trend_as_of(
         train_ratings.select("movie_id", F.col("rated_at").alias("at")),
-        candidates.join(cutoffs, "user_id").select("user_id", "movie_id", "as_of"),
+        candidates.where(F.col("als_rank") <= config.candidates).join(F.broadcast(cutoffs), "user_id"),
         config.trend_half_life_days,
     )
-    reranked = rerank_candidates(candidates.join(trend, ["user_id", "movie_id"], "left").fillna(0.0, ["trend_score"]),
-                                 config.weights(), k)
-    return als.evaluate_lists(ranked_lists(reranked).join(queries.select("id", "relevant"), "id"), k)
+    signals = ["movie_id", "als_score", "trend_score", "content_score"]
+    per_user = scored.groupBy(F.col("user_id").alias("id")).agg(
+        F.sort_array(F.collect_list(F.struct("als_rank", *signals))).alias("c")
+    ).select("id", *[F.col(f"c.{name}").alias(name) for name in signals]).join(queries.select("id", "relevant"), "id")
+    weights = config.weights()
+
+    def score(batches):
+        for pdf in batches:
+            items = padded(list(pdf["movie_id"]))
+            best, scores = rerank_rows(*[padded(list(pdf[name]), fill=0.0, dtype=np.float64) for name in signals[1:]],
+                                       items >= 0, weights, k)
+            recommended = np.where(np.isfinite(scores), np.take_along_axis(items, best, axis=1), -1)
+            yield als.evaluation_frame(pdf["id"].to_numpy(), recommended, list(pdf["relevant"]), k)
+
+    return per_user.mapInPandas(score, als.EVALUATION_ROW_SCHEMA)
 
 
 def served_trend(
@@ -441,12 +421,7 @@ def gold_hybrid_recommendations(
     ratings, events = read("ratings"), als.read_silver_events(spark, lakehouse)
     events_read_until = events.agg(F.max("received_at")).first()[0] if events is not None else None
     interactions = als.interactions(ratings, events).cache()
-    users = (
-        histories(interactions)
-        .join(als.seen_by_user(ratings, events), "id", "left")
-        .withColumn("exclude", F.coalesce("exclude", F.array().cast("array<int>")))
-        .cache()
-    )
+    users = als.user_histories(interactions).cache()
     trend, trend_source = served_trend(spark, lakehouse, ratings, config)
     hybrid = hybrid_top_k(users.join(model.userFactors, "id"), als.item_index(model.itemFactors),
                           content_index(read("movies"), read("tags")), trend.toPandas(), weights, config.candidates,

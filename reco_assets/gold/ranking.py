@@ -110,19 +110,40 @@ def top_k(
         yield rows, best_ids, best_scores
 
 
-def ranking_metrics(recommended: Sequence[int], relevant: set[int], k: int) -> dict[str, float]:
-    """precision, recall, nDCG and average precision at k with binary relevance."""
-    top = list(recommended)[:k]
-    if not relevant:
-        raise ValueError("ranking metrics need at least one relevant item")
-    hits = [1.0 if item in relevant else 0.0 for item in top]
-    n_hits = sum(hits)
-    dcg = sum(h / np.log2(i + 2) for i, h in enumerate(hits))
-    ideal = sum(1.0 / np.log2(i + 2) for i in range(min(len(relevant), k)))
-    precisions = [sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h]
+def padded(arrays: Sequence[Sequence], width: int | None = None, fill=-1, dtype=np.int64) -> np.ndarray:
+    """The arrays as the rows of a matrix `width` wide (default: the longest), cut or filled with `fill`."""
+    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    width = int(lengths.max(initial=0)) if width is None else width
+    rows = np.full((len(arrays), width), fill, dtype)
+    kept = np.arange(width) < np.minimum(lengths, width)[:, None]
+    if kept.any():
+        rows[kept] = np.concatenate([np.asarray(a, dtype)[:width] for a in arrays])
+    return rows
+
+
+def ranking_metrics(recommended: np.ndarray, relevant: Sequence[Sequence[int]], k: int) -> dict[str, np.ndarray]:
+    """precision, recall, nDCG and average precision at k with binary relevance, one value per user.
+
+    `recommended`: [users, width] ids best first, negative where a user has fewer; `relevant`: each user's
+    relevant ids (at least one, no repeats).
+    """
+    top = np.asarray(recommended, np.int64)[:, :k]
+    top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
+    lengths = np.fromiter(map(len, relevant), np.int64, len(relevant))
+    if not len(top):
+        return {name: np.empty(0) for name in ("precision", "recall", "ndcg", "map")}
+    if (lengths == 0).any():
+        raise ValueError("ranking metrics need at least one relevant item per user")
+    user_bits = np.int64(32)  # ids are int32: (user row, id) packs into one int64 key
+    users = np.arange(len(top), dtype=np.int64)[:, None] << user_bits
+    relevant_keys = np.repeat(users[:, 0], lengths) + np.concatenate([np.asarray(r, np.int64) for r in relevant])
+    hits = (np.isin(top + users, relevant_keys) & (top >= 0)).astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+    n_ideal = np.minimum(lengths, k)
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
     return {
-        "precision": n_hits / k,
-        "recall": n_hits / len(relevant),
-        "ndcg": dcg / ideal,
-        "map": sum(precisions) / min(len(relevant), k),
+        "precision": hits.sum(axis=1) / k,
+        "recall": hits.sum(axis=1) / lengths,
+        "ndcg": hits @ discounts / np.cumsum(discounts)[n_ideal - 1],
+        "map": (precision_at * hits).sum(axis=1) / n_ideal,
     }

@@ -1,4 +1,6 @@
-"""Pure logic of the hybrid: signal normalisation, weighting, the as-of trend, content similarity, cold start."""
+"""The hybrid: signal normalisation, weighting, the as-of trend (also in Spark), content similarity, cold start."""
+
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from reco_assets.gold.hybrid import (
     rerank_rows,
     reranked_frame,
     standardise,
+    with_trend_as_of,
 )
 
 
@@ -116,6 +119,28 @@ def test_decayed_counts_as_of_over_decades_with_a_short_half_life():
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, [1.0, 0.0])
     assert decayed_counts_as_of(np.zeros(3), np.arange(3.0), np.array([]), np.array([]), 1.0).size == 0
+
+
+def test_trend_as_of_in_spark_carries_each_query_row_through(spark):
+    events = spark.createDataFrame(
+        [(1, datetime(2020, 1, 1) + timedelta(days=d)) for d in (0, 10, 20)] + [(2, datetime(2020, 1, 5))],
+        "movie_id INT, at TIMESTAMP",
+    )
+    queries = spark.createDataFrame(
+        [(7, 1, 3, 0.5, datetime(2020, 1, 11)), (8, 1, 1, -1.0, datetime(2019, 12, 31)),
+         (8, 2, 2, 2.0, datetime(2020, 1, 15)), (9, 3, 1, 1.0, datetime(2020, 1, 15))],
+        "user_id INT, movie_id INT, als_rank INT, als_score FLOAT, as_of TIMESTAMP",
+    )
+    got = with_trend_as_of(events, queries, half_life_days=10.0)
+    assert got.schema.simpleString() == (
+        "struct<user_id:int,movie_id:int,als_rank:int,als_score:float,trend_score:double>"
+    )
+    rows = {(r.user_id, r.movie_id): r for r in got.collect()}
+    assert len(rows) == 4 and {r.als_rank for r in rows.values()} == {1, 2, 3}
+    assert rows[7, 1].als_score == 0.5
+    expected = {(7, 1): 2 ** -1.0 + 2 ** -0.0, (8, 1): 0.0, (8, 2): 2 ** -1.0, (9, 3): 0.0}
+    for key, value in expected.items():
+        assert rows[key].trend_score == pytest.approx(value, abs=1e-12), key
 
 
 def test_profile_weights_centre_on_the_user_and_keep_a_profile_for_equal_signals():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from reco_assets.gold.ranking import ItemIndex, ranking_metrics, top_k
+from reco_assets.gold.ranking import ItemIndex, padded, ranking_metrics, top_k
 
 
 def collect(index, users, exclude, k, block=2):
@@ -42,13 +42,17 @@ def test_top_k_when_exclusions_leave_fewer_than_k():
     assert math.isinf(scores[0][1]), "the excluded item is marked -inf for the caller to drop"
 
 
+def metrics_of(recommended: list[int], relevant: list[int], k: int) -> dict[str, float]:
+    return {name: float(values[0]) for name, values in ranking_metrics(padded([recommended]), [relevant], k).items()}
+
+
 def test_metrics_perfect_and_empty():
-    assert ranking_metrics([1, 2], {1, 2}, k=2) == {"precision": 1.0, "recall": 1.0, "ndcg": 1.0, "map": 1.0}
-    assert ranking_metrics([3, 4], {1, 2}, k=2) == {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
+    assert metrics_of([1, 2], [1, 2], k=2) == {"precision": 1.0, "recall": 1.0, "ndcg": 1.0, "map": 1.0}
+    assert metrics_of([3, 4], [1, 2], k=2) == {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
 
 
 def test_metrics_by_hand():
-    m = ranking_metrics([5, 1, 6, 2], {1, 2, 3}, k=4)
+    m = metrics_of([5, 1, 6, 2], [1, 2, 3], k=4)
     assert m["precision"] == pytest.approx(2 / 4)
     assert m["recall"] == pytest.approx(2 / 3)
     dcg = 1 / math.log2(3) + 1 / math.log2(5)
@@ -57,9 +61,40 @@ def test_metrics_by_hand():
     assert m["map"] == pytest.approx((1 / 2 + 2 / 4) / 3)
 
 
+def test_metrics_count_only_the_first_k_and_short_lists():
+    # a hit beyond k does not count; a list shorter than k counts its missing places as misses
+    assert metrics_of([7, 8, 1], [1], k=2)["precision"] == 0.0
+    short = metrics_of([1], [1, 2], k=3)
+    assert short["precision"] == pytest.approx(1 / 3)
+    assert short["ndcg"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+
+
+def reference_metrics(recommended: list[int], relevant: set[int], k: int) -> dict[str, float]:
+    """One user at a time, the textbook way."""
+    hits = [1.0 if item in relevant else 0.0 for item in recommended[:k]]
+    dcg = sum(h / math.log2(i + 2) for i, h in enumerate(hits))
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+    precisions = [sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h]
+    return {"precision": sum(hits) / k, "recall": sum(hits) / len(relevant), "ndcg": dcg / ideal,
+            "map": sum(precisions) / min(len(relevant), k)}
+
+
+def test_metrics_of_many_users_equal_each_users_own():
+    rng = np.random.default_rng(3)
+    recommended, relevant = [], []
+    for _ in range(300):
+        recommended.append(rng.choice(60, size=rng.integers(0, 15), replace=False) + 1)
+        relevant.append(rng.choice(60, size=rng.integers(1, 20), replace=False) + 1)
+    got = ranking_metrics(padded(recommended), relevant, k=10)
+    for user, (recs, rel) in enumerate(zip(recommended, relevant, strict=True)):
+        expected = reference_metrics(recs.tolist(), set(rel.tolist()), 10)
+        assert {name: float(values[user]) for name, values in got.items()} == pytest.approx(expected)
+    assert got["precision"].max() > 0 and got["precision"].min() == 0  # the fixture has hits and misses
+
+
 def test_metrics_need_relevant_items():
     with pytest.raises(ValueError):
-        ranking_metrics([1], set(), k=1)
+        ranking_metrics(padded([[1]]), [[]], k=1)
 
 
 def reference_top_k(items: np.ndarray, ids: np.ndarray, user: np.ndarray, excluded: set[int], k: int):
