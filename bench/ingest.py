@@ -6,6 +6,7 @@ Everything runs in this one script, side by side, so the figures are ratios on t
   bronze:  the asset's own code (Spark's Kafka batch source over the hour's exact offset ranges → Parquet),
            in a cold and then a warm Spark session, vs (a) a seed-style consumer (kafka-python defaults,
            one json.loads per message) and (b) a tuned poll-only kafka-python loop (the client's ceiling);
+           and Spark's Kafka source alone on the same ranges with a `noop` sink (bronze's own ceiling);
   silver:  the asset's own code (parse, contract check, dedup, dead letter → Parquet) on the bronze hours.
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--out bench/results/ingest.md]
@@ -32,7 +33,7 @@ from reco_assets.events.producer import EventProducer  # noqa: E402
 from reco_assets.events.publish import generate_batch  # noqa: E402
 from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
 from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, ensure_topics  # noqa: E402
-from reco_assets.partitions import hour_key  # noqa: E402
+from reco_assets.partitions import hour_key, hourly_events  # noqa: E402
 from reco_assets.resources import LakehouseResource, spark_config  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
 
@@ -98,6 +99,13 @@ def tuned_poll_only(servers: str, n: int) -> float:
     return seen / seconds
 
 
+def hour_ranges(kafka: KafkaResource, hours: list[str]) -> list:
+    """The offset ranges of the given hours on every topic-partition, as bronze reads them."""
+    offsets = kafka.offsets()
+    windows = [hourly_events.time_window_for_partition_key(hour) for hour in hours]
+    return [r for w in windows for r in offsets.ranges(int(w.start.timestamp() * 1000), int(w.end.timestamp() * 1000))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -140,6 +148,12 @@ def main() -> None:
             seconds, _ = timed(lambda: [bronze_events.materialize_hour(h, lakehouse, spark, kafka) for h in hours])
             bronze_s.append(seconds)
         bronze_cold, bronze_warm = args.events / bronze_s[0], args.events / min(bronze_s[1:])
+        read_only_s = []
+        for _ in range(3):  # Spark's Kafka source with no output at all: what bronze could reach by writing faster
+            seconds, _ = timed(lambda: bronze_events.read_kafka_ranges(spark, kafka, hour_ranges(kafka, hours))
+                               .write.format("noop").mode("overwrite").save())
+            read_only_s.append(seconds)
+        read_only = args.events / min(read_only_s)
         silver_s = []
         for _ in range(4):  # in the session the bronze passes warmed; the best pass counts
             seconds, _ = timed(lambda: [silver_events.materialize_hour(h, lakehouse, spark) for h in hours])
@@ -149,8 +163,10 @@ def main() -> None:
         report(f"- Kafka → bronze Parquet ({len(hours)} hour partition(s), asset code): warm Spark "
                f"**{bronze_warm:,.0f} ev/s**, cold JVM {bronze_cold:,.0f} ev/s (Spark session start "
                f"{spark_start_s:.1f} s not included)")
+        report(f"- Spark's Kafka source alone, same ranges, `noop` sink (bronze's ceiling): {read_only:,.0f} ev/s; "
+               f"bronze is {bronze_warm / read_only:.0%} of it")
         report(f"- seed-style consumer (kafka-python defaults, json.loads per message): {seed_rate:,.0f} ev/s → "
-               f"bronze is **{bronze_warm / seed_rate:.1f}×** faster")
+               f"bronze is **{bronze_warm / seed_rate:.1f}×** faster (the source alone {read_only / seed_rate:.1f}×)")
         report(f"- tuned poll-only kafka-python loop (client ceiling, no parsing, no writing): {tuned_rate:,.0f} ev/s"
                f" → bronze is {bronze_warm / tuned_rate:.2f}× that")
         report(f"- bronze → silver (parse, contract check, dedup, dead letter; asset code): **{silver_rate:,.0f} "
