@@ -309,7 +309,7 @@ def gold_similar_movies(
     queries = spark.createDataFrame(
         pd.DataFrame({"id": ids, "features": list(unit), "exclude": [[movie_id] for movie_id in ids]}),
         "id INT, features ARRAY<FLOAT>, exclude ARRAY<INT>",
-    )
+    ).repartition(int(spark.conf.get("spark.sql.shuffle.partitions")))  # a local frame is one task under Connect
     neighbours = als.recommend_top_k(queries, ItemIndex(ids[candidates], unit[candidates]), config.n).select(
         F.col("user_id").alias("movie_id"), "rank", F.col("movie_id").alias("similar_movie_id"), "score"
     ).cache()  # the sorted write samples its input first

@@ -121,13 +121,6 @@ def rerank_rows(
     return best, np.take_along_axis(scores, best, axis=-1)
 
 
-def rerank(
-    als_score: np.ndarray, trend: np.ndarray, content: np.ndarray, weights: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(positions of the best k of one user's candidates, their scores), best first."""
-    return rerank_rows(als_score, trend, content, np.ones(len(als_score), bool), weights, k)
-
-
 def profile_weights(signals: np.ndarray) -> np.ndarray:
     """Weights of a user's history movies in their content profile (see PROFILE_OFFSET)."""
     signals = np.asarray(signals, dtype=np.float64)

@@ -14,7 +14,6 @@ from reco_assets.gold.hybrid import (
     decayed_counts_as_of,
     normalised_signals,
     profile_weights,
-    rerank,
     rerank_rows,
     reranked_frame,
     standardise,
@@ -51,6 +50,11 @@ def test_weights_are_scaled_to_sum_to_one_and_refused_when_meaningless():
 def test_blend_is_the_weighted_mean():
     signals = np.array([[1.0, -1.0, 0.0], [0.0, 2.0, 1.0]])
     np.testing.assert_allclose(blend(signals, np.array([0.5, 0.25, 0.25])), [0.25, 0.75])
+
+
+def rerank(als_score, trend, content, weights, k):
+    """One user's candidates through rerank_rows."""
+    return rerank_rows(als_score, trend, content, np.ones(len(als_score), bool), weights, k)
 
 
 def test_rerank_follows_the_weights():
