@@ -25,8 +25,9 @@ EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "s
 # the wide rows nor the previous hour's ids are shuffled; larger hours leave the join strategy to adaptive execution.
 BROADCAST_RECORDS = 2_000_000
 UNIQUE_STRING_COLUMNS = ("event_id", "session_id")
-# Silver gets one Parquet file per this many records (at least one), so that a large hour is written in parallel.
-RECORDS_PER_FILE = 500_000
+# An hour of fewer records is written as one Parquet file; a larger one keeps the partitions it was read in, one file
+# each, written in parallel (coalescing those into fewer files left them uneven: 935k and 65k records for a 1M hour).
+ONE_FILE_RECORDS = 500_000
 
 
 def _position() -> Column:
@@ -96,9 +97,9 @@ def split_hour(checked: DataFrame, marks: DataFrame, bronze: DataFrame,
 
 
 def _write_partition(lakehouse: LakehouseResource, df: DataFrame, table: str, partition_key: str,
-                     files: int = 1) -> Path:
+                     one_file: bool = True) -> Path:
     final = partition_path(lakehouse, table, "silver", partition_key)
-    writer = df.coalesce(files).write.mode("overwrite")
+    writer = (df.coalesce(1) if one_file else df).write.mode("overwrite")
     for column in UNIQUE_STRING_COLUMNS:  # a dictionary of unique values only costs time
         writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
     with lakehouse.staged_dir(final) as staged:
@@ -143,7 +144,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
         try:
             silver, rejected = split_hour(checked, marks, bronze, broadcast)
             silver_path = _write_partition(lakehouse, silver, "events", partition_key,
-                                           files=max(1, -(-records // RECORDS_PER_FILE)))
+                                           one_file=records < ONE_FILE_RECORDS)
             rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)
         finally:
             marks.unpersist()
