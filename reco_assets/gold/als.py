@@ -101,15 +101,17 @@ def chronological_split(ratings: DataFrame, holdout_fraction: float) -> DataFram
     )
 
 
+def feature_matrix(pdf: pd.DataFrame) -> np.ndarray:
+    """The `features` arrays of a pandas frame (factor rows) as one [rows, rank] float32 matrix."""
+    if not len(pdf):
+        return np.empty((0, 0), np.float32)
+    return np.vstack(pdf["features"].to_numpy()).astype(np.float32, copy=False)
+
+
 def item_index(factors: DataFrame) -> ItemIndex:
     """Collect (id, features) factors to the driver as a candidate index."""
     pdf = factors.select("id", "features").toPandas()
-    vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0), np.float32)
-    return ItemIndex(pdf["id"].to_numpy(), vectors)
-
-
-def _query_vectors(pdf: pd.DataFrame) -> np.ndarray:
-    return np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
+    return ItemIndex(pdf["id"].to_numpy(), feature_matrix(pdf))
 
 
 def recommend_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
@@ -122,7 +124,7 @@ def recommend_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
     def score(batches):
         for pdf in batches:
             rows_ids, rows_rank, rows_item, rows_score = [], [], [], []
-            vectors = _query_vectors(pdf)
+            vectors = feature_matrix(pdf)
             ids = pdf["id"].to_numpy()
             for rows, items, scores in top_k(index, vectors, list(pdf["exclude"]), k):
                 valid = np.isfinite(scores)
@@ -155,7 +157,7 @@ def evaluate_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
 
     def score(batches):
         for pdf in batches:
-            for rows, items, scores in top_k(index, _query_vectors(pdf), list(pdf["exclude"]), k):
+            for rows, items, scores in top_k(index, feature_matrix(pdf), list(pdf["exclude"]), k):
                 yield evaluation_frame(pdf["id"].to_numpy()[rows], np.where(np.isfinite(scores), items, -1),
                                         list(pdf["relevant"].iloc[rows]), k)
 

@@ -299,10 +299,9 @@ def gold_similar_movies(
     started = time.monotonic()
     spark = pyspark.spark_session
     model, info = als.load_model(lakehouse)
-    factors = model.itemFactors.toPandas()
-    ids = factors["id"].to_numpy()
-    vectors = np.vstack(factors["features"].to_numpy()) if len(factors) else np.empty((0, 0), np.float32)
-    unit = (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    factors = als.item_index(model.itemFactors)
+    ids = factors.ids
+    unit = factors.vectors / np.maximum(np.linalg.norm(factors.vectors, axis=1, keepdims=True), 1e-12)
     counts = _read(spark, lakehouse, "silver", "ratings").groupBy("movie_id").count()
     rated = counts.where(F.col("count") >= config.min_ratings).select("movie_id").toPandas()["movie_id"].to_numpy()
     candidates = np.isin(ids, rated)

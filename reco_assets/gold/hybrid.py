@@ -224,8 +224,7 @@ def content_index(movies: DataFrame, tags: DataFrame) -> ContentIndex:
 def _candidate_blocks(pdf: pd.DataFrame, als_index: ItemIndex, content: ContentIndex, n: int):
     """Per block of query rows (id, features, exclude, history, history_signal): (user ids [u], the top-n ALS
     candidates [u, n'], their ALS scores, valid [u, n'] (False where a user has fewer), content cosines)."""
-    vectors = np.vstack(pdf["features"].to_numpy()) if len(pdf) else np.empty((0, 0))
-    for rows, items, scores in top_k(als_index, vectors, list(pdf["exclude"]), n):
+    for rows, items, scores in top_k(als_index, als.feature_matrix(pdf), list(pdf["exclude"]), n):
         valid = np.isfinite(scores)
         similarities = content.similarities(
             list(pdf["history"].iloc[rows]), [profile_weights(s) for s in pdf["history_signal"].iloc[rows]],
