@@ -22,13 +22,15 @@ RUN mkdir reco_assets && touch reco_assets/__init__.py \
 # Then the code, installed editable: the bundled MovieLens sample (the `bundled` source of bronze_movielens)
 # is looked up next to the package, at /opt/reco_assets/data/movielens, not in site-packages.
 COPY reco_assets ./reco_assets
-RUN pip install --no-cache-dir --no-deps -e .
+RUN pip install --no-cache-dir --no-deps -e . \
+ && python -c 'from reco_assets.lakehouse.duck import install_delta; install_delta()'
 COPY data/movielens ./data/movielens
 COPY workspace.yaml ./
 
 
-# Spark's Kafka connector jars (org.apache.spark:spark-sql-kafka-0-10_2.13, pyspark's version), resolved
-# from Maven Central into $RECO_CACHE_DIR at build time, so that no container downloads at run time.
+# The jars every Spark session loads, Spark's Kafka connector (org.apache.spark:spark-sql-kafka-0-10_2.13,
+# pyspark's version) and Delta Lake (io.delta:delta-spark_4.2_2.13, delta-storage), resolved from Maven
+# Central into $RECO_CACHE_DIR at build time, so that no container downloads at run time.
 # Maven is only needed here; the final image takes the jars and leaves Maven behind.
 FROM base AS spark-kafka-jars
 RUN apt-get update \
@@ -40,7 +42,7 @@ RUN --mount=type=cache,target=/root/.m2 reco-assets kafka install --spark-only
 FROM base
 COPY --from=spark-kafka-jars /opt/reco-cache /opt/reco-cache
 # RECO_DATA_DIR is a named volume in docker-compose.yml, shared by the Dagster services and the Spark
-# workers (executors write the Parquet tables there).
+# workers (executors write the Delta tables there).
 ENV RECO_DATA_DIR=/data DAGSTER_HOME=/opt/dagster/home
 RUN mkdir -p /data /opt/dagster/home
 COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml

@@ -4,7 +4,7 @@ Trains the project's default ALS (ALSConfig) twice per mode on the bundled sampl
 silver ratings of a data directory given with --ratings, each mode in a fresh JVM, and prints warm
 training times and the ratio java / native.
 
-    .venv/bin/python bench/als_blas.py --ratings /path/to/lakehouse/silver/ratings
+    .venv/bin/python bench/als_blas.py --ratings /path/to/lakehouse/silver/ratings   # a Delta table
 """
 
 import argparse
@@ -28,7 +28,7 @@ def train(mode: str, ratings: str | None) -> dict:
     spark = spark_session_from_config(config)
     spark.sparkContext.setLogLevel("ERROR")
     if ratings:
-        df = spark.read.parquet(ratings)
+        df = spark.read.format("delta").load(ratings)
     else:
         from reco_assets.bronze.movielens import BUNDLED_SAMPLE
         from reco_assets.silver import transforms

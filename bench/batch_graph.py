@@ -164,7 +164,7 @@ def run_one(source: str, data_dir: Path) -> dict:
     import dagster as dg
 
     from reco_assets.definitions import batch_graph_job, defs
-    from reco_assets.resources import LakehouseResource
+    from reco_assets.lakehouse import LakehouseResource
 
     (data_dir / "dagster_home").mkdir(parents=True, exist_ok=True)
     with PeakMemory() as memory, dg.instance_for_test(temp_dir=str(data_dir / "dagster_home")) as instance:

@@ -34,6 +34,7 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.kafka.broker import LocalBroker, free_port
 from reco_assets.kafka.client import KafkaResource, ensure_topics
+from reco_assets.lakehouse import LakehouseResource
 from reco_assets.sensors import events_job
 from reco_assets.spark_connect import ConnectServer
 
@@ -55,7 +56,7 @@ class Watcher(threading.Thread):
 
     def __init__(self, data_dir: Path):
         super().__init__(daemon=True)
-        self.glob = str(data_dir / "lakehouse" / "gold" / "trending_now" / "*.parquet")
+        self.source = LakehouseResource(data_dir=str(data_dir)).table("gold.trending_now").duckdb()
         self.changes: list[tuple[float, float]] = []
         self.stopped = threading.Event()
 
@@ -63,9 +64,9 @@ class Watcher(threading.Thread):
         con = duckdb.connect()
         while not self.stopped.is_set():
             try:
-                as_of = con.execute(f"SELECT epoch(max(as_of)) FROM read_parquet('{self.glob}')").fetchone()[0]
+                as_of = con.execute(f"SELECT epoch(max(as_of)) FROM {self.source}").fetchone()[0]
             except duckdb.Error:
-                as_of = None  # no table yet, or a swap in progress
+                as_of = None  # no table yet
             if as_of is not None and (not self.changes or as_of > self.changes[-1][1]):
                 self.changes.append((time.time(), as_of))
             self.stopped.wait(0.2)

@@ -33,8 +33,9 @@ from reco_assets.events.producer import EventProducer  # noqa: E402
 from reco_assets.events.publish import generate_batch  # noqa: E402
 from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
 from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, ensure_topics  # noqa: E402
-from reco_assets.partitions import hour_key, hourly_events  # noqa: E402
-from reco_assets.resources import LakehouseResource, spark_config  # noqa: E402
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import hour_key, hourly_events  # noqa: E402
+from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reco_assets.gold.ranking import ItemIndex, top_k  # noqa: E402
+from reco_assets.lakehouse import LakehouseResource  # noqa: E402
 
 
 def argpartition_top_k(index: ItemIndex, user_vectors: np.ndarray, exclude, k: int, block: int = 512):
@@ -43,8 +43,10 @@ def argpartition_top_k(index: ItemIndex, user_vectors: np.ndarray, exclude, k: i
         yield rows, index.ids[best], np.take_along_axis(part_scores, order, axis=1)
 
 
-def factors(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
+def factors(lakehouse: LakehouseResource, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """The served model's user or item factors (gold.als_factors)."""
+    table = duckdb.sql(f"SELECT id, features FROM {lakehouse.table('gold.als_factors').duckdb()} "
+                       f"WHERE side = '{side}'").arrow()
     ids = table.column("id").to_numpy()
     return ids, np.vstack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
 
@@ -76,19 +78,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    lakehouse = Path(args.data_dir) / "lakehouse"
-    model = lakehouse / "gold" / "als_model" / "model"
-    user_ids, user_vectors = factors(model / "userFactors")
-    item_ids, item_vectors = factors(model / "itemFactors")
+    lakehouse = LakehouseResource(data_dir=args.data_dir)
+    ratings = lakehouse.table("silver.ratings").duckdb()
+    user_ids, user_vectors = factors(lakehouse, "user")
+    item_ids, item_vectors = factors(lakehouse, "item")
     order = np.argsort(user_ids)[: args.users]
     user_ids, user_vectors = user_ids[order], user_vectors[order]
     rated = duckdb.sql(
-        f"SELECT user_id, list(movie_id) AS movies FROM read_parquet('{lakehouse}/silver/ratings/*.parquet') "
+        f"SELECT user_id, list(movie_id) AS movies FROM {ratings} "
         f"WHERE user_id <= {int(user_ids.max())} GROUP BY user_id"
     ).df().set_index("user_id")["movies"]
     exclude = [np.asarray(rated.get(u, []), dtype=np.int64) for u in user_ids]
     counts = duckdb.sql(
-        f"SELECT movie_id, count(*) FROM read_parquet('{lakehouse}/silver/ratings/*.parquet') GROUP BY movie_id"
+        f"SELECT movie_id, count(*) FROM {ratings} GROUP BY movie_id"
     ).fetchnumpy()
     unit = item_vectors / np.maximum(np.linalg.norm(item_vectors, axis=1, keepdims=True), 1e-12)
     cases = {

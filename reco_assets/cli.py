@@ -13,8 +13,7 @@ from pathlib import Path
 import duckdb
 from tabulate import tabulate
 
-from reco_assets.catalog import with_lock_retry
-from reco_assets.resources import DEFAULT_DATA_DIR
+from reco_assets.lakehouse import DEFAULT_DATA_DIR, duck
 
 
 class CliError(Exception):
@@ -40,7 +39,7 @@ def connect(data_dir: str) -> duckdb.DuckDBPyConnection:
     path = Path(data_dir).expanduser() / "warehouse.duckdb"
     if not path.is_file():
         raise CliError(f"no catalog at {path}: materialize the assets first (`make run`, then Materialize all)")
-    return with_lock_retry(lambda: duckdb.connect(str(path), read_only=True))
+    return duck.connect(str(path), read_only=True)
 
 
 def emit(columns: list[str], rows: list[tuple], fmt: str) -> None:
@@ -101,8 +100,8 @@ def cmd_similar(con, args) -> None:
 
 
 def seconds_since(moment) -> float | None:
-    """Age of a naive UTC timestamp read from the catalog."""
-    return None if moment is None else round((datetime.now(UTC).replace(tzinfo=None) - moment).total_seconds(), 1)
+    """Age of a timestamp read from the catalog (Delta timestamps are instants: DuckDB gives them a time zone)."""
+    return None if moment is None else round((datetime.now(UTC) - moment).total_seconds(), 1)
 
 
 def has_view(con, view: str) -> bool:
@@ -146,16 +145,14 @@ def cmd_trending(con, args) -> None:
     emit(columns, rows, args.format)
 
 
-def kafka_lag(data_dir: str) -> tuple[list[tuple], str | None]:
+def kafka_lag(con) -> tuple[list[tuple], str | None]:
     """Per topic: records in Kafka, records bronze has taken, lag — or why Kafka could not be asked."""
-    from reco_assets.bronze.events import RANGES_NAME
     from reco_assets.kafka.client import EVENT_TOPICS, KafkaSetupError, KafkaUnavailable, kafka_resource
 
     covered: dict[tuple[str, int], int] = {}
-    for ranges in (Path(data_dir).expanduser() / "lakehouse" / "bronze" / "events").glob(f"hour=*/{RANGES_NAME}"):
-        for r in json.loads(ranges.read_text())["ranges"]:
-            key = (r["topic"], r["partition"])
-            covered[key] = max(covered.get(key, 0), r["end"])
+    if has_view(con, "bronze.event_ranges"):
+        rows = query(con, "SELECT topic, partition, max(end_offset) FROM bronze.event_ranges GROUP BY ALL")[1]
+        covered = {(topic, partition): end for topic, partition, end in rows}
     kafka = kafka_resource(resolve=True).model_copy(update={"request_timeout_s": 3.0})
     try:
         offsets = kafka.offsets()
@@ -188,7 +185,7 @@ def cmd_stats(con, args) -> None:
     if has_view(con, "gold.trending_now"):
         stats["trending_now_age_seconds"] = seconds_since(
             query(con, "SELECT max(updated_at) FROM gold.trending_now")[1][0][0])
-    lag, problem = kafka_lag(args.data_dir)
+    lag, problem = kafka_lag(con)
     lag_columns = ["topic", "records_in_kafka", "records_in_bronze", "lag"]
     if args.format == "json":
         print(json.dumps({**stats, "kafka_lag": [dict(zip(lag_columns, row, strict=True)) for row in lag],
@@ -203,7 +200,7 @@ def cmd_stats(con, args) -> None:
 
 
 def cmd_kafka(args) -> None:
-    from reco_assets.kafka import jars
+    from reco_assets import jars
     from reco_assets.kafka.broker import BrokerError, LocalBroker
     from reco_assets.kafka.client import KafkaResource, KafkaSetupError, ensure_topics, kafka_resource
 
@@ -211,7 +208,7 @@ def cmd_kafka(args) -> None:
     broker = LocalBroker(args.data_dir, port=args.port)
     try:
         if args.action == "install":
-            for name in [jars.SPARK_KAFKA] if args.spark_only else [jars.SPARK_KAFKA, jars.BROKER]:
+            for name in [*jars.SPARK] if args.spark_only else [*jars.SPARK, jars.BROKER]:
                 print(f"{name}: {jars.resolve(name, log=log)}")
         elif args.action == "up":
             status = broker.up(log=log)
@@ -234,7 +231,7 @@ def cmd_kafka(args) -> None:
 
 
 def cmd_spark(args) -> None:
-    from reco_assets.kafka import jars
+    from reco_assets import jars
     from reco_assets.spark_connect import ConnectServer, ConnectServerError
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
@@ -383,7 +380,8 @@ def build_parser() -> Parser:
     kafka.add_argument("action", choices=["up", "down", "status", "install", "create-topics"])
     kafka.add_argument("--port", type=positive_int, default=int(os.environ.get("KAFKA_PORT", "9092")),
                        help="broker port (controller: port + 1; default $KAFKA_PORT or 9092)")
-    kafka.add_argument("--spark-only", action="store_true", help="install: only Spark's Kafka connector jars")
+    kafka.add_argument("--spark-only", action="store_true",
+                       help="install: only the Spark jars (Kafka source, Delta Lake)")
     spark = add("spark", cmd_spark, "the project's warm Spark: a Spark Connect server on 127.0.0.1 that runs use "
                 "through SPARK_REMOTE (state in $RECO_DATA_DIR/spark-connect)", catalog=False)
     spark.add_argument("action", choices=["up", "down", "status"])

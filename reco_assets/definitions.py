@@ -8,8 +8,14 @@ from reco_assets.catalog import duckdb_catalog
 from reco_assets.gold import gold_assets, gold_checks
 from reco_assets.gold.stream import stream_gold_assets
 from reco_assets.kafka.client import kafka_resource
-from reco_assets.resources import DEFAULT_DATA_DIR, LakehouseResource, env_or_default, spark_resource
-from reco_assets.schedules import als_retrain_job, daily_als_retrain
+from reco_assets.lakehouse import DEFAULT_DATA_DIR, LakehouseResource
+from reco_assets.resources import env_or_default, spark_resource
+from reco_assets.schedules import (
+    als_retrain_job,
+    daily_als_retrain,
+    hourly_lakehouse_maintenance,
+    lakehouse_maintenance_job,
+)
 from reco_assets.sensors import events_job, kafka_events_sensor
 from reco_assets.silver import silver_assets, silver_checks
 from reco_assets.silver.events import silver_events
@@ -24,8 +30,8 @@ defs = dg.Definitions(
     assets=[bronze_movielens, *silver_assets, *gold_assets, bronze_events, silver_events, *stream_gold_assets,
             duckdb_catalog],
     asset_checks=[*silver_checks, *gold_checks],
-    jobs=[batch_graph_job, events_job, als_retrain_job],
-    schedules=[daily_als_retrain],
+    jobs=[batch_graph_job, events_job, als_retrain_job, lakehouse_maintenance_job],
+    schedules=[daily_als_retrain, hourly_lakehouse_maintenance],
     sensors=[kafka_events_sensor],
     resources={
         "lakehouse": LakehouseResource(data_dir=env_or_default("RECO_DATA_DIR", DEFAULT_DATA_DIR)),

@@ -1,6 +1,15 @@
-"""The daily ALS retrain: the model, its evaluation, and everything served from it."""
+"""Jobs and schedules: the daily ALS retrain, and the hourly upkeep of the Delta tables."""
+
+import time
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+
+from reco_assets.kafka.client import RETENTION_HOURS
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.maintenance import compact_closed_hours, stored_files, vacuum
+from reco_assets.lakehouse.tables import TABLES
 
 # als_model and gold_reco_evaluation are one multi-asset; downstream: recommendations, similar movies, the
 # hybrid and the DuckDB catalog.
@@ -17,4 +26,46 @@ daily_als_retrain = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every day at 03:00 UTC: retrain ALS with the day's events and refresh the recommendations.",
+)
+
+
+class MaintenanceConfig(dg.Config):
+    retain_hours: float = Field(default=RETENTION_HOURS,
+                                description="VACUUM keeps every file a version of the last this many hours reads "
+                                            "(time travel reaches that far back)")
+
+
+@dg.op(description="OPTIMIZE the closed hours of every hourly table, then VACUUM every table.")
+def maintain_lakehouse(context: dg.OpExecutionContext, config: MaintenanceConfig, lakehouse: LakehouseResource,
+                       pyspark: LazyPySparkResource) -> None:
+    spark = pyspark.spark_session
+    for name in TABLES:
+        table = lakehouse.table(name)
+        if not table.exists():
+            continue
+        started = time.monotonic()
+        before = stored_files(table)
+        compacted = compact_closed_hours(spark, table)
+        vacuum(spark, table, config.retain_hours)
+        context.log_event(dg.AssetObservation(asset_key=table.spec.writer, metadata={
+            "table": name, "delta_version": dg.MetadataValue.int(table.version(spark)),
+            "files_compacted": dg.MetadataValue.int(compacted["files_removed"]),
+            "files_written_by_optimize": dg.MetadataValue.int(compacted["files_added"]),
+            "stored_files_before": dg.MetadataValue.int(before),
+            "stored_files_after": dg.MetadataValue.int(stored_files(table)),
+            "seconds": round(time.monotonic() - started, 2)}))
+
+
+@dg.job(description="Compact the closed hours (many small files from the live runs) and vacuum old files.")
+def lakehouse_maintenance_job():
+    maintain_lakehouse()
+
+
+hourly_lakehouse_maintenance = dg.ScheduleDefinition(
+    name="hourly_lakehouse_maintenance",
+    job=lakehouse_maintenance_job,
+    cron_schedule="7 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every hour at :07: OPTIMIZE the hours that have closed, VACUUM past the retention window.",
 )

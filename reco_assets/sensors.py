@@ -13,7 +13,7 @@ import dagster as dg
 from reco_assets.bronze.events import CLOSE_GRACE, bronze_events
 from reco_assets.gold.stream import stream_gold_assets
 from reco_assets.kafka.client import KafkaResource, KafkaSetupError, KafkaUnavailable, TopicPartitionKey
-from reco_assets.partitions import hour_key, hour_start, hourly_events
+from reco_assets.lakehouse.hours import hour_key, hour_start, hourly_events, hours_between
 from reco_assets.silver.events import silver_events
 
 # The open hour is re-materialized when new records came, no run of it is queued or running, and its last
@@ -140,6 +140,23 @@ def plan_tick(
     return runs, new_cursor
 
 
+def in_flight_hours(instance: dg.DagsterInstance) -> set[str]:
+    """The hours that a queued or running run of the event assets covers: one partition (the sensor's runs) or a
+    range (a single-run backfill, tagged with the range's first and last hour)."""
+    hours = set()
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT)):
+        tags = run.tags
+        if "dagster/partition" in tags:
+            hours.add(tags["dagster/partition"])
+        elif "dagster/asset_partition_range_start" in tags and "dagster/asset_partition_range_end" in tags:
+            try:
+                hours.update(hours_between(tags["dagster/asset_partition_range_start"],
+                                           tags["dagster/asset_partition_range_end"]))
+            except (ValueError, dg.DagsterInvariantViolationError):  # a range of another partitions definition
+                continue
+    return hours
+
+
 @dg.sensor(
     job=events_job,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
@@ -163,10 +180,10 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         def offsets_at(moment: datetime) -> dict[TopicPartitionKey, int]:
             return offsets.at_time(tps, int(moment.timestamp() * 1000), end)
 
+        busy = in_flight_hours(context.instance)
+
         def in_flight(hour: str) -> bool:
-            return bool(context.instance.get_run_ids(
-                dg.RunsFilter(job_name=events_job.name, statuses=IN_FLIGHT, tags={"dagster/partition": hour}),
-                limit=1))
+            return hour in busy
 
         runs, new_cursor = plan_tick(cursor, now, end, log_start, first_hour, offsets_at, OPEN_HOUR_REFRESH_S,
                                      in_flight, OPEN_HOUR_FULL_REFRESH_S)

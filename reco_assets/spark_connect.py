@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reco_assets.kafka import jars
+from reco_assets import jars
 from reco_assets.processes import pid_alive, port_open, read_pid_file, terminate
 
 DEFAULT_PORT = 15002
@@ -207,9 +207,8 @@ class ConnectServer:
             if port_open(self.host, self.port):
                 raise ConnectServerError(f"port {self.port} on {self.host} is taken by another process; "
                                          "stop it or set SPARK_CONNECT_PORT to another port")
-            spark_jars = jars.jars(jars.SPARK_KAFKA)  # resolved once from Maven Central
-            if not spark_jars:
-                raise ConnectServerError(f"no Spark Kafka connector jars in {jars.jar_dir(jars.SPARK_KAFKA)}")
+            if not jars.spark_jars():  # resolved once from Maven Central
+                raise ConnectServerError(f"no Spark jars in {jars.cache_dir() / 'jars'}")
             (self.home / "logs").mkdir(parents=True, exist_ok=True)
             (self.home / "work").mkdir(parents=True, exist_ok=True)
             (self.home / "log4j2.properties").write_text(_LOG4J2.format(logs=self.home / "logs"))

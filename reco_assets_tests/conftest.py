@@ -13,7 +13,8 @@ from dagster_pyspark.resources import spark_session_from_config
 from reco_assets.definitions import batch_graph_job, defs
 from reco_assets.kafka.broker import LocalBroker, free_port
 from reco_assets.kafka.client import KafkaResource, ensure_topics
-from reco_assets.resources import LakehouseResource, spark_config
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.resources import spark_config
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +92,21 @@ def http_server(tmp_path):
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
+
+
+def write_silver_events(lakehouse: LakehouseResource, events) -> list[str]:
+    """Accepted events (a Spark DataFrame with some of silver.events' columns, `received_at` among them) committed
+    to silver.event_outcomes as silver_events writes them, one hour each; returns the hours written."""
+    from pyspark.sql import functions as F
+
+    from reco_assets.lakehouse.hours import HOUR_PATTERN, value_hour
+    from reco_assets.silver.events import OUTCOME_COLUMNS, OUTCOME_TYPES
+
+    derived = {"event_hash": F.xxhash64(F.lower("event_id")), "rejected": F.lit(False),
+               "hour": F.date_format("received_at", HOUR_PATTERN)}
+    rows = events.select(*[
+        (F.col(c) if c in events.columns else derived.get(c, F.lit(None))).cast(OUTCOME_TYPES.get(c, "string"))
+        .alias(c) for c in OUTCOME_COLUMNS])
+    hours = sorted(value_hour(r["hour"]) for r in rows.select("hour").distinct().collect())
+    lakehouse.table("silver.event_outcomes").replace_hours(rows, hours)
+    return hours

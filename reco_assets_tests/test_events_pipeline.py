@@ -1,12 +1,6 @@
 """Kafka → sensor → bronze_events → silver_events, for real: a live broker, local Spark, a Dagster instance."""
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import dagster as dg
@@ -21,8 +15,8 @@ from reco_assets.definitions import defs
 from reco_assets.events.generator import Batch, EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
 from reco_assets.kafka.client import KafkaResource
-from reco_assets.partitions import hour_folder, previous_hour
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import hour_value, previous_hour
 from reco_assets.sensors import events_job, kafka_events_sensor
 from reco_assets_tests.conftest import materialize, running_broker
 
@@ -67,9 +61,10 @@ def run_requested(result, data_dir, instance, kafka) -> list[str]:
 
 
 def rows(data_dir, table: str, columns: str, group_by: str = "") -> list[tuple]:
+    """Rows of silver.events or silver.events_rejected (`table`: events, events_rejected), straight from Delta."""
+    source = LakehouseResource(data_dir=str(data_dir)).table("silver.event_outcomes").duckdb(f"silver.{table}")
     with duckdb.connect() as con:
-        return con.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = true) {group_by} ORDER BY ALL",
-                           [str(data_dir / "lakehouse" / "silver" / table / "hour=*" / "*.parquet")]).fetchall()
+        return con.execute(f"SELECT {columns} FROM {source} {group_by} ORDER BY ALL").fetchall()
 
 
 def expected_outcome(sent: list[tuple[str, bytes]]):
@@ -167,18 +162,19 @@ def test_repeated_tick_requests_nothing_new(stream, dagster_instance):
     assert not result.run_requests
 
 
-def test_a_deleted_hour_is_rebuilt_identically_from_kafka(stream, dagster_instance):
+def test_a_deleted_hour_is_rebuilt_identically_from_kafka(stream, dagster_instance, spark):
     data_dir, kafka = stream["data_dir"], stream["kafka"]
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
     before = {t: rows(data_dir, t, "*") for t in ("events", "events_rejected")}
     for hour in stream["hours"]:
-        for layer, table in (("bronze", "events"), ("silver", "events"), ("silver", "events_rejected")):
-            shutil.rmtree(data_dir / "lakehouse" / layer / table / hour_folder(hour))
+        for table in ("bronze.events", "bronze.event_ranges", "silver.event_outcomes"):
+            spark.sql(f"DELETE FROM delta.`{lakehouse.table(table).uri}` WHERE hour = '{hour_value(hour)}'")
     for hour in stream["hours"]:
         assert materialize(events_job.selection, data_dir, dagster_instance, partition_key=hour, kafka=kafka).success
     assert {t: rows(data_dir, t, "*") for t in ("events", "events_rejected")} == before
 
 
-def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance):
+def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance, spark):
     """What a backfill of several hours does (single-run backfill policy): one run, one Spark session."""
     data_dir, kafka, last = stream["data_dir"], stream["kafka"], stream["hours"][-1]
     first = previous_hour(stream["hours"][0])
@@ -193,39 +189,9 @@ def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance):
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == HOURLY_CHECKS
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert ("bronze_events", first) in materialized and ("silver_events", last) in materialized
-    empty = json.loads((data_dir / "lakehouse" / "bronze" / "events" / hour_folder(first) / "_ranges.json").read_text())
-    assert empty["records"] == 0 and empty["closed"]
+    empty = LakehouseResource(data_dir=str(data_dir)).table("bronze.event_ranges").read_hours(spark, [first])
+    assert empty.count() == 9 and empty.where("records > 0 OR NOT closed").count() == 0  # 3 topics x 3 partitions
     assert rows(data_dir, "events", "*") == before
-
-
-def test_a_killed_bronze_run_leaves_no_partial_partition(stream):
-    data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][-1]
-    final = data_dir / "lakehouse" / "bronze" / "events" / hour_folder(hour)
-    before = sorted(p.name for p in final.iterdir())
-    home = data_dir / "killed_home"
-    home.mkdir(exist_ok=True)
-    env = os.environ | {"DAGSTER_HOME": str(home), "RECO_DATA_DIR": str(data_dir),
-                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
-    run = subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "reco_assets.definitions",
-                            "--select", "bronze_events", "--partition", hour], env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    staged = []
-    while not staged and time.monotonic() < deadline and run.poll() is None:
-        staged = [p for p in final.parent.glob(f".{final.name}.staged-*") if (p / "_temporary").exists()]
-        time.sleep(0.01)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-    assert staged, "the run ended before it started writing"
-    assert staged[0].exists(), "killed mid-write, the staged copy is left behind (hidden)"
-    assert sorted(p.name for p in final.iterdir()) == before
-    with duckdb.connect() as con:
-        visible = con.execute("SELECT count(*) FROM read_parquet(?)",
-                              [str(final.parent / "hour=*" / "*.parquet")]).fetchone()[0]
-    assert visible == len(stream["batch"])
-    with dg.instance_for_test() as instance:
-        assert materialize("bronze_events", data_dir, instance, partition_key=hour, kafka=kafka).success
-    assert not list(final.parent.glob(f".{final.name}.*"))
 
 
 def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, kafka_broker, dagster_instance,
@@ -254,20 +220,23 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
     assert {r[0] for r in rows(data_dir, "events", "event_id")} == expected
 
 
-def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(stream, dagster_instance):
+def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(stream, dagster_instance, spark):
     data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][0]
-    final = data_dir / "lakehouse" / "bronze" / "events" / hour_folder(hour)
-    kept = (final / "_ranges.json").read_text()
-    cut = next(r for r in json.loads(kept)["ranges"] if r["end"] - r["start"] >= 10)
+    events = LakehouseResource(data_dir=str(data_dir)).table("bronze.events")
+    version = events.version(spark)
+    ranges = LakehouseResource(data_dir=str(data_dir)).table("bronze.event_ranges").read_hours(spark, [hour])
+    cut = next(r for r in ranges.collect() if r["end_offset"] - r["start_offset"] >= 10)
     # What retention does: the log of one partition now starts inside the hour.
     admin = kafka.admin()  # keep the client alive until its futures resolve
-    for future in admin.delete_records([TopicPartition(cut["topic"], cut["partition"], cut["start"] + 5)]).values():
+    for future in admin.delete_records([TopicPartition(cut["topic"], cut["partition"],
+                                                       cut["start_offset"] + 5)]).values():
         future.result(timeout=30)
     result = materialize("bronze_events", data_dir, dagster_instance, partition_key=hour, kafka=kafka,
                          raise_on_error=False)
     assert not result.success
     error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
     failure = error.to_string()
-    assert f"{cut['topic']}/{cut['partition']}: bronze holds offsets [{cut['start']}, {cut['end']})" in failure
+    assert (f"{cut['topic']}/{cut['partition']}: bronze holds offsets [{cut['start_offset']}, {cut['end_offset']})"
+            in failure)
     assert "retention deleted the rest" in failure and "The existing partition is kept" in failure
-    assert (final / "_ranges.json").read_text() == kept
+    assert events.version(spark) == version

@@ -1,7 +1,10 @@
-"""The sensor's planning logic, on made-up offsets (pure; the real broker is in test_events_pipeline.py)."""
+"""The sensor's planning logic, on made-up offsets (pure; the real broker is in test_events_pipeline.py), and its
+look-up of the hours that runs in flight cover (a temporary Dagster instance)."""
 
 from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
+
+import dagster as dg
 
 from reco_assets.sensors import Cursor, plan_tick
 
@@ -111,3 +114,22 @@ def test_cursor_round_trips_as_json():
     cursor = Cursor({"events_views:0": 3}, "2026-11-23-10:00", {"2026-11-23-10:00": 1.5})
     assert Cursor.parse(cursor.dump()) == cursor
     assert Cursor.parse(None) == Cursor()
+
+
+def test_in_flight_hours_include_single_run_backfills_of_a_range():
+    """A range backfill carries the range's first and last hour as tags, not dagster/partition: the sensor must
+    still see every hour of it as taken, and forget runs that have finished."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from reco_assets.sensors import in_flight_hours
+
+    with dg.instance_for_test() as instance:
+        for status, tags in (
+            (dg.DagsterRunStatus.STARTED, {"dagster/asset_partition_range_start": "2026-11-05-22:00",
+                                           "dagster/asset_partition_range_end": "2026-11-06-01:00"}),
+            (dg.DagsterRunStatus.STARTING, {"dagster/partition": "2026-11-07-03:00"}),
+            (dg.DagsterRunStatus.SUCCESS, {"dagster/partition": "2026-11-08-03:00"}),
+        ):
+            instance.add_run(DagsterRun(job_name="events_hourly_job", status=status, tags=tags))
+        assert in_flight_hours(instance) == {"2026-11-05-22:00", "2026-11-05-23:00", "2026-11-06-00:00",
+                                             "2026-11-06-01:00", "2026-11-07-03:00"}

@@ -27,7 +27,8 @@ from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
 from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import KafkaResource
-from reco_assets.partitions import hour_folder, hour_key, hour_start
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import hour_key, hour_start, hour_value
 from reco_assets.processes import pid_alive
 from reco_assets.spark_connect import ConnectServer, _children
 
@@ -185,14 +186,16 @@ def test_one_hour_of_bronze_and_silver_events_materializes_over_connect(server, 
     assert run["checks"] == {"offset_ranges_meet_neighbours": True, "event_id_unique": True,
                              "reconciles_with_bronze": True}
 
-    def read(layer: str, table: str, columns: str) -> list[tuple]:
-        path = tmp_path / "lakehouse" / layer / table / hour_folder(hour) / "*.parquet"
-        with duckdb.connect() as con:
-            return con.execute(f"SELECT {columns} FROM read_parquet(?)", [str(path)]).fetchall()
+    lakehouse = LakehouseResource(data_dir=str(tmp_path))
 
-    bronze = read("bronze", "events", "topic, value")
-    silver_ids = Counter(r[0] for r in read("silver", "events", "event_id"))
-    rejected = read("silver", "events_rejected", "topic, value, reason")
+    def read(table: str, view: str, columns: str) -> list[tuple]:
+        with duckdb.connect() as con:
+            return con.execute(f"SELECT {columns} FROM {lakehouse.table(table).duckdb(view)} WHERE hour = ?",
+                               [hour_value(hour)]).fetchall()
+
+    bronze = read("bronze.events", None, "topic, value")
+    silver_ids = Counter(r[0] for r in read("silver.event_outcomes", "silver.events", "event_id"))
+    rejected = read("silver.event_outcomes", "silver.events_rejected", "topic, value, reason")
     # The session broker may hold other tests' events in this hour: bronze is all of the hour, and ours is in it.
     assert len(bronze) == in_hour and len(silver_ids) + len(rejected) == len(bronze)
     assert max(silver_ids.values()) == 1
@@ -224,9 +227,12 @@ def test_spark_config_sends_only_runtime_sql_settings_over_connect(monkeypatch):
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
     local = spark_config()
     assert local["spark.master"] == "local[*]" and "spark-sql-kafka" in local["spark.jars"]
+    assert "delta-spark" in local["spark.jars"] and local["spark.sql.extensions"].startswith("io.delta")
     monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:1")
     remote = spark_config()
-    assert remote == {key: value for key, value in local.items() if key.startswith("spark.sql.")}
+    static = {"spark.sql.extensions", "spark.sql.catalog.spark_catalog"}  # the server's: fixed at its start
+    assert remote == {key: value for key, value in local.items()
+                      if key.startswith(("spark.sql.", "spark.databricks.delta.")) and key not in static}
     assert remote["spark.sql.session.timeZone"] == "UTC" and spark_config(remote=False) == local
 
 
@@ -235,7 +241,9 @@ def test_the_server_gets_the_local_settings_and_the_kafka_jars(tmp_path, monkeyp
     command = ConnectServer(tmp_path, port=12345).command()
     assert command[command.index("--master") + 1] == "local[*]" and "--driver-memory" in command
     assert "spark-sql-kafka" in command[command.index("--jars") + 1]
-    for setting in ("spark.connect.grpc.binding.port=12345", "spark.connect.grpc.binding.address=127.0.0.1",
+    assert "delta-spark" in command[command.index("--jars") + 1]
+    for setting in ("spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+                    "spark.connect.grpc.binding.port=12345", "spark.connect.grpc.binding.address=127.0.0.1",
                     "spark.sql.session.timeZone=UTC", "spark.sql.codegen.hugeMethodLimit=8000",
                     f"spark.pyspark.python={os.environ.get('PYSPARK_PYTHON', sys.executable)}"):
         assert setting in command

@@ -56,4 +56,6 @@ if [ ! -f "$stamp" ]; then
 fi
 # Kafka broker jars and Spark's Kafka connector, once, into ${RECO_CACHE_DIR:-~/.cache/reco-assets}.
 .venv/bin/reco-assets kafka install >/dev/null
+# DuckDB's Delta extension, from the duckdb-ext-delta package into ~/.duckdb/extensions (no download at query time).
+.venv/bin/python -c 'from reco_assets.lakehouse.duck import install_delta; install_delta()'
 log "ready: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

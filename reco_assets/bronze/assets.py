@@ -1,12 +1,15 @@
 """Bronze: MovieLens files exactly as they came, with a manifest."""
 
+import shutil
 import time
+import uuid
+from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
 from reco_assets.bronze import movielens
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource
 
 
 class MovieLensSourceConfig(dg.Config):
@@ -23,20 +26,27 @@ class MovieLensSourceConfig(dg.Config):
 def bronze_movielens(
     context: dg.AssetExecutionContext, config: MovieLensSourceConfig, lakehouse: LakehouseResource
 ) -> dg.MaterializeResult:
-    """MovieLens CSV files as published, with `_manifest.json` (source, sizes, sha256, row counts)."""
+    """MovieLens CSV files as published, with `_manifest.json` (source, sizes, sha256, row counts).
+
+    Each landing gets a folder of its own; publishing it is one atomic replace of the manifest, so a failed or
+    killed landing never touches the current copy.
+    """
     started = time.monotonic()
-    final = lakehouse.table_path("bronze", "movielens")
+    final = lakehouse.movielens_dir
+    landed = final / f"landed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     try:
-        with lakehouse.staged_dir(final) as staged:
-            manifest = movielens.land(config.source, staged, lakehouse.downloads, context.log.info)
+        manifest = movielens.land(config.source, landed, lakehouse.downloads, context.log.info)
     except movielens.MovieLensError as exc:
+        shutil.rmtree(landed, ignore_errors=True)
         raise dg.Failure(
             description=f"MovieLens source refused: {exc}. The previous bronze copy (if any) is unchanged."
         ) from exc
+    movielens.publish(final, landed, manifest)
+    lakehouse.refresh_catalog(context.log)  # the bronze.movielens_* views read the folder just published
     rows = {f["name"].removesuffix(".csv"): f["rows"] for f in manifest["files"] if "rows" in f}
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(final)),
+            "path": dg.MetadataValue.path(str(landed)),
             "source": manifest["source"]["location"],
             "total_bytes": manifest["total_bytes"],
             **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in rows.items()},

@@ -1,22 +1,26 @@
-"""Bronze events: the raw Kafka records of each broker hour, read as exact offset ranges with Spark's Kafka source."""
+"""Bronze events: the raw Kafka records of each broker hour, read as exact offset ranges with Spark's Kafka source.
+
+Two Delta tables, partitioned by hour: `bronze.events` (the records) and `bronze.event_ranges` (per topic-partition,
+the offset range the hour was landed from). The records commit first: a run killed in between leaves the older
+ranges, which the next run's guard and checks still read correctly.
+"""
 
 import json
 import time
-from datetime import timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from reco_assets.catalog import register_views
 from reco_assets.kafka.client import KafkaResource, OffsetRange
-from reco_assets.partitions import hour_folder, hour_key, hour_start, hourly_events
-from reco_assets.resources import LakehouseResource
-from reco_assets.tables import duckdb_scalar
+from reco_assets.lakehouse import LakehouseResource, retry_on_conflict
+from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_key, hour_start, hour_value, hourly_events
 
-RANGES_NAME = "_ranges.json"
+# The event assets' steps share this concurrency pool (limit 1 in dagster.yaml): one at a time across all runs.
+EVENT_HOURS_POOL = "lakehouse_event_hours"
 # An hour counts as closed this long after its end: LogAppendTime is the broker's clock, allow for skew.
 CLOSE_GRACE = timedelta(seconds=10)
 
@@ -28,22 +32,28 @@ BRONZE_EVENT_SCHEMA = T.StructType([
     T.StructField("key", T.BinaryType()),
     T.StructField("value", T.BinaryType()),
 ])
+RANGES_SCHEMA = ("topic STRING, partition INT, start_offset BIGINT, end_offset BIGINT, records BIGINT, "
+                 "closed BOOLEAN, complete BOOLEAN, landed_at TIMESTAMP, bootstrap_servers STRING, hour STRING")
 
 
 class PartialHourError(RuntimeError):
     """Kafka no longer holds all of an hour that bronze already keeps in full."""
 
 
-def partition_path(lakehouse: LakehouseResource, table: str, layer: str, partition_key: str) -> Path:
-    return lakehouse.table_path(layer, table) / hour_folder(partition_key)
-
-
-def read_ranges(path: Path) -> dict | None:
-    """The `_ranges.json` a bronze hour was written with (None when the hour is not materialized)."""
-    try:
-        return json.loads((path / RANGES_NAME).read_text())
-    except FileNotFoundError:
-        return None
+def held_ranges(spark: SparkSession, lakehouse: LakehouseResource, partition_key: str) -> dict[tuple, tuple]:
+    """(topic, partition) -> [start, end) that bronze holds for the hour: from bronze.event_ranges, or, for an hour
+    whose records committed without their ranges (a killed run), from the records' offsets."""
+    ranges = lakehouse.table("bronze.event_ranges")
+    if ranges.exists():
+        rows = ranges.read_hours(spark, [partition_key]).where(F.col("records") > 0).collect()
+        if rows:
+            return {(r["topic"], r["partition"]): (r["start_offset"], r["end_offset"]) for r in rows}
+    events = lakehouse.table("bronze.events")
+    if not events.exists():
+        return {}
+    rows = (events.read_hours(spark, [partition_key]).groupBy("topic", "partition")
+            .agg(F.min("offset").alias("first"), F.max("offset").alias("last")).collect())
+    return {(r["topic"], r["partition"]): (r["first"], r["last"] + 1) for r in rows}
 
 
 def read_kafka_ranges(spark: SparkSession, kafka: KafkaResource, ranges: list[OffsetRange]) -> DataFrame:
@@ -67,43 +77,36 @@ def read_kafka_ranges(spark: SparkSession, kafka: KafkaResource, ranges: list[Of
     )
 
 
-def refuse_partial_overwrite(previous: dict | None, ranges: list[OffsetRange], log_start: dict) -> None:
+def refuse_partial_overwrite(partition_key: str, held: dict[tuple, tuple], ranges: list[OffsetRange],
+                             log_start: dict) -> None:
     """Never replace a complete bronze hour with less than it holds (retention may have deleted records)."""
-    if not previous:
-        return
-    kept = {(r["topic"], r["partition"]): r for r in previous["ranges"]}
     for r in ranges:
-        old = kept.get((r.topic, r.partition))
-        if old and old["end"] > old["start"] and (r.start > old["start"] or r.end < old["end"]):
+        old = held.get((r.topic, r.partition))
+        if old and old[1] > old[0] and (r.start > old[0] or r.end < old[1]):
             raise PartialHourError(
-                f"{r.topic}/{r.partition}: bronze holds offsets [{old['start']}, {old['end']}) of hour "
-                f"{previous['hour']}, but Kafka now offers only [{r.start}, {r.end}) (log starts at "
+                f"{r.topic}/{r.partition}: bronze holds offsets [{old[0]}, {old[1]}) of hour "
+                f"{partition_key}, but Kafka now offers only [{r.start}, {r.end}) (log starts at "
                 f"{log_start[(r.topic, r.partition)]}; retention deleted the rest). The existing partition is kept.")
 
 
-def _neighbour_check(lakehouse: LakehouseResource, partition_key: str,
-                     ranges: list[OffsetRange]) -> dg.AssetCheckResult:
-    """This hour's ranges must start where the previous hour's end and end where the next hour's start."""
+def neighbour_problems(spark: SparkSession, lakehouse: LakehouseResource, partition_key: str,
+                       ranges: list[OffsetRange]) -> tuple[list[str], list[str]]:
+    """(neighbour hours compared, problems): this hour's ranges must start where the previous hour's end and end
+    where the next hour's start."""
+    table = lakehouse.table("bronze.event_ranges")
     start = hour_start(partition_key)
-    problems, compared = [], []
-    for neighbour, mine_attr, theirs_attr in ((start - timedelta(hours=1), "start", "end"),
-                                              (start + timedelta(hours=1), "end", "start")):
-        other = read_ranges(partition_path(lakehouse, "events", "bronze", hour_key(neighbour)))
-        if other is None:
-            continue
-        compared.append(other["hour"])
-        theirs = {(r["topic"], r["partition"]): r[theirs_attr] for r in other["ranges"]}
+    neighbours = {hour_key(start - timedelta(hours=1)): ("start", "end_offset"),
+                  hour_key(start + timedelta(hours=1)): ("end", "start_offset")}
+    rows = table.read_hours(spark, list(neighbours)).collect() if table.exists() else []
+    problems, compared = [], sorted({r["hour"] + ":00" for r in rows})
+    for row in rows:
+        mine_attr, theirs_column = neighbours[row["hour"] + ":00"]
         for r in ranges:
             mine = getattr(r, mine_attr)
-            if theirs.get((r.topic, r.partition), mine) != mine:
-                problems.append(f"{r.topic}/{r.partition}: {mine_attr} {mine} vs {other['hour']} "
-                                f"{theirs_attr} {theirs[(r.topic, r.partition)]}")
-    return dg.AssetCheckResult(
-        check_name="offset_ranges_meet_neighbours",
-        passed=not problems,
-        metadata={"neighbours_compared": ", ".join(compared) or "none materialized",
-                  "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
-    )
+            if (r.topic, r.partition) == (row["topic"], row["partition"]) and row[theirs_column] != mine:
+                problems.append(f"{r.topic}/{r.partition}: {mine_attr} {mine} vs {row['hour']}:00 "
+                                f"{theirs_column} {row[theirs_column]}")
+    return compared, problems
 
 
 def _ranges_table(ranges: list[OffsetRange]) -> str:
@@ -113,44 +116,40 @@ def _ranges_table(ranges: list[OffsetRange]) -> str:
 
 
 def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession,
-                     kafka: KafkaResource) -> tuple[dict, list[OffsetRange]]:
-    """Land one hour; return its `_ranges.json` content and ranges."""
+                     kafka: KafkaResource, log=None) -> dict:
+    """Land one hour in one commit of its records, then one of its ranges; return what was landed."""
     window = hourly_events.time_window_for_partition_key(partition_key)
     offsets = kafka.offsets()
     start_ms, end_ms = int(window.start.timestamp() * 1000), int(window.end.timestamp() * 1000)
     ranges = offsets.ranges(start_ms, end_ms)
     log_start = offsets.start([(r.topic, r.partition) for r in ranges])
-    final = partition_path(lakehouse, "events", "bronze", partition_key)
-    refuse_partial_overwrite(read_ranges(final), ranges, log_start)
+    refuse_partial_overwrite(partition_key, held_ranges(spark, lakehouse, partition_key), ranges, log_start)
     # Retention may have cut this hour's beginning when its range starts where the log now starts.
     maybe_truncated = [f"{r.topic}/{r.partition}" for r in ranges
                        if log_start[(r.topic, r.partition)] > 0 and r.start == log_start[(r.topic, r.partition)]]
     closed = time.time() * 1000 >= end_ms + CLOSE_GRACE.total_seconds() * 1000
-    manifest = {
-        "hour": partition_key,
-        "closed": closed,
-        "complete": not maybe_truncated,
-        "maybe_truncated": maybe_truncated,
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "ranges": [{"topic": r.topic, "partition": r.partition, "start": r.start, "end": r.end} for r in ranges],
-        "records": sum(r.count for r in ranges),
-        "landed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    with lakehouse.staged_dir(final) as staged:
-        read_kafka_ranges(spark, kafka, ranges).write.mode("overwrite").parquet(str(staged))
-        written = duckdb_scalar("SELECT count(*) FROM read_parquet(?)", str(staged / "*.parquet"))
-        if written != manifest["records"]:
-            raise RuntimeError(f"hour {partition_key}: Kafka ranges hold {manifest['records']} records but "
-                               f"{written} were written; nothing was replaced")
-        (staged / RANGES_NAME).write_text(json.dumps(manifest, indent=2))
-    return manifest, ranges
+    records = sum(r.count for r in ranges)
+    hour = F.lit(hour_value(partition_key)).alias(HOUR_COLUMN)
+    events = lakehouse.table("bronze.events")
+    commit = events.replace_hours(read_kafka_ranges(spark, kafka, ranges).select("*", hour), [partition_key], log)
+    if commit.rows != records:
+        raise RuntimeError(f"hour {partition_key}: Kafka ranges hold {records} records but {commit.rows} were "
+                           f"written (bronze.events version {commit.version})")
+    landed_at = datetime.now(UTC)
+    rows = [(r.topic, r.partition, r.start, r.end, r.count, closed, f"{r.topic}/{r.partition}" not in maybe_truncated,
+             landed_at, kafka.bootstrap_servers, hour_value(partition_key)) for r in ranges]
+    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(rows, RANGES_SCHEMA),
+                                                         [partition_key], log)
+    return {"hour": partition_key, "ranges": ranges, "records": records, "closed": closed,
+            "maybe_truncated": maybe_truncated, "version": commit.version}
 
 
 @dg.asset(
     partitions_def=hourly_events,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="bronze",
-    kinds={"kafka", "spark", "parquet"},
+    kinds={"kafka", "spark", "delta"},
+    pool=EVENT_HOURS_POOL,
     check_specs=[dg.AssetCheckSpec("offset_ranges_meet_neighbours", asset="bronze_events",
                                    description="no gap and no overlap with the previous and next hour")],
 )
@@ -165,43 +164,49 @@ def bronze_events(
     """
     spark = pyspark.spark_session
     started = time.monotonic()
-    hours, checks = [], []
+    hours, compared, problems = [], set(), []
     # A single-run backfill hands over many hours: land them in order in this one Spark session.
     for partition_key in context.partition_keys:
         try:
-            manifest, ranges = materialize_hour(partition_key, lakehouse, spark, kafka)
+            landed = retry_on_conflict(lambda key=partition_key: materialize_hour(key, lakehouse, spark, kafka,
+                                                                                  context.log), context.log)
         except PartialHourError as error:
             raise dg.Failure(description=str(error)) from error
-        if manifest["maybe_truncated"]:
+        if landed["maybe_truncated"]:
             context.log.warning(f"hour {partition_key}: retention may have deleted its first records in "
-                                f"{', '.join(manifest['maybe_truncated'])}")
-        context.log.info(f"hour {partition_key}: {manifest['records']} records")
-        hours.append((partition_key, manifest, ranges))
-        checks.append(_neighbour_check(lakehouse, partition_key, ranges))
-    register_views(lakehouse, ["bronze.events"], context.log)
+                                f"{', '.join(landed['maybe_truncated'])}")
+        context.log.info(f"hour {partition_key}: {landed['records']} records (bronze.events version "
+                         f"{landed['version']})")
+        hours.append(landed)
+        neighbours, found = neighbour_problems(spark, lakehouse, partition_key, landed["ranges"])
+        compared.update(neighbours)
+        problems += found
     seconds = time.monotonic() - started
-    records = sum(manifest["records"] for _, manifest, _ in hours)
+    records = sum(h["records"] for h in hours)
     per_topic = {}
-    for _, _, ranges in hours:
-        for r in ranges:
+    for landed in hours:
+        for r in landed["ranges"]:
             per_topic[r.topic] = per_topic.get(r.topic, 0) + r.count
-    problems = [c.metadata["problems"].value for c in checks if not c.passed]
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(records),
-            "path": dg.MetadataValue.path(str(lakehouse.table_path("bronze", "events"))),
-            "hours": ", ".join(key for key, _, _ in hours),
-            "offset_ranges": dg.MetadataValue.md("\n\n".join(f"**{key}**\n\n{_ranges_table(ranges)}"
-                                                              for key, _, ranges in hours)),
+            "delta_version": dg.MetadataValue.int(hours[-1]["version"]),
+            "table": "bronze.events",
+            "path": dg.MetadataValue.path(lakehouse.table("bronze.events").uri),
+            "hours": ", ".join(h["hour"] for h in hours),
+            "offset_ranges": dg.MetadataValue.md("\n\n".join(f"**{h['hour']}**\n\n{_ranges_table(h['ranges'])}"
+                                                              for h in hours)),
             **{f"records_{topic}": dg.MetadataValue.int(n) for topic, n in sorted(per_topic.items())},
-            "hour_closed": all(manifest["closed"] for _, manifest, _ in hours),
-            "complete": all(manifest["complete"] for _, manifest, _ in hours),
+            "hour_closed": all(h["closed"] for h in hours),
+            "complete": not any(h["maybe_truncated"] for h in hours),
             "seconds": round(seconds, 2),
             "records_per_second": round(records / seconds, 1) if seconds else 0.0,
         },
         check_results=[dg.AssetCheckResult(
             check_name="offset_ranges_meet_neighbours",
             passed=not problems,
-            metadata={"hours_checked": len(checks), "problems": dg.MetadataValue.md("\n".join(problems) or "none")},
+            metadata={"hours_checked": len(hours), "neighbours_compared": ", ".join(sorted(compared)) or "none",
+                      "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
         )],
     )
+

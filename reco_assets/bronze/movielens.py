@@ -18,10 +18,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST as MANIFEST_NAME
+
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "movielens" / "ml-latest-small"
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 GROUPLENS_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
-MANIFEST_NAME = "_manifest.json"
 
 # The files every MovieLens release since ml-latest-small ships, with their exact header.
 EXPECTED_HEADERS = {
@@ -230,8 +231,29 @@ def build_manifest(target: Path, source_info: dict) -> dict:
     }
 
 
+def publish(bronze_dir: Path, landed: Path, manifest: dict) -> None:
+    """Make `landed` (a folder of bronze_dir) the current copy: one atomic replace of the published manifest, which
+    names it; older copies are removed afterwards (a reader mid-way keeps the copy it opened a moment longer)."""
+    published = {**manifest, "folder": landed.name}
+    staged = bronze_dir / f".{MANIFEST_NAME}.{landed.name}"
+    staged.write_text(json.dumps(published, indent=2))
+    os.replace(staged, bronze_dir / MANIFEST_NAME)
+    for old in bronze_dir.glob("landed-*"):
+        if old.name != landed.name and old.stat().st_mtime < time.time() - 60:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def read_manifest(bronze_dir: Path) -> dict:
+    """The published manifest; its `folder` (below bronze_dir) holds the current files."""
     path = bronze_dir / MANIFEST_NAME
     if not path.is_file():
         raise MovieLensError(f"{bronze_dir} has no {MANIFEST_NAME}: materialize bronze_movielens first")
     return json.loads(path.read_text())
+
+
+def current_folder(bronze_dir: Path) -> Path | None:
+    """The folder of the current MovieLens files, None before the first landing."""
+    try:
+        return bronze_dir / read_manifest(bronze_dir)["folder"]
+    except (MovieLensError, KeyError):
+        return None

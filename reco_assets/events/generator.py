@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
 
 from reco_assets.contracts import TOPICS
+from reco_assets.lakehouse import LakehouseResource, duck
+from reco_assets.lakehouse.duck import connect
 
 DEFAULT_MIX = {"view": 0.6, "click": 0.3, "rating": 0.1}
 DEVICES = ["mobile", "desktop", "tablet", "smart_tv"]
@@ -39,25 +40,28 @@ class Population:
     source: str
 
     @classmethod
-    def from_ratings(cls, parquet_or_csv: str | Path) -> "Population":
-        path = str(parquet_or_csv)
-        reader = "read_parquet" if not path.endswith(".csv") else "read_csv"
-        user_col, movie_col = ("user_id", "movie_id") if reader == "read_parquet" else ("userId", "movieId")
-        with duckdb.connect() as con:
-            counts = "SELECT {}, count(*) FROM {}(?) GROUP BY 1 ORDER BY 1"
-            users = con.execute(counts.format(user_col, reader), [path]).fetchnumpy()
-            movies = con.execute(counts.format(movie_col, reader), [path]).fetchnumpy()
-        if len(users[user_col]) == 0:
+    def from_ratings(cls, source: str) -> "Population":
+        """From a DuckDB source of ratings: silver ratings (`user_id`, `movie_id`) or a ratings.csv reader."""
+        user_col, movie_col = ("userId", "movieId") if "read_csv" in source else ("user_id", "movie_id")
+        with connect() as con:
+            counts = "SELECT {} AS id, count(*) AS n FROM {} GROUP BY 1 ORDER BY 1"
+            users = con.execute(counts.format(user_col, source)).fetchnumpy()
+            movies = con.execute(counts.format(movie_col, source)).fetchnumpy()
+        path = source
+        if len(users["id"]) == 0:
             raise ValueError(f"{path} holds no ratings to draw users and movies from")
         weights = lambda counts: (counts / counts.sum()).astype(float)  # noqa: E731
-        return cls(users[user_col].astype(np.int64), weights(users["count_star()"].astype(float)),
-                   movies[movie_col].astype(np.int64), weights(movies["count_star()"].astype(float)), path)
+        return cls(users["id"].astype(np.int64), weights(users["n"].astype(float)),
+                   movies["id"].astype(np.int64), weights(movies["n"].astype(float)), path)
 
 
-def ratings_source(data_dir: str | Path, bundled: Path) -> Path:
-    """Silver ratings when they are materialized, else the bundled MovieLens sample's ratings.csv."""
-    silver = Path(data_dir).expanduser() / "lakehouse" / "silver" / "ratings"
-    return silver / "*.parquet" if any(silver.glob("*.parquet")) else bundled / "ratings.csv"
+def ratings_source(data_dir: str | Path, bundled: Path) -> str:
+    """Silver ratings when they are materialized, else the bundled MovieLens sample's ratings.csv, as a DuckDB
+    source (`delta_scan(...)` or `read_csv(...)`)."""
+    silver = LakehouseResource(data_dir=str(data_dir)).table("silver.ratings")
+    if silver.exists():
+        return silver.duckdb()
+    return f"read_csv({duck.sql_string(str(bundled / 'ratings.csv'))}, header = true)"
 
 
 def load_population(data_dir: str | Path, bundled: Path) -> Population:

@@ -4,13 +4,11 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
-
-import duckdb
 
 from reco_assets.contracts import TOPICS
 from reco_assets.events.generator import Batch, EventGenerator
 from reco_assets.events.producer import EventProducer, Progress, paced
+from reco_assets.lakehouse.duck import connect
 
 CHUNK = 50_000
 REPLAY_NAMESPACE = uuid.UUID("7d0c8c3e-52a4-4f55-9a8e-0b7c6e2f3a10")
@@ -57,16 +55,15 @@ def generate_stream(producer: EventProducer, generator: EventGenerator, rate: fl
     return kinds
 
 
-def movielens_ratings(source: Path, limit: int | None = None):
-    """(user_id, movie_id, rating, epoch seconds) in timestamp order, from silver Parquet or a ratings.csv."""
-    path = str(source)
-    if path.endswith(".csv"):
-        select = "SELECT userId, movieId, rating, timestamp FROM read_csv(?, header = true)"
+def movielens_ratings(source: str, limit: int | None = None):
+    """(user_id, movie_id, rating, epoch seconds) in timestamp order, from a `ratings_source` (silver or CSV)."""
+    if "read_csv" in source:
+        select = f"SELECT userId, movieId, rating, timestamp FROM {source}"
     else:
-        select = "SELECT user_id, movie_id, rating, epoch(rated_at)::BIGINT FROM read_parquet(?)"
+        select = f"SELECT user_id, movie_id, rating, epoch(rated_at)::BIGINT FROM {source}"
     sql = f"{select} ORDER BY 4, 1, 2" + (f" LIMIT {int(limit)}" if limit else "")
-    with duckdb.connect() as con:
-        return con.execute(sql, [path]).fetchall()
+    with connect() as con:
+        return con.execute(sql).fetchall()
 
 
 def replay_batch(rows) -> Batch:
@@ -84,7 +81,7 @@ def replay_batch(rows) -> Batch:
     return batch
 
 
-def replay_movielens(producer: EventProducer, source: Path, speedup: float | None, limit: int | None,
+def replay_movielens(producer: EventProducer, source: str, speedup: float | None, limit: int | None,
                      progress: Progress | None = None) -> int:
     """Publish MovieLens ratings in time order; with `speedup`, keep their gaps divided by it."""
     producer.check_reachable()

@@ -3,6 +3,7 @@
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -15,12 +16,12 @@ from pyspark.sql import functions as F
 
 from reco_assets.gold import trending
 from reco_assets.gold.ranking import ItemIndex, kept_ranks, padded, ranking_metrics, top_k
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.silver.events import read_events
 
 RECOMMENDATION_SCHEMA = "user_id INT, rank INT, movie_id INT, score FLOAT"
 METRIC_NAMES = ("precision", "recall", "ndcg", "map")
 EVALUATION_ROW_SCHEMA = "user_id INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, recommended ARRAY<INT>"
-MODEL_INFO = "_model.json"
 
 # What ALS learns from is a per-(user, movie) signal in stars (confidence = 1 + alpha × signal): the latest
 # explicit rating (MovieLens or streamed), plus the stream's implicit events — a view (the movie's page opened
@@ -176,18 +177,11 @@ def evaluate_lists(lists: DataFrame, k: int) -> DataFrame:
     return lists.select("id", "recommended", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
 
 
-def read_silver_events(spark, lakehouse: LakehouseResource) -> DataFrame | None:
-    """Every hour of silver_events written so far, with `hour`, read once and cached; None when there is none.
-
-    The sensor rewrites the open hour every few seconds: the cached snapshot keeps a run from seeing it change,
-    or from losing files it listed. The caller unpersists it.
-    """
-    hours = trending.materialized_hours(lakehouse, "silver", "events")
-    if not hours:
-        return None
-    events = trending.read_hours(spark, lakehouse, "silver", "events", hours).cache()
-    events.count()
-    return events
+def read_silver_events(spark, lakehouse: LakehouseResource) -> tuple[DataFrame | None, int | None]:
+    """Every silver event so far, pinned to the current version of silver.event_outcomes (every action reads the
+    same snapshot while the sensor's runs commit new hours), and that version; (None, None) before the first."""
+    version = lakehouse.table("silver.event_outcomes").version(spark)
+    return (None, None) if version is None else (read_events(spark, lakehouse, version=version), version)
 
 
 def interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
@@ -260,9 +254,32 @@ def summarize(per_user: DataFrame, catalog_size: int, train_item_users: DataFram
     return summary
 
 
-def load_model(lakehouse: LakehouseResource) -> tuple[ALSModel, dict]:
-    path = lakehouse.table_path("gold", "als_model")
-    return ALSModel.load(str(path / "model")), json.loads((path / MODEL_INFO).read_text())
+@dataclass(frozen=True)
+class Factors:
+    """A trained model as gold.als_factors keeps it: user and item factors (`id`, `features`) and what it is."""
+
+    users: DataFrame
+    items: DataFrame
+    info: dict
+
+
+def factors_table(model: ALSModel, info: dict) -> DataFrame:
+    """The rows of gold.als_factors: one per user and per item, with the model's version and description."""
+    described = [F.lit(info["model_version"]).alias("model_version"), F.lit(json.dumps(info)).alias("model_info")]
+    return (model.userFactors.select(F.lit("user").alias("side"), "id", "features", *described)
+            .unionByName(model.itemFactors.select(F.lit("item").alias("side"), "id", "features", *described)))
+
+
+def load_factors(spark, lakehouse: LakehouseResource) -> Factors:
+    """The served model (gold.als_factors), read at one version."""
+    table = lakehouse.table("gold.als_factors")
+    if not table.exists():
+        raise dg.Failure("gold.als_factors does not exist: materialize als_model first")
+    factors, _ = table.pinned(spark)
+    info = json.loads(factors.select("model_info").first()[0])
+    side = F.col("side")
+    return Factors(factors.where(side == "user").select("id", "features"),
+                   factors.where(side == "item").select("id", "features"), info)
 
 
 def rmse(model: ALSModel, test: DataFrame) -> float:

@@ -1,11 +1,9 @@
 """Gold: ALS recommendations, similar movies, the popularity baseline, the hybrid and the offline evaluation."""
 
-import json
 import time
 from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pandas as pd
 from dagster_pyspark import LazyPySparkResource
@@ -16,17 +14,18 @@ from pyspark.sql import functions as F
 from reco_assets.gold import als, hybrid
 from reco_assets.gold.hybrid import HybridWeights
 from reco_assets.gold.ranking import ItemIndex
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.duck import connect, scalar
+from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import silver_movies, silver_ratings, silver_tags
 from reco_assets.silver.events import silver_events
-from reco_assets.tables import duckdb_scalar, table_metadata
 
-GOLD_KINDS = {"spark", "parquet"}
+GOLD_KINDS = {"spark", "delta"}
 MODELS = ("als", "popularity", "hybrid")
 
 
 def _read(spark, lakehouse: LakehouseResource, layer: str, table: str) -> DataFrame:
-    return spark.read.parquet(str(lakehouse.table_path(layer, table)))
+    return lakehouse.table(f"{layer}.{table}").read(spark)
 
 
 def _join_movies(df: DataFrame, movies: DataFrame, on: str = "movie_id", **columns: str) -> DataFrame:
@@ -122,7 +121,8 @@ def _evaluation_rows(
             deps=[silver_ratings, silver_events],
             description=(
                 "Spark MLlib ALS model trained on all silver ratings plus the streamed ratings, views and clicks "
-                "of every silver_events hour (factors saved with Spark ML)."
+                "of every silver_events hour: its user and item factors in gold.als_factors, with the versions of "
+                "the silver tables it trained on."
             ),
         ),
         dg.AssetSpec(
@@ -143,8 +143,10 @@ def als_model_and_evaluation(
 ):
     """Evaluate the ALS settings on a hold-out, then train the served model with them on every rating and event."""
     spark = pyspark.spark_session
-    ratings = _read(spark, lakehouse, "silver", "ratings").select("user_id", "movie_id", "rating", "rated_at").cache()
-    events = als.read_silver_events(spark, lakehouse)
+    ratings_table = lakehouse.table("silver.ratings")
+    ratings, ratings_version = ratings_table.pinned(spark)
+    ratings = ratings.select("user_id", "movie_id", "rating", "rated_at").cache()
+    events, events_version = als.read_silver_events(spark, lakehouse)
     trained_at = datetime.now(UTC)
     version = f"als-{trained_at:%Y%m%dT%H%M%SZ}-{config.fingerprint()}"
 
@@ -175,18 +177,14 @@ def als_model_and_evaluation(
         ]
     )
     evaluation = evaluation.astype(object).where(evaluation.notna(), None)  # NULL, not NaN, where a metric has no value
-    eval_path = lakehouse.write_table(
-        spark.createDataFrame(
-            evaluation,
-            schema=(
-                "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
-                "novelty DOUBLE, rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
-            ),
+    eval_table = lakehouse.table("gold.reco_evaluation")
+    eval_commit = eval_table.overwrite(spark.createDataFrame(
+        evaluation,
+        schema=(
+            "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
+            "novelty DOUBLE, rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
         ),
-        "gold",
-        "reco_evaluation",
-        num_files=1,
-    )
+    ).coalesce(1))
     by_model = {row["model"]: row for row in rows}
     als_row = by_model["als"]
     metrics = {
@@ -209,7 +207,8 @@ def als_model_and_evaluation(
             "users_evaluated": dg.MetadataValue.int(als_row["users"]),
             "split": f"per-user chronological hold-out, latest {config.holdout_fraction:.0%} (at least one)",
             "model_version": version,
-            "path": dg.MetadataValue.path(str(eval_path)),
+            "delta_version": dg.MetadataValue.int(eval_commit.version),
+            "path": dg.MetadataValue.path(eval_table.uri),
             "summary": dg.MetadataValue.md(evaluation.drop(columns=["evaluated_at"]).to_markdown(index=False)),
             "seconds": round(time.monotonic() - started, 2),
             "stage_seconds": dg.MetadataValue.json(stage_seconds),
@@ -219,28 +218,32 @@ def als_model_and_evaluation(
     started = time.monotonic()
     training = als.interactions(ratings, events).cache()
     model = config.als().fit(training)
-    final = lakehouse.table_path("gold", "als_model")
+    trained_on = {"silver.ratings": ratings_version, "silver.event_outcomes": events_version}
     info = {
         "model_version": version,
         "trained_at": trained_at.isoformat(timespec="seconds"),
         "params": config.model_dump(),
+        "trained_on_versions": trained_on,
         "ratings": ratings.count(),
         "interactions": training.count(),
         "stream_events": events.count() if events is not None else 0,
         "users": model.userFactors.count(),
         "items": model.itemFactors.count(),
     }
-    with lakehouse.staged_dir(final) as staged:
-        model.save(str(staged / "model"))
-        (staged / als.MODEL_INFO).write_text(json.dumps(info, indent=2))
-    for frame in (ratings, training, events):
-        if frame is not None:
-            frame.unpersist()
+    factors = lakehouse.table("gold.als_factors")
+    commit = factors.overwrite(als.factors_table(model, info))
+    for frame in (ratings, training):
+        frame.unpersist()
     yield dg.MaterializeResult(
         asset_key="als_model",
         metadata={
             "model_version": version,
-            "path": dg.MetadataValue.path(str(final)),
+            "delta_version": dg.MetadataValue.int(commit.version),
+            "table": factors.name,
+            "path": dg.MetadataValue.path(factors.uri),
+            "silver_ratings_version": dg.MetadataValue.int(ratings_version),
+            "silver_events_version": (dg.MetadataValue.int(events_version) if events_version is not None
+                                      else "no events"),
             "params": dg.MetadataValue.json(config.model_dump()),
             "ratings": dg.MetadataValue.int(info["ratings"]),
             "interactions": dg.MetadataValue.int(info["interactions"]),
@@ -263,26 +266,26 @@ def gold_recommendations(
     """Top-K movies per user by the ALS model, never one the user has rated or viewed."""
     started = time.monotonic()
     spark = pyspark.spark_session
-    model, info = als.load_model(lakehouse)
-    events = als.read_silver_events(spark, lakehouse)
+    model = als.load_factors(spark, lakehouse)
+    info = model.info
+    events, _ = als.read_silver_events(spark, lakehouse)
     seen = als.user_histories(als.interactions(_read(spark, lakehouse, "silver", "ratings"), events))
-    queries = model.userFactors.join(seen.select("id", "exclude"), "id", "left").withColumn(
+    queries = model.users.join(seen.select("id", "exclude"), "id", "left").withColumn(
         "exclude", F.coalesce("exclude", F.array().cast("array<int>"))
     )
     # cached: the sorted write samples its input first, which would score every user twice
-    recommendations = als.recommend_top_k(queries, als.item_index(model.itemFactors), config.k).cache()
-    table = (
+    recommendations = als.recommend_top_k(queries, als.item_index(model.items), config.k).cache()
+    df = (
         _join_movies(recommendations, _read(spark, lakehouse, "silver", "movies"), title="title", year="year")
         .withColumn("model_version", F.lit(info["model_version"]))
         .select("user_id", "rank", "movie_id", "score", "title", "year", "model_version")
         .orderBy("user_id", "rank")
     )
-    path = lakehouse.write_table(table, "gold", "recommendations")
-    for frame in (recommendations, events):
-        if frame is not None:
-            frame.unpersist()
+    table = lakehouse.table("gold.recommendations")
+    commit = table.overwrite(df)
+    recommendations.unpersist()
     return dg.MaterializeResult(
-        metadata=table_metadata(spark, path, started, k=config.k, model_version=info["model_version"])
+        metadata=commit_metadata(table, commit, df, started, k=config.k, model_version=info["model_version"])
     )
 
 
@@ -298,8 +301,9 @@ def gold_similar_movies(
     """Top-N neighbours per movie by cosine similarity of the ALS item factors."""
     started = time.monotonic()
     spark = pyspark.spark_session
-    model, info = als.load_model(lakehouse)
-    factors = als.item_index(model.itemFactors)
+    model = als.load_factors(spark, lakehouse)
+    info = model.info
+    factors = als.item_index(model.items)
     ids = factors.ids
     unit = factors.vectors / np.maximum(np.linalg.norm(factors.vectors, axis=1, keepdims=True), 1e-12)
     counts = _read(spark, lakehouse, "silver", "ratings").groupBy("movie_id").count()
@@ -313,7 +317,7 @@ def gold_similar_movies(
         F.col("user_id").alias("movie_id"), "rank", F.col("movie_id").alias("similar_movie_id"), "score"
     ).cache()  # the sorted write samples its input first
     movies = _read(spark, lakehouse, "silver", "movies")
-    table = (
+    df = (
         _join_movies(
             _join_movies(neighbours, movies, title="title"), movies, on="similar_movie_id", similar_title="title"
         )
@@ -321,10 +325,11 @@ def gold_similar_movies(
         .select("movie_id", "rank", "similar_movie_id", "score", "title", "similar_title", "model_version")
         .orderBy("movie_id", "rank")
     )
-    path = lakehouse.write_table(table, "gold", "similar_movies")
+    table = lakehouse.table("gold.similar_movies")
+    commit = table.overwrite(df)
     neighbours.unpersist()
     return dg.MaterializeResult(
-        metadata=table_metadata(spark, path, started, n=config.n, min_ratings=config.min_ratings)
+        metadata=commit_metadata(table, commit, df, started, n=config.n, min_ratings=config.min_ratings)
     )
 
 
@@ -340,23 +345,21 @@ def gold_popular_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResour
     )
     by_popularity = Window.orderBy(F.col("num_ratings").desc(), F.col("avg_rating").desc(), "movie_id")
     ranked = popularity.withColumn("rank", F.row_number().over(by_popularity))
-    table = (
+    df = (
         _join_movies(ranked, _read(spark, lakehouse, "silver", "movies"), title="title", year="year")
         .select("rank", "movie_id", "num_ratings", "avg_rating", "title", "year")
         .orderBy("rank")
+        .coalesce(1)
     )
-    path = lakehouse.write_table(table, "gold", "popular_movies", num_files=1)
-    return dg.MaterializeResult(metadata=table_metadata(spark, path, started))
+    table = lakehouse.table("gold.popular_movies")
+    return dg.MaterializeResult(metadata=commit_metadata(table, table.overwrite(df), df, started))
 
 
 @dg.asset_check(asset="gold_reco_evaluation", blocking=False, description="ALS beats the popularity baseline on nDCG@K")
 def als_beats_popularity(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    with duckdb.connect() as con:
-        ndcg = dict(
-            con.execute(
-                "SELECT model, ndcg FROM read_parquet(?)", [lakehouse.parquet_glob("gold", "reco_evaluation")]
-            ).fetchall()
-        )
+    with connect() as con:
+        ndcg = dict(con.execute(f"SELECT model, ndcg FROM {lakehouse.table('gold.reco_evaluation').duckdb()}")
+                    .fetchall())
     ratio = ndcg["als"] / ndcg["popularity"] if ndcg.get("popularity") else float("inf")
     return dg.AssetCheckResult(
         passed=ndcg["als"] > ndcg["popularity"],
@@ -366,24 +369,19 @@ def als_beats_popularity(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=gold_recommendations, blocking=True, description="no user is recommended a movie they rated")
 def recommendations_exclude_rated(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    already_rated = duckdb_scalar(
-        "SELECT count(*) FROM read_parquet(?) r SEMI JOIN read_parquet(?) s USING (user_id, movie_id)",
-        lakehouse.parquet_glob("gold", "recommendations"),
-        lakehouse.parquet_glob("silver", "ratings"),
-    )
+    already_rated = scalar(
+        f"SELECT count(*) FROM {lakehouse.table('gold.recommendations').duckdb()} r "
+        f"SEMI JOIN {lakehouse.table('silver.ratings').duckdb()} s USING (user_id, movie_id)")
     return dg.AssetCheckResult(passed=already_rated == 0, metadata={"recommendations_already_rated": already_rated})
 
 
 @dg.asset_check(asset=gold_recommendations, description="every user with ratings has a full list of K movies")
 def recommendations_cover_every_user(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    short = duckdb_scalar(
-        "WITH users AS (SELECT DISTINCT user_id FROM read_parquet(?)), "
-        "lists AS (SELECT user_id, count(*) AS n FROM read_parquet(?) GROUP BY user_id), "
-        "k AS (SELECT max(n) AS k FROM lists) "
-        "SELECT count(*) FROM users LEFT JOIN lists USING (user_id), k WHERE coalesce(n, 0) < k.k",
-        lakehouse.parquet_glob("silver", "ratings"),
-        lakehouse.parquet_glob("gold", "recommendations"),
-    )
+    short = scalar(
+        f"WITH users AS (SELECT DISTINCT user_id FROM {lakehouse.table('silver.ratings').duckdb()}), "
+        f"lists AS (SELECT user_id, count(*) AS n FROM {lakehouse.table('gold.recommendations').duckdb()} "
+        "GROUP BY user_id), k AS (SELECT max(n) AS k FROM lists) "
+        "SELECT count(*) FROM users LEFT JOIN lists USING (user_id), k WHERE coalesce(n, 0) < k.k")
     return dg.AssetCheckResult(passed=short == 0, metadata={"users_without_full_list": short})
 
 

@@ -16,7 +16,6 @@ import time
 from datetime import UTC
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pandas as pd
 from dagster_pyspark import LazyPySparkResource
@@ -30,10 +29,11 @@ from sklearn.preprocessing import normalize
 
 from reco_assets.gold import als, trending
 from reco_assets.gold.ranking import ItemIndex, kept_ranks, locate, padded, top_k
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.duck import scalar
+from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import silver_movies, silver_ratings, silver_tags
-from reco_assets.silver.events import silver_events
-from reco_assets.tables import duckdb_scalar, table_metadata
+from reco_assets.silver.events import recent_events, silver_events
 
 LN2 = math.log(2.0)
 # 2 ** -1100 is 0 in float64: an event this many half-lives old contributes nothing.
@@ -364,7 +364,7 @@ def served_trend(
 ) -> tuple[DataFrame, str]:
     """(movie_id, trend_score now, where it comes from), cached: the stream's decayed events (gold_trending_now's
     score) when silver holds events, else the ratings' decayed popularity as of the latest rating."""
-    events, as_of = trending.recent_events(spark, lakehouse, config.stream_window_hours)
+    events, as_of = recent_events(spark, lakehouse, config.stream_window_hours)
     if events is not None:
         trend = trending.decayed_scores(events, as_of, config.stream_half_life_hours).select("movie_id", "trend_score")
         source = f"stream events as of {as_of.isoformat()}"
@@ -395,7 +395,7 @@ def cold_start(spark, users: DataFrame, interactions: DataFrame, trend: DataFram
     return rows.join(F.broadcast(spark.createDataFrame(pool[["movie_id", "trend_score"]])), "movie_id", "left")
 
 
-@dg.asset(group_name="gold", kinds={"spark", "parquet"},
+@dg.asset(group_name="gold", kinds={"spark", "delta"},
           deps=["als_model", silver_ratings, silver_movies, silver_tags, silver_events])
 def gold_hybrid_recommendations(
     config: HybridConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
@@ -407,39 +407,38 @@ def gold_hybrid_recommendations(
     spark = pyspark.spark_session
 
     def read(table: str) -> DataFrame:
-        return spark.read.parquet(str(lakehouse.table_path("silver", table)))
+        return lakehouse.table(f"silver.{table}").read(spark)
 
-    model, info = als.load_model(lakehouse)
-    ratings, events = read("ratings"), als.read_silver_events(spark, lakehouse)
+    model = als.load_factors(spark, lakehouse)
+    info = model.info
+    ratings, (events, _) = read("ratings"), als.read_silver_events(spark, lakehouse)
     events_read_until = events.agg(F.max("received_at")).first()[0] if events is not None else None
     interactions = als.interactions(ratings, events).cache()
     users = als.user_histories(interactions).cache()
     trend, trend_source = served_trend(spark, lakehouse, ratings, config)
-    hybrid = hybrid_top_k(users.join(model.userFactors, "id"), als.item_index(model.itemFactors),
+    hybrid = hybrid_top_k(users.join(model.users, "id"), als.item_index(model.items),
                           content_index(read("movies"), read("tags")), trend.toPandas(), weights, config.candidates,
                           config.k).withColumn("source", F.lit("hybrid")).cache()  # the sorted write samples first
-    cold = cold_start(spark, users.join(model.userFactors, "id", "left_anti"), interactions, trend, config.k)
+    cold = cold_start(spark, users.join(model.users, "id", "left_anti"), interactions, trend, config.k)
     version = f"{info['model_version']}+hybrid-{config.fingerprint()}"
-    table = (
+    df = (
         hybrid.unionByName(cold.withColumn("source", F.lit("cold_start")), allowMissingColumns=True)
         .join(F.broadcast(read("movies").select("movie_id", "title")), "movie_id", "left")
         .withColumn("model_version", F.lit(version))
         .select(*[F.col(c).cast("float") if c in SIGNAL_COLUMNS else F.col(c) for c in HYBRID_COLUMNS])
         .orderBy(F.col("user_id").asc_nulls_first(), "rank")
     )
-    path = lakehouse.write_table(table, "gold", "hybrid_recommendations")
-    for frame in (interactions, users, trend, events, hybrid):
-        if frame is not None:
-            frame.unpersist()
-    with duckdb.connect() as con:
-        users_by_source = dict(con.execute(
-            "SELECT source, count(DISTINCT user_id) FROM read_parquet(?) GROUP BY source",
-            [lakehouse.parquet_glob("gold", "hybrid_recommendations")],
-        ).fetchall())
+    table = lakehouse.table("gold.hybrid_recommendations")
+    commit = table.overwrite(df)
+    for frame in (interactions, users, trend, hybrid):
+        frame.unpersist()
+    users_by_source = {row["source"]: row["users"] for row in table.read(spark, commit.version).groupBy("source")
+                       .agg(F.countDistinct("user_id").alias("users")).collect()}
     extra = {"events_read_until": dg.MetadataValue.timestamp(events_read_until.astimezone(UTC))} if (
         events_read_until) else {}
-    return dg.MaterializeResult(metadata=table_metadata(
-        spark, path, started, k=config.k, model_version=version, weights=dg.MetadataValue.json(config.model_dump()),
+    return dg.MaterializeResult(metadata=commit_metadata(
+        table, commit, df, started, k=config.k, model_version=version,
+        weights=dg.MetadataValue.json(config.model_dump()),
         trend_source=trend_source, users_hybrid=dg.MetadataValue.int(users_by_source.get("hybrid", 0)),
         users_cold_start=dg.MetadataValue.int(users_by_source.get("cold_start", 0)), **extra,
     ))
@@ -450,13 +449,14 @@ def gold_hybrid_recommendations(
 def hybrid_excludes_seen(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     materialization = context.instance.get_latest_materialization_event(gold_hybrid_recommendations.key)
     until = materialization.asset_materialization.metadata.get("events_read_until")
-    seen = "SELECT user_id, movie_id FROM read_parquet(?)"
-    params = [lakehouse.parquet_glob("gold", "hybrid_recommendations"), lakehouse.parquet_glob("silver", "ratings")]
+    seen = f"SELECT user_id, movie_id FROM {lakehouse.table('silver.ratings').duckdb()}"
+    params = []
     if until is not None:
-        seen += (" UNION ALL SELECT user_id, movie_id FROM read_parquet(?) "
+        seen += (f" UNION ALL SELECT user_id, movie_id FROM "
+                 f"{lakehouse.table('silver.event_outcomes').duckdb('silver.events')} "
                  f"WHERE event_type IN {tuple(als.SEEN_EVENT_TYPES)} AND epoch_us(received_at) <= ?")
-        params += [str(lakehouse.table_path("silver", "events") / "hour=*" / "*.parquet"), round(until.value * 1e6)]
-    already_seen = duckdb_scalar(
-        f"SELECT count(*) FROM read_parquet(?) h SEMI JOIN ({seen}) s USING (user_id, movie_id)", *params
-    )
+        params.append(round(until.value * 1e6))
+    already_seen = scalar(
+        f"SELECT count(*) FROM {lakehouse.table('gold.hybrid_recommendations').duckdb()} h "
+        f"SEMI JOIN ({seen}) s USING (user_id, movie_id)", *params)
     return dg.AssetCheckResult(passed=already_seen == 0, metadata={"recommendations_already_seen": already_seen})

@@ -9,14 +9,15 @@ from pydantic import Field
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from reco_assets.catalog import register_views
+from reco_assets.bronze.events import EVENT_HOURS_POOL
 from reco_assets.gold import trending
-from reco_assets.partitions import hour_folder, hour_key, hour_start, hourly_events
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource, Table, retry_on_conflict
+from reco_assets.lakehouse.hours import HOUR_COLUMN, HOUR_PATTERN, hour_key, hour_start, hourly_events, hours_between
+from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import silver_movies
-from reco_assets.tables import duckdb_scalar, table_metadata
+from reco_assets.silver.events import read_events, recent_events
 
-STREAM_KINDS = {"spark", "parquet"}
+STREAM_KINDS = {"spark", "delta"}
 TRENDING_COLUMNS = ["hour", "rank", "movie_id", "title", "genres", "genre_ranks", "trend_score", "events",
                     "baseline_mean", "views", "clicks", "ratings", "unique_users", "avg_rating", "watch_seconds"]
 
@@ -26,63 +27,39 @@ trailing_silver_hours = dg.TimeWindowPartitionMapping(
 )
 
 
-def _hours_between(first: str, last: str) -> list[str]:
-    keys, moment = [], hour_start(first)
-    while moment <= hour_start(last):
-        keys.append(hour_key(moment))
-        moment += timedelta(hours=1)
-    return keys
-
-
 def _hour_column(df: DataFrame) -> DataFrame:
-    return df.withColumn("hour", F.date_format("hour", "yyyy-MM-dd-HH"))
+    return df.withColumn(HOUR_COLUMN, F.date_format(HOUR_COLUMN, HOUR_PATTERN))
 
 
 def _movies(spark, lakehouse: LakehouseResource, log) -> DataFrame:
     """silver_movies, or no movies (titles empty, genre `(unknown)`) when the batch graph has not run yet."""
-    path = lakehouse.table_path("silver", "movies")
-    if path.exists():
-        return spark.read.parquet(str(path))
+    movies = lakehouse.table("silver.movies")
+    if movies.exists():
+        return movies.read(spark)
     log.warning("silver_movies is not materialized: no titles, every genre is (unknown); "
                 "materialize the MovieLens batch graph to fill them in")
     return spark.createDataFrame([], "movie_id INT, title STRING, genres ARRAY<STRING>")
 
 
-def _hour_paths(lakehouse: LakehouseResource, table: str, keys: list[str]) -> list[str]:
-    return [str(lakehouse.table_path("gold", table) / hour_folder(k)) for k in keys]
-
-
 def _silver_hours(spark, lakehouse: LakehouseResource, keys: list[str]) -> DataFrame:
-    events = trending.read_hours(spark, lakehouse, "silver", "events", keys)
-    if events is None:
+    if not lakehouse.table("silver.event_outcomes").exists():
         raise dg.Failure(f"silver_events has none of the hours {keys[0]} … {keys[-1]}; materialize it first")
-    return events
+    return read_events(spark, lakehouse, keys)
 
 
-def _hours_metadata(lakehouse: LakehouseResource, table: str, keys: list[str], started: float, **extra) -> dict:
-    """Row count (from the Parquet footers, no Spark job), hours, path and timing of an hourly gold table."""
-    files = [f"{path}/*.parquet" for path in _hour_paths(lakehouse, table, keys)]
-    return {
-        "dagster/row_count": dg.MetadataValue.int(duckdb_scalar("SELECT count(*) FROM read_parquet(?)", files)),
-        "hours": len(keys),
-        "path": dg.MetadataValue.path(str(lakehouse.table_path("gold", table))),
-        **extra,
-        "seconds": round(time.monotonic() - started, 2),
-    }
-
-
-def rank_violations(lakehouse: LakehouseResource, keys: list[str]) -> dict[str, int]:
+def rank_violations(spark, table: Table, version: int, keys: list[str]) -> dict[str, int]:
     """Hours (overall) and hour-genres of `keys` whose ranks in gold_trending are not exactly 1..n."""
-    files = ", ".join(f"'{path}/*.parquet'" for path in _hour_paths(lakehouse, "trending", keys))
-    source = f"read_parquet([{files}], hive_partitioning=true)"
-    broken = "count(*) <> max(r) OR count(DISTINCT r) <> count(*) OR min(r) <> 1"
-    overall = duckdb_scalar(
-        f"SELECT count(*) FROM (SELECT hour FROM (SELECT hour, rank AS r FROM {source}) GROUP BY hour "
-        f"HAVING {broken})")
-    per_genre = duckdb_scalar(
-        f"SELECT count(*) FROM (SELECT hour, g FROM (SELECT hour, unnest(map_keys(genre_ranks)) AS g, "
-        f"unnest(map_values(genre_ranks)) AS r FROM {source}) GROUP BY hour, g HAVING {broken})")
-    return {"hours_with_broken_ranks": overall, "hour_genres_with_broken_ranks": per_genre}
+    written = table.read_hours(spark, keys, version)
+    overall = written.select(HOUR_COLUMN, F.col("rank").alias("r"))
+    per_genre = written.select(HOUR_COLUMN, F.explode("genre_ranks").alias("g", "r"))
+
+    def broken(ranks: DataFrame, *keys: str) -> int:
+        return ranks.groupBy(*keys).agg(F.count(F.lit(1)).alias("n"), F.max("r").alias("top"), F.min("r").alias(
+            "low"), F.countDistinct("r").alias("distinct")).where(
+            (F.col("n") != F.col("top")) | (F.col("distinct") != F.col("n")) | (F.col("low") != 1)).count()
+
+    return {"hours_with_broken_ranks": broken(overall, HOUR_COLUMN),
+            "hour_genres_with_broken_ranks": broken(per_genre, HOUR_COLUMN, "g")}
 
 
 @dg.asset(
@@ -90,6 +67,7 @@ def rank_violations(lakehouse: LakehouseResource, keys: list[str]) -> dict[str, 
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="gold",
     kinds=STREAM_KINDS,
+    pool=EVENT_HOURS_POOL,
     deps=[dg.AssetDep("silver_events", partition_mapping=trailing_silver_hours), silver_movies],
     check_specs=[dg.AssetCheckSpec("ranks_dense_and_unique", asset="gold_trending",
                                    description="every hour's ranks, overall and per genre, are exactly 1..n")],
@@ -100,19 +78,18 @@ def gold_trending(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     started = time.monotonic()
     spark = pyspark.spark_session
     keys = context.partition_keys
-    window = _hours_between(hour_key(hour_start(keys[0]) - timedelta(hours=trending.BASELINE_HOURS)), keys[-1])
+    window = hours_between(hour_key(hour_start(keys[0]) - timedelta(hours=trending.BASELINE_HOURS)), keys[-1])
     events = _silver_hours(spark, lakehouse, window)
     scored = trending.trend_scores(trending.hourly_activity(events), [hour_start(k) for k in keys])
     movies = _movies(spark, lakehouse, context.log)
-    table = _hour_column(trending.rank_trending(scored, movies)).select(*TRENDING_COLUMNS)
-    lakehouse.write_hours(table, "gold", "trending", keys)
-    register_views(lakehouse, ["gold.trending"], context.log)
-    violations = rank_violations(lakehouse, keys)
-    written = spark.read.parquet(*_hour_paths(lakehouse, "trending", keys))
-    top = written.orderBy(F.col("trend_score").desc()).limit(10).select("rank", "movie_id", "title", "trend_score",
-                                                                         "events", "baseline_mean").toPandas()
+    df = _hour_column(trending.rank_trending(scored, movies)).select(*TRENDING_COLUMNS)
+    table = lakehouse.table("gold.trending")
+    commit = retry_on_conflict(lambda: table.replace_hours(df, keys, context.log), context.log)
+    violations = rank_violations(spark, table, commit.version, keys)
+    top = (table.read_hours(spark, keys, commit.version).orderBy(F.col("trend_score").desc()).limit(10)
+           .select("rank", "movie_id", "title", "trend_score", "events", "baseline_mean").toPandas())
     return dg.MaterializeResult(
-        metadata=_hours_metadata(lakehouse, "trending", keys, started,
+        metadata=commit_metadata(table, commit, df, started, preview_rows=0, hours=len(keys),
                                  top_movies=dg.MetadataValue.md(top.to_markdown(index=False))),
         check_results=[dg.AssetCheckResult(check_name="ranks_dense_and_unique",
                                            passed=not any(violations.values()), metadata=violations)],
@@ -124,6 +101,7 @@ def gold_trending(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="gold",
     kinds=STREAM_KINDS,
+    pool=EVENT_HOURS_POOL,
     deps=["silver_events", silver_movies],
 )
 def gold_genre_minute_stats(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
@@ -134,15 +112,16 @@ def gold_genre_minute_stats(context: dg.AssetExecutionContext, lakehouse: Lakeho
     spark = pyspark.spark_session
     keys = context.partition_keys
     events = _silver_hours(spark, lakehouse, keys)
-    table = _hour_column(trending.genre_minute_stats(events, _movies(spark, lakehouse, context.log)))
-    lakehouse.write_hours(table, "gold", "genre_minute_stats", keys)
-    register_views(lakehouse, ["gold.genre_minute_stats"], context.log)
-    written = spark.read.parquet(*_hour_paths(lakehouse, "genre_minute_stats", keys))
-    busiest = (written.groupBy("genre").agg(F.sum("events").alias("events"), F.sum("views").alias("views"),
-                                            F.sum("watch_seconds").alias("watch_seconds"))
+    df = _hour_column(trending.genre_minute_stats(events, _movies(spark, lakehouse, context.log)))
+    table = lakehouse.table("gold.genre_minute_stats")
+    commit = retry_on_conflict(lambda: table.replace_hours(df, keys, context.log), context.log)
+    busiest = (table.read_hours(spark, keys, commit.version).groupBy("genre")
+               .agg(F.sum("events").alias("events"), F.sum("views").alias("views"),
+                    F.sum("watch_seconds").alias("watch_seconds"))
                .orderBy(F.col("events").desc()).limit(10).toPandas())
-    return dg.MaterializeResult(metadata=_hours_metadata(
-        lakehouse, "genre_minute_stats", keys, started, genres=dg.MetadataValue.md(busiest.to_markdown(index=False))))
+    return dg.MaterializeResult(metadata=commit_metadata(
+        table, commit, df, started, preview_rows=0, hours=len(keys),
+        genres=dg.MetadataValue.md(busiest.to_markdown(index=False))))
 
 
 class TrendingNowConfig(dg.Config):
@@ -178,25 +157,25 @@ TRENDING_NOW_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(mi
 
 
 @dg.asset(group_name="gold", kinds=STREAM_KINDS, deps=["silver_events", silver_movies],
-          freshness_policy=TRENDING_NOW_FRESHNESS)
+          freshness_policy=TRENDING_NOW_FRESHNESS, pool=EVENT_HOURS_POOL)
 def gold_trending_now(context: dg.AssetExecutionContext, config: TrendingNowConfig, lakehouse: LakehouseResource,
                       pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """The current top N overall and per genre: events of the latest hours, exponentially decayed by age."""
     started = time.monotonic()
     spark = pyspark.spark_session
     updated_at = datetime.now(UTC)
-    events, as_of = trending.recent_events(spark, lakehouse, config.window_hours)
+    events, as_of = recent_events(spark, lakehouse, config.window_hours)
     if events is None:
         context.log.warning("silver_events holds no events yet: gold_trending_now is empty")
-        table = spark.createDataFrame([], TRENDING_NOW_SCHEMA)
+        df = spark.createDataFrame([], TRENDING_NOW_SCHEMA)
     else:
         scores = trending.decayed_scores(events, as_of, config.half_life_hours)
-        table = top_now(scores, _movies(spark, lakehouse, context.log), config.top_n, as_of, updated_at)
-    path = lakehouse.write_table(table.orderBy(F.col("genre").asc_nulls_first(), "rank"), "gold", "trending_now",
-                                 num_files=1)
-    register_views(lakehouse, ["gold.trending_now"], context.log)
-    return dg.MaterializeResult(metadata=table_metadata(
-        spark, path, started, preview_rows=10,
+        df = top_now(scores, _movies(spark, lakehouse, context.log), config.top_n, as_of, updated_at)
+    df = df.orderBy(F.col("genre").asc_nulls_first(), "rank").coalesce(1)
+    table = lakehouse.table("gold.trending_now")
+    commit = retry_on_conflict(lambda: table.overwrite(df, context.log), context.log)
+    return dg.MaterializeResult(metadata=commit_metadata(
+        table, commit, df, started, preview_rows=10,
         as_of=dg.MetadataValue.timestamp(as_of) if as_of else "no events",
         event_lag_seconds=round((updated_at - as_of).total_seconds(), 1) if as_of else float("nan"),
         window_hours=config.window_hours, half_life_hours=config.half_life_hours,

@@ -12,14 +12,10 @@ make a small rise look huge; the +1 keeps the score defined for a movie with no 
 age measured in broker time (when Kafka received the event) up to the latest event received.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-
-from reco_assets.partitions import folder_hour, hour_folder, hour_start
-from reco_assets.resources import LakehouseResource
-from reco_assets.tables import duckdb_scalar
 
 BASELINE_HOURS = 24
 # How much one event says about a movie being in demand: a view is watching, a click is browsing,
@@ -148,43 +144,3 @@ def decayed_scores(events: DataFrame, as_of: datetime, half_life_hours: float,
             F.max("received_at").alias("last_event_at"),
         )
     )
-
-
-def read_hours(spark: SparkSession, lakehouse: LakehouseResource, layer: str, table: str,
-               partition_keys: list[str]) -> DataFrame | None:
-    """The rows of the given hour partitions that exist, with `hour` (the partition's start) as a timestamp."""
-    root = lakehouse.table_path(layer, table)
-    paths = [str(root / hour_folder(key)) for key in partition_keys if (root / hour_folder(key)).exists()]
-    if not paths:
-        return None
-    return (spark.read.option("basePath", str(root)).parquet(*paths)
-            .withColumn("hour", F.to_timestamp(F.col("hour").cast("string"), "yyyy-MM-dd-HH")))
-
-
-def materialized_hours(lakehouse: LakehouseResource, layer: str, table: str) -> list[str]:
-    """Partition keys of the hours written so far, oldest first."""
-    root = lakehouse.table_path(layer, table)
-    return sorted(folder_hour(p.name) for p in root.glob("hour=*") if p.is_dir()) if root.exists() else []
-
-
-def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
-                  window_hours: float) -> tuple[DataFrame | None, datetime | None]:
-    """Silver events received within `window_hours` before the latest one, and that latest `received_at`.
-
-    (None, None) when silver holds no events yet.
-    """
-    hours = materialized_hours(lakehouse, "silver", "events")
-    root = lakehouse.table_path("silver", "events")
-    for latest in reversed(hours):
-        # From the Parquet footers' statistics: no Spark job.
-        as_of = duckdb_scalar("SELECT max(received_at) FROM read_parquet(?)",
-                              str(root / hour_folder(latest) / "*.parquet"))
-        if as_of is not None:
-            as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
-            break
-    else:
-        return None, None
-    since = as_of - timedelta(hours=window_hours)
-    window = [h for h in hours if hour_start(h) + timedelta(hours=1) > since and hour_start(h) <= as_of]
-    events = read_hours(spark, lakehouse, "silver", "events", window)
-    return events.where(F.col("received_at") > F.lit(since)), as_of

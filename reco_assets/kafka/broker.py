@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from reco_assets.kafka import jars
+from reco_assets import jars
 from reco_assets.processes import pid_alive, port_open, read_pid_file, terminate
 
 DEFAULT_PORT = 9092

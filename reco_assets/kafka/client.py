@@ -17,7 +17,9 @@ from reco_assets.contracts import TOPICS
 
 EVENT_TOPICS = tuple(TOPICS.values())
 TOPIC_PARTITIONS = 3
-RETENTION_MS = 7 * 24 * 3600 * 1000
+# How long the topics keep records (RECO_RETENTION_HOURS, default 7 days); silver deduplicates over the same window.
+RETENTION_HOURS = float(os.environ.get("RECO_RETENTION_HOURS", "168"))
+RETENTION_MS = int(RETENTION_HOURS * 3600 * 1000)
 TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime", "retention.ms": str(RETENTION_MS)}
 
 TopicPartitionKey = tuple[str, int]

@@ -6,25 +6,27 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from reco_assets.bronze import bronze_movielens, movielens
-from reco_assets.resources import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.duck import scalar
+from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import transforms
-from reco_assets.tables import duckdb_scalar, table_metadata
 
 
 def _build_silver(name: str, lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    bronze_dir = lakehouse.table_path("bronze", "movielens")
+    bronze_dir = lakehouse.movielens_dir
     manifest = movielens.read_manifest(bronze_dir)
     bronze_rows = next(f["rows"] for f in manifest["files"] if f["name"] == f"{name}.csv")
     spark = pyspark.spark_session
-    df = getattr(transforms, name)(transforms.read_movielens_csv(spark, bronze_dir, name))
-    path = lakehouse.write_table(df, "silver", name)
-    metadata = table_metadata(spark, path, started, bronze_rows=dg.MetadataValue.int(bronze_rows))
-    metadata["rows_removed"] = dg.MetadataValue.int(bronze_rows - metadata["dagster/row_count"].value)
-    return dg.MaterializeResult(metadata=metadata)
+    df = getattr(transforms, name)(transforms.read_movielens_csv(spark, bronze_dir / manifest["folder"], name))
+    table = lakehouse.table(f"silver.{name}")
+    commit = table.overwrite(df)
+    return dg.MaterializeResult(metadata=commit_metadata(
+        table, commit, df, started, bronze_rows=dg.MetadataValue.int(bronze_rows),
+        rows_removed=dg.MetadataValue.int(bronze_rows - commit.rows), manifest_folder=manifest["folder"]))
 
 
-SILVER_KINDS = {"spark", "parquet"}
+SILVER_KINDS = {"spark", "delta"}
 
 
 @dg.asset(group_name="silver", kinds=SILVER_KINDS, deps=[bronze_movielens])
@@ -58,10 +60,8 @@ def _unique_key_check(asset: dg.AssetsDefinition, table: str, keys: list[str]) -
         asset=asset, name=f"{table}_unique_key", blocking=True, description=f"({key_list}) is unique in silver.{table}"
     )
     def check(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-        duplicates = duckdb_scalar(
-            f"SELECT count(*) FROM (SELECT {key_list} FROM read_parquet(?) GROUP BY ALL HAVING count(*) > 1)",
-            lakehouse.parquet_glob("silver", table),
-        )
+        source = lakehouse.table(f"silver.{table}").duckdb()
+        duplicates = scalar(f"SELECT count(*) FROM (SELECT {key_list} FROM {source} GROUP BY ALL HAVING count(*) > 1)")
         return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_keys": duplicates})
 
     return check
@@ -69,11 +69,9 @@ def _unique_key_check(asset: dg.AssetsDefinition, table: str, keys: list[str]) -
 
 @dg.asset_check(asset=silver_ratings, blocking=True, description="rating is in [0.5, 5.0] on half steps")
 def ratings_on_half_star_scale(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    invalid = duckdb_scalar(
-        "SELECT count(*) FROM read_parquet(?) "
-        "WHERE rating IS NULL OR rating < 0.5 OR rating > 5.0 OR rating * 2 <> round(rating * 2)",
-        lakehouse.parquet_glob("silver", "ratings"),
-    )
+    invalid = scalar(
+        f"SELECT count(*) FROM {lakehouse.table('silver.ratings').duckdb()} "
+        "WHERE rating IS NULL OR rating < 0.5 OR rating > 5.0 OR rating * 2 <> round(rating * 2)")
     return dg.AssetCheckResult(passed=invalid == 0, metadata={"invalid_ratings": invalid})
 
 
@@ -84,11 +82,8 @@ def ratings_on_half_star_scale(lakehouse: LakehouseResource) -> dg.AssetCheckRes
     description="every rating's movie_id exists in silver.movies",
 )
 def ratings_movies_exist(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    orphans = duckdb_scalar(
-        "SELECT count(*) FROM read_parquet(?) r ANTI JOIN read_parquet(?) m USING (movie_id)",
-        lakehouse.parquet_glob("silver", "ratings"),
-        lakehouse.parquet_glob("silver", "movies"),
-    )
+    orphans = scalar(f"SELECT count(*) FROM {lakehouse.table('silver.ratings').duckdb()} r "
+                     f"ANTI JOIN {lakehouse.table('silver.movies').duckdb()} m USING (movie_id)")
     return dg.AssetCheckResult(passed=orphans == 0, metadata={"ratings_with_unknown_movie": orphans})
 
 

@@ -1,33 +1,88 @@
-"""Silver events: parsed, contract-checked, deduplicated events per broker hour, and a dead letter for the rest."""
+"""Silver events: parsed, contract-checked events per broker hour, unique by event_id across the dedupe window, and
+a dead letter for every other record; both in `silver.event_outcomes`, one commit per hour."""
 
 import time
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import duckdb
 from dagster_pyspark import LazyPySparkResource
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from reco_assets.bronze.events import bronze_events, partition_path
-from reco_assets.catalog import register_views
-from reco_assets.partitions import hourly_events, next_hour, previous_hour
-from reco_assets.resources import LakehouseResource
+from reco_assets.bronze.events import EVENT_HOURS_POOL, bronze_events
+from reco_assets.kafka.client import RETENTION_HOURS
+from reco_assets.lakehouse import ConcurrentWriteError, LakehouseResource, retry_on_conflict
+from reco_assets.lakehouse.hours import (
+    HOUR_COLUMN,
+    HOUR_PATTERN,
+    hour_key,
+    hour_start,
+    hour_value,
+    hourly_events,
+    hours_between,
+    value_hour,
+)
+from reco_assets.lakehouse.tables import ACCEPTED_COLUMNS, REJECTED_COLUMNS
 from reco_assets.silver.event_contract import validate_events
-from reco_assets.tables import duckdb_scalar
 
-EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "session_id", "device_type",
-                 "page_url", "watch_seconds", "click_type", "referrer", "rating", "review_text"]
-
-
-# Hours of up to this many records broadcast their event ids and duplicate marks into the joins, so that neither
-# the wide rows nor the previous hour's ids are shuffled; larger hours leave the join strategy to adaptive execution.
+# Hours of up to this many records broadcast their event hashes and duplicate marks into the joins, so that neither
+# the wide rows nor the window's hashes are shuffled; larger hours leave the join strategy to adaptive execution.
 BROADCAST_RECORDS = 2_000_000
-UNIQUE_STRING_COLUMNS = ("event_id", "session_id")
-# An hour of fewer records is written as one Parquet file; a larger one keeps the partitions it was read in, one file
-# each, written in parallel (coalescing those into fewer files left them uneven: 935k and 65k records for a 1M hour).
-ONE_FILE_RECORDS = 500_000
+# An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
+# it was read in, written in parallel (coalescing those into fewer files left them uneven).
+ONE_TASK_RECORDS = 500_000
+# Every column of silver.event_outcomes: the accepted events' (with `event_hash`, the 64-bit hash the window is
+# searched by) and the dead letter's, then the partition columns.
+OUTCOME_COLUMNS = [*ACCEPTED_COLUMNS, "event_hash", *[c for c in REJECTED_COLUMNS if c not in ACCEPTED_COLUMNS],
+                   "rejected", HOUR_COLUMN]
+# Their types, where not string.
+OUTCOME_TYPES = {"event_ts": "timestamp", "user_id": "int", "movie_id": "int", "watch_seconds": "int",
+                 "rating": "double", "partition": "int", "offset": "bigint", "received_at": "timestamp",
+                 "event_hash": "bigint", "key": "binary", "value": "binary", "rejected": "boolean"}
+
+
+def read_events(spark: SparkSession, lakehouse: LakehouseResource, partition_keys: list[str] | None = None,
+                version: int | None = None) -> DataFrame:
+    """silver.events (accepted events) of these hours (default: all), with `hour` as the hour's start timestamp."""
+    table = lakehouse.table("silver.event_outcomes")
+    events = (table.read(spark, version, view="silver.events") if partition_keys is None
+              else table.read_hours(spark, partition_keys, version, view="silver.events"))
+    return events.withColumn(HOUR_COLUMN, F.to_timestamp(HOUR_COLUMN, HOUR_PATTERN))
+
+
+def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
+                  window_hours: float) -> tuple[DataFrame | None, datetime | None]:
+    """Silver events received within `window_hours` before the latest one, and that latest `received_at`, read at
+    one version. (None, None) when silver holds no events yet."""
+    table = lakehouse.table("silver.event_outcomes")
+    version = table.version(spark)
+    if version is None:
+        return None, None
+    accepted = table.read(spark, version).where(~F.col("rejected"))
+    latest = accepted.agg(F.max(HOUR_COLUMN)).first()[0]  # a partition value: read from the Delta log
+    if latest is None:
+        return None, None
+    as_of = table.read_hours(spark, [value_hour(latest)], version, view="silver.events") \
+        .agg(F.max("received_at")).first()[0].astimezone(UTC)
+    since = as_of - timedelta(hours=window_hours)
+    window = hours_between(hour_key(since), value_hour(latest))
+    events = read_events(spark, lakehouse, window, version)
+    return events.where(F.col("received_at") > F.lit(since)), as_of
+
+
+def dedupe_window(partition_key: str, window_hours: float) -> tuple[str, str]:
+    """The first and last `hour` values whose events a copy in this hour duplicates (the hour itself excluded)."""
+    start, reach = hour_start(partition_key), timedelta(hours=window_hours)
+    return hour_value(hour_key(start - reach)), hour_value(hour_key(start + reach))
+
+
+def window_events(outcomes: DataFrame, partition_key: str, window_hours: float) -> DataFrame:
+    """event_hash, event_id, hour of the accepted events of every other hour within the window."""
+    first, last = dedupe_window(partition_key, window_hours)
+    hour = F.col(HOUR_COLUMN)
+    return (outcomes.where(~F.col("rejected") & hour.between(first, last) & (hour != hour_value(partition_key)))
+            .select("event_hash", "event_id", HOUR_COLUMN))
 
 
 def _position() -> Column:
@@ -39,72 +94,62 @@ def _maybe_broadcast(df: DataFrame, broadcast: bool) -> DataFrame:
     return F.broadcast(df) if broadcast else df
 
 
-def duplicate_marks(checked: DataFrame, previous_ids: DataFrame | None, broadcast: bool = True) -> DataFrame:
-    """`event_id, seen, first` for each valid event_id of the hour that has duplicates: `seen` when the previous hour
-    already holds it, `first` the position (`_position`) of its first copy in this hour.
+def duplicate_marks(checked: DataFrame, window: DataFrame | None, broadcast: bool = True) -> DataFrame:
+    """`event_id, seen_in, first` for each valid event_id of the hour that has duplicates: `seen_in` the hour of the
+    window that already holds it (null when none does), `first` the position (`_position`) of its first copy here.
 
-    Duplicates are rare, so only 64-bit hashes of the ids move: the hashes with more than one copy and the previous
-    hour's hashes that reappear pick the candidate rows, and the exact ids of those few rows decide (a hash collision
-    only adds a candidate). `checked` has `received_at` (the broker timestamp) and `validate_events`' columns.
+    Duplicates are rare, so only 64-bit hashes move: the hour's hashes with more than one copy and the window's
+    hashes that reappear pick the candidate rows, and their exact ids decide (a hash collision only adds a
+    candidate). `checked` has `received_at`, `event_hash` and `validate_events`' columns; `window` is
+    `window_events`.
     """
-    valid = checked.where(F.col("reject_reason").isNull()).withColumn("_hash", F.xxhash64("event_id"))
-    hashes = valid.select("_hash")
-    candidates = hashes.groupBy("_hash").count().where(F.col("count") > 1).select("_hash")
-    if previous_ids is not None:
-        previous = previous_ids.select("event_id", F.xxhash64("event_id").alias("_hash"))
-        candidates = candidates.unionByName(previous.join(_maybe_broadcast(hashes, broadcast), "_hash", "left_semi")
-                                            .select("_hash"))
+    valid = checked.where(F.col("reject_reason").isNull())
+    hashes = valid.select("event_hash")
+    candidates = hashes.groupBy("event_hash").count().where(F.col("count") > 1).select("event_hash")
+    seen = None
+    if window is not None:
+        # The window's events that share a hash with this hour: few, so kept (eagerly) for the two uses below.
+        seen = window.join(_maybe_broadcast(hashes.distinct(), broadcast), "event_hash", "left_semi").localCheckpoint()
+        candidates = candidates.unionByName(seen.select("event_hash"))
     candidates = _maybe_broadcast(candidates.distinct(), broadcast)
-    marks = (valid.join(candidates, "_hash", "left_semi").groupBy("event_id")
+    marks = (valid.join(candidates, "event_hash", "left_semi").groupBy("event_id")
              .agg(F.count(F.lit(1)).alias("copies"), F.min(_position()).alias("first")))
-    if previous_ids is None:
-        marks = marks.withColumn("seen", F.lit(False))
+    if seen is None:
+        marks = marks.withColumn("seen_in", F.lit(None).cast("string"))
     else:
-        seen = previous.join(candidates, "_hash", "left_semi").select("event_id", F.lit(True).alias("seen"))
-        marks = marks.join(seen.distinct(), "event_id", "left").withColumn("seen", F.coalesce("seen", F.lit(False)))
-    return marks.where((F.col("copies") > 1) | F.col("seen")).select("event_id", "seen", "first")
+        marks = marks.join(seen.groupBy("event_id").agg(F.min(HOUR_COLUMN).alias("seen_in")), "event_id", "left")
+    return marks.where((F.col("copies") > 1) | F.col("seen_in").isNotNull()).select("event_id", "seen_in", "first")
 
 
-def split_hour(checked: DataFrame, marks: DataFrame, bronze: DataFrame,
-               broadcast: bool = True) -> tuple[DataFrame, DataFrame]:
-    """(silver rows, rejected rows) of one bronze hour, from its contract-checked records (`validate_events`, with
-    `received_at`; `key` and `value` may be null for valid records) and their `duplicate_marks`.
+def split_hour(checked: DataFrame, marks: DataFrame, bronze: DataFrame, broadcast: bool = True) -> DataFrame:
+    """The rows of silver.event_outcomes for one bronze hour (without `hour`), from its contract-checked records
+    (`validate_events`, with `received_at` and `event_hash`; `key` and `value` may be null for valid records) and
+    their `duplicate_marks`.
 
-    Rejected: every record that breaks its topic's contract, plus duplicates by `event_id` — later copies
-    inside the hour (the first by broker time, topic, partition and offset is kept) and events already in the
-    previous hour (every copy). A duplicate's raw key and value are read back from `bronze`.
+    Rejected: every record that breaks its topic's contract, plus duplicates by `event_id` — later copies inside the
+    hour (the first by broker time, topic, partition and offset is kept) and every copy of an event that another
+    hour of the window holds. A duplicate's raw key and value are read back from `bronze`.
     """
     rows = checked.join(_maybe_broadcast(marks, broadcast), "event_id", "left")
     valid = F.col("reject_reason").isNull()
     first = F.col("first")
-    duplicate = valid & F.coalesce(F.col("seen") | (first != _position()), F.lit(False))
-    silver = rows.where(valid & ~duplicate).select(*EVENT_COLUMNS, "topic", "partition", "offset", "received_at")
+    duplicate = valid & F.coalesce(F.col("seen_in").isNotNull() | (first != _position()), F.lit(False))
+    accepted = rows.where(valid & ~duplicate).select(*ACCEPTED_COLUMNS, "event_hash")
     coordinates = ["topic", "partition", "offset"]
     invalid = rows.where(~valid).select(
         *coordinates, "received_at", "key", "value", F.col("reject_reason").alias("reason"),
         F.col("reject_field").alias("field"), F.col("reject_detail").alias("detail"), "event_id")
     duplicates = rows.where(duplicate).select(
         *coordinates, "received_at", F.lit("duplicate").alias("reason"), F.lit("event_id").alias("field"),
-        F.when(F.col("seen"), F.lit("event_id already in the previous hour"))
+        F.when(F.col("seen_in").isNotNull(), F.concat(F.lit("event_id already in hour "), "seen_in", F.lit(":00")))
         .otherwise(F.concat(F.lit("duplicate of "), F.format_string(
             "%s/%d@%d", first["topic"], first["partition"], first["offset"]))).alias("detail"),
         "event_id")
     duplicates = bronze.select(*coordinates, "key", "value").join(
         _maybe_broadcast(duplicates, broadcast), coordinates)
-    columns = [*coordinates, "received_at", "key", "value", "reason", "field", "detail",
-               "event_id"]  # event_id: null for records that break their contract
-    return silver, invalid.select(columns).unionByName(duplicates.select(columns))
-
-
-def _write_partition(lakehouse: LakehouseResource, df: DataFrame, table: str, partition_key: str,
-                     one_file: bool = True) -> Path:
-    final = partition_path(lakehouse, table, "silver", partition_key)
-    writer = (df.coalesce(1) if one_file else df).write.mode("overwrite")
-    for column in UNIQUE_STRING_COLUMNS:  # a dictionary of unique values only costs time
-        writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
-    with lakehouse.staged_dir(final) as staged:
-        writer.parquet(str(staged))
-    return final
+    rejected = invalid.select(REJECTED_COLUMNS).unionByName(duplicates.select(REJECTED_COLUMNS))
+    return (accepted.withColumn("rejected", F.lit(False))
+            .unionByName(rejected.withColumn("rejected", F.lit(True)), allowMissingColumns=True))
 
 
 def _release(checkpointed: DataFrame) -> None:
@@ -123,66 +168,77 @@ def _release(checkpointed: DataFrame) -> None:
             plan.rdd().unpersist(False)
 
 
-def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession) -> dict:
-    bronze_path = partition_path(lakehouse, "events", "bronze", partition_key)
-    if not bronze_path.exists():
+def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession,
+                     window_hours: float = RETENTION_HOURS, log=None) -> dict:
+    """Check, deduplicate and commit one hour; return its counts and the commit's version."""
+    ranges = lakehouse.table("bronze.event_ranges")
+    if not ranges.exists() or not ranges.read_hours(spark, [partition_key]).limit(1).count():
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
-    previous = partition_path(lakehouse, "events", "silver", previous_hour(partition_key))
-    previous_ids = spark.read.parquet(str(previous)).select("event_id") if previous.exists() else None
-    records = duckdb_scalar("SELECT count(*) FROM read_parquet(?)", str(bronze_path / "*.parquet"))  # from footers
+    outcomes = lakehouse.table("silver.event_outcomes")
+    history_version = outcomes.version(spark)
+    window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
+              if history_version is not None else None)
+    bronze = lakehouse.table("bronze.events").read_hours(spark, [partition_key]).drop(HOUR_COLUMN) \
+        .withColumnRenamed("timestamp", "received_at")
+    records = bronze.count()  # from the Delta log's statistics
     broadcast = records <= BROADCAST_RECORDS
-    # The contract check runs once per hour: its result is kept for the duplicate marks and both outputs as a local
+    # The contract check runs once per hour: its result is kept for the duplicate marks and the output as a local
     # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
-    # cached table and makes the later plans small.
-    bronze = spark.read.parquet(str(bronze_path)).withColumnRenamed("timestamp", "received_at")
-    # Valid records leave their raw bytes out of the checkpoint (half its size); a duplicate's come from bronze.
+    # cached table and makes the later plans small. Valid records leave their raw bytes out of it (half its size);
+    # a duplicate's come from bronze. Event ids are compared in lower case (the contract accepts either).
     raw_if_rejected = {c: F.when(F.col("reject_reason").isNotNull(), F.col(c)) for c in ("key", "value")}
-    checked = validate_events(bronze).withColumns(raw_if_rejected).localCheckpoint()
+    event_id = F.lower("event_id")
+    checked = (validate_events(bronze).withColumns(raw_if_rejected)
+               .withColumns({"event_id": event_id, "event_hash": F.xxhash64(event_id)}).localCheckpoint())
     try:
-        # Small: computed by the first write, kept for the second.
-        marks = duplicate_marks(checked, previous_ids, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
+        # Small: computed by the write, kept for it.
+        marks = duplicate_marks(checked, window, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            silver, rejected = split_hour(checked, marks, bronze, broadcast)
-            silver_path = _write_partition(lakehouse, silver, "events", partition_key,
-                                           one_file=records < ONE_FILE_RECORDS)
-            rejected_path = _write_partition(lakehouse, rejected, "events_rejected", partition_key)
+            rows = split_hour(checked, marks, bronze, broadcast)
+            rows = rows.coalesce(1) if records < ONE_TASK_RECORDS else rows
+            commit = outcomes.replace_hours(
+                rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS),
+                [partition_key], log)
         finally:
             marks.unpersist()
     finally:
         _release(checked)
-    unique = [str(silver_path / "*.parquet")] + ([str(previous / "*.parquet")] if previous.exists() else [])
-    # A next hour materialized before this one was deduplicated against an older copy of it.
-    following = partition_path(lakehouse, "events", "silver", next_hour(partition_key))
-    in_next_hour = ("(SELECT count(*) FROM read_parquet($silver) WHERE event_id IN "
-                    "(SELECT event_id FROM read_parquet($following)))" if following.exists() else "0")
-    with duckdb.connect() as con:
-        silver_rows, rejected_rows, reasons, duplicate_ids, also_in_next_hour = con.execute(
-            "SELECT (SELECT count(*) FROM read_parquet($silver)), (SELECT count(*) FROM read_parquet($rejected)), "
-            "(SELECT coalesce(json_group_object(reason, n), '{}')::VARCHAR FROM (SELECT reason, count(*) AS n "
-            " FROM read_parquet($rejected) GROUP BY reason ORDER BY reason)), "
-            f"(SELECT count(*) - count(DISTINCT event_id) FROM read_parquet($unique)), {in_next_hour}",
-            {"silver": str(silver_path / "*.parquet"), "rejected": str(rejected_path / "*.parquet"),
-             "unique": unique} | ({"following": str(following / "*.parquet")} if following.exists() else {})
-        ).fetchone()
-    return {"bronze": records, "silver": silver_rows, "rejected": rejected_rows, "reasons": reasons,
-            "duplicate_ids": duplicate_ids, "also_in_next_hour": also_in_next_hour}
+    written = outcomes.read(spark, commit.version).where(F.col(HOUR_COLUMN) == hour_value(partition_key))
+    counts = written.groupBy("rejected", "reason").count().collect()
+    accepted = written.where(~F.col("rejected")).agg(F.count(F.lit(1)) - F.countDistinct("event_hash")).first()[0]
+    # Another hour committed after the window was read: its events may duplicate this hour's. Check them now, and
+    # if they do, this hour runs again on top of them (its copies then go to the dead letter).
+    overlap = 0
+    if history_version is not None and commit.version > history_version + 1:
+        mine = written.where(~F.col("rejected")).select("event_hash")
+        overlap = window_events(outcomes.read(spark, commit.version), partition_key, window_hours) \
+            .join(mine, "event_hash", "left_semi").count()
+        if overlap:
+            raise ConcurrentWriteError(f"silver.event_outcomes hour {partition_key}: {overlap} of its events were "
+                                       "committed by another hour at the same time")
+    reasons = {row["reason"]: row["count"] for row in counts if row["rejected"]}
+    return {"bronze": records, "silver": sum(r["count"] for r in counts if not r["rejected"]),
+            "rejected": sum(reasons.values()), "reasons": dict(sorted(reasons.items())),
+            "duplicate_ids": accepted + overlap, "version": commit.version}
 
 
 @dg.multi_asset(
     partitions_def=hourly_events,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="silver",
+    pool=EVENT_HOURS_POOL,
     specs=[
-        dg.AssetSpec("silver_events", deps=[bronze_events], kinds={"spark", "parquet"},
-                     description="Typed events that meet their contract, unique by event_id (hourly, broker time)."),
-        dg.AssetSpec("silver_events_rejected", deps=[bronze_events], kinds={"spark", "parquet"},
+        dg.AssetSpec("silver_events", deps=[bronze_events], kinds={"spark", "delta"},
+                     description="Typed events that meet their contract, unique by event_id (lower case) across "
+                                 "the dedupe window (hourly, broker time): the view silver.events."),
+        dg.AssetSpec("silver_events_rejected", deps=[bronze_events], kinds={"spark", "delta"},
                      description="Dead letter: every bronze record that is not in silver_events, with raw bytes, "
-                                 "its Kafka coordinates, a reason code and detail."),
+                                 "its Kafka coordinates, a reason code and detail: the view silver.events_rejected."),
     ],
     check_specs=[
         dg.AssetCheckSpec("event_id_unique", asset="silver_events",
-                          description="event_id is unique in the hour, against the previous hour and against a "
-                                      "next hour materialized before this one (re-materialize that hour)"),
+                          description="event_id is unique in the hour and against every other hour of the dedupe "
+                                      "window (the topics' retention)"),
         dg.AssetCheckSpec("reconciles_with_bronze", asset="silver_events",
                           description="bronze records = silver rows + rejected rows (duplicates included)"),
     ],
@@ -193,35 +249,36 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     started = time.monotonic()
     hours = {}
     for partition_key in context.partition_keys:
-        hours[partition_key] = counts = materialize_hour(partition_key, lakehouse, spark)
+        hours[partition_key] = counts = retry_on_conflict(
+            lambda key=partition_key: materialize_hour(key, lakehouse, spark, RETENTION_HOURS, context.log),
+            context.log)
         context.log.info(f"hour {partition_key}: {counts}")
-    register_views(lakehouse, ["silver.events", "silver.events_rejected"], context.log)
     seconds = round(time.monotonic() - started, 2)
     total = {k: sum(h[k] for h in hours.values()) for k in ("bronze", "silver", "rejected", "duplicate_ids")}
-    # Next hours that hold events of the hour before them (the run re-did neither): they need a new run.
-    stale = {next_hour(k): h["also_in_next_hour"] for k, h in hours.items()
-             if h["also_in_next_hour"] and next_hour(k) not in hours}
+    version = max(h["version"] for h in hours.values())
     unbalanced = [k for k, h in hours.items() if h["bronze"] != h["silver"] + h["rejected"]]
-    table = "\n".join(["| hour | bronze | silver | rejected | reasons |", "|---|---|---|---|---|"]
-                      + [f"| {k} | {h['bronze']} | {h['silver']} | {h['rejected']} | {h['reasons']} |"
+    table = "\n".join(["| hour | bronze | silver | rejected | reasons | version |", "|---|---|---|---|---|---|"]
+                      + [f"| {k} | {h['bronze']} | {h['silver']} | {h['rejected']} | {h['reasons']} | {h['version']} |"
                          for k, h in hours.items()])
+    outcomes = lakehouse.table("silver.event_outcomes")
     yield dg.MaterializeResult(
         asset_key="silver_events",
         metadata={
             "dagster/row_count": dg.MetadataValue.int(total["silver"]),
-            "path": dg.MetadataValue.path(str(lakehouse.table_path("silver", "events"))),
+            "delta_version": dg.MetadataValue.int(version),
+            "table": "silver.event_outcomes (view silver.events)",
+            "path": dg.MetadataValue.path(outcomes.uri),
             "bronze_records": dg.MetadataValue.int(total["bronze"]),
             "rejected_records": dg.MetadataValue.int(total["rejected"]),
+            "dedupe_window_hours": RETENTION_HOURS,
             "hours": dg.MetadataValue.md(table),
             "seconds": seconds,
             "events_per_second": round(total["bronze"] / seconds, 1) if seconds else 0.0,
         },
         check_results=[
-            dg.AssetCheckResult(check_name="event_id_unique",
-                                passed=total["duplicate_ids"] == 0 and not stale,
+            dg.AssetCheckResult(check_name="event_id_unique", passed=total["duplicate_ids"] == 0,
                                 metadata={"duplicate_event_ids": total["duplicate_ids"],
-                                          "event_ids_also_in_next_hour": sum(stale.values()),
-                                          "rematerialize": ", ".join(stale) or "none"}),
+                                          "window_hours": RETENTION_HOURS}),
             dg.AssetCheckResult(check_name="reconciles_with_bronze", passed=not unbalanced,
                                 metadata={"bronze": total["bronze"], "silver": total["silver"],
                                           "rejected": total["rejected"],
@@ -232,7 +289,9 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
         asset_key="silver_events_rejected",
         metadata={
             "dagster/row_count": dg.MetadataValue.int(total["rejected"]),
-            "path": dg.MetadataValue.path(str(lakehouse.table_path("silver", "events_rejected"))),
+            "delta_version": dg.MetadataValue.int(version),
+            "table": "silver.event_outcomes (view silver.events_rejected)",
+            "path": dg.MetadataValue.path(outcomes.uri),
             "reasons": dg.MetadataValue.md("\n".join(f"- {k}: {h['reasons']}" for k, h in hours.items())),
         },
     )

@@ -38,5 +38,6 @@ def test_bad_source_fails_with_reason_and_keeps_previous_copy(tmp_path):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "movies.csv has header 'id,name'" in failure.step_failure_data.user_failure_data.description
     assert (landed / "_manifest.json").read_text() == before
-    assert (landed / "movies.csv").read_text() == TINY["movies.csv"]
-    assert sorted(p.name for p in landed.parent.iterdir()) == ["movielens"], "no staged copy is left behind"
+    current = landed / json.loads(before)["folder"]
+    assert (current / "movies.csv").read_text() == TINY["movies.csv"]
+    assert sorted(p.name for p in landed.iterdir()) == ["_manifest.json", current.name], "the refused copy is gone"

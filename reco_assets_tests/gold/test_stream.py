@@ -15,8 +15,9 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.freshness import FreshnessDaemon
 
 from reco_assets.gold.trending import EVENT_WEIGHTS
-from reco_assets.partitions import hour_folder, hour_key
-from reco_assets_tests.conftest import materialize
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import hour_key
+from reco_assets_tests.conftest import materialize, write_silver_events
 
 H0 = datetime(2026, 11, 20, 0, tzinfo=UTC)
 TARGET = H0 + timedelta(hours=24)
@@ -55,16 +56,13 @@ def designed_history() -> list[dict]:
 @pytest.fixture(scope="module")
 def stream_gold(tmp_path_factory, spark, dagster_instance):
     data_dir = tmp_path_factory.mktemp("stream_gold")
-    silver = data_dir / "lakehouse" / "silver"
-    spark.createDataFrame(MOVIES, "movie_id INT, title STRING, year INT, genres ARRAY<STRING>") \
-        .write.parquet(str(silver / "movies"))
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
+    lakehouse.table("silver.movies").overwrite(
+        spark.createDataFrame(MOVIES, "movie_id INT, title STRING, year INT, genres ARRAY<STRING>"))
     events = pd.DataFrame(designed_history())
     schema = ("event_id STRING, event_type STRING, event_ts TIMESTAMP, user_id INT, movie_id INT, rating DOUBLE, "
               "watch_seconds INT, received_at TIMESTAMP")
-    for hour in sorted({e.replace(minute=0, second=0) for e in events["received_at"]}):
-        part = events[events["received_at"].map(lambda t, h=hour: t.replace(minute=0, second=0) == h)]
-        spark.createDataFrame(part, schema).coalesce(1).write.parquet(
-            str(silver / "events" / hour_folder(hour_key(hour))))
+    write_silver_events(lakehouse, spark.createDataFrame(events, schema))
     result = materialize(["gold_trending", "gold_genre_minute_stats"], data_dir, dagster_instance,
                          partition_key=hour_key(TARGET))
     now = materialize(["gold_trending_now"], data_dir, dagster_instance,
@@ -135,7 +133,7 @@ def test_trending_now_decays_by_age(stream_gold):
     assert [r[0] for r in got] == list(expected.index[:3])
     for movie_id, _, score, _ in got:
         assert score == pytest.approx(expected[movie_id], rel=1e-5)
-    assert got[0][3] == as_of.replace(tzinfo=None)
+    assert got[0][3] == as_of
     drama = query(stream_gold["data_dir"], "SELECT rank, movie_id FROM gold.trending_now WHERE genre = 'Drama' "
                   "ORDER BY rank")
     assert [m for _, m in drama] == [m for m in expected.index if m in (2, 4)]

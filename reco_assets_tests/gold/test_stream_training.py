@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from reco_assets.contracts import TOPICS
-from reco_assets.partitions import hour_folder, hour_key
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.tables import EVENT_COLUMNS
 from reco_assets.silver.event_contract import OUTPUT_TYPES
-from reco_assets.silver.events import EVENT_COLUMNS
-from reco_assets_tests.conftest import materialize
+from reco_assets_tests.conftest import materialize, write_silver_events
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +38,17 @@ def event(n: int, hour: datetime, kind: str, user: int, movie: int, **fields) ->
 
 
 def write_hour(spark, data_dir, hour: datetime, rows: list[dict]) -> None:
-    folder = data_dir / "lakehouse" / "silver" / "events" / hour_folder(hour_key(hour))
-    spark.createDataFrame(pd.DataFrame(rows), SCHEMA).coalesce(1).write.parquet(str(folder))
+    write_silver_events(LakehouseResource(data_dir=str(data_dir)), spark.createDataFrame(pd.DataFrame(rows), SCHEMA))
 
 
-TABLES = {"recommendations": "gold/recommendations", "hybrid": "gold/hybrid_recommendations",
-          "movies": "silver/movies"}
+TABLES = {"recommendations": "gold.recommendations", "hybrid": "gold.hybrid_recommendations",
+          "movies": "silver.movies"}
 
 
 def query(data_dir, sql: str, *params) -> list[tuple]:
     """Run `sql` with {recommendations}, {hybrid} and {movies} standing for the tables of `data_dir`."""
-    tables = {name: f"read_parquet('{data_dir}/lakehouse/{path}/*.parquet')" for name, path in TABLES.items()}
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
+    tables = {name: lakehouse.table(table).duckdb() for name, table in TABLES.items()}
     with duckdb.connect() as con:
         return con.execute(sql.format(**tables), params).fetchall()
 
@@ -58,7 +58,7 @@ def stream_trained(batch_graph, spark, dagster_instance, tmp_path_factory):
     """Silver from the batch graph plus one hour of events; ALS, its lists and the hybrid rebuilt on them."""
     _, batch_dir = batch_graph
     data_dir = tmp_path_factory.mktemp("stream_trained")
-    for table in ("movies", "ratings", "tags"):
+    for table in ("movies", "ratings", "tags"):  # a Delta table's paths are relative: a copy is a table
         shutil.copytree(batch_dir / "lakehouse" / "silver" / table, data_dir / "lakehouse" / "silver" / table)
     watched = query(batch_dir, "SELECT movie_id FROM {recommendations} WHERE user_id = ? AND rank = 1",
                     MOVIELENS_USER)[0][0]

@@ -1,18 +1,16 @@
-"""silver_events across hour boundaries, on bronze hours written here in bronze_events' layout."""
+"""silver_events is unique by event_id across the dedupe window, whatever order its hours are materialized in."""
 
 import json
 from datetime import timedelta
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from reco_assets.bronze.events import partition_path
-from reco_assets.partitions import hour_start
-from reco_assets.resources import LakehouseResource
+from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, RANGES_SCHEMA
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import hour_start, hour_value
 from reco_assets_tests.conftest import materialize
 
 SILVER = ["silver_events", "silver_events_rejected"]
 EARLY, LATE = "2026-11-05-10:00", "2026-11-05-11:00"
+THREE_DAYS_LATER, EIGHT_DAYS_LATER = "2026-11-08-11:00", "2026-11-13-12:00"
 
 
 def view(event_id: str, minute: int) -> bytes:
@@ -20,18 +18,14 @@ def view(event_id: str, minute: int) -> bytes:
                        "user_id": 1, "movie_id": 1, "device_type": "mobile"}).encode()
 
 
-def write_bronze(lakehouse: LakehouseResource, hour: str, values: list[bytes]) -> None:
-    folder = partition_path(lakehouse, "events", "bronze", hour)
-    folder.mkdir(parents=True, exist_ok=True)
+def write_bronze(spark, lakehouse: LakehouseResource, hour: str, values: list[bytes]) -> None:
+    """A bronze hour as bronze_events lands it: its records and its offset range, in the two Delta tables."""
     start = hour_start(hour)
-    pq.write_table(pa.table({
-        "topic": pa.array(["events_views"] * len(values)),
-        "partition": pa.array([0] * len(values), pa.int32()),
-        "offset": pa.array(range(len(values)), pa.int64()),
-        "timestamp": pa.array([start + timedelta(seconds=i) for i in range(len(values))], pa.timestamp("us", "UTC")),
-        "key": pa.array([b"1"] * len(values)),
-        "value": pa.array(values),
-    }), folder / "part-00000.parquet")
+    rows = [("events_views", 0, i, start + timedelta(seconds=i), b"1", v) for i, v in enumerate(values)]
+    records = spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA)
+    lakehouse.table("bronze.events").replace_hours(records.selectExpr("*", f"'{hour_value(hour)}' AS hour"), [hour])
+    ranges = [("events_views", 0, 0, len(values), len(values), True, True, start, "test", hour_value(hour))]
+    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(ranges, RANGES_SCHEMA), [hour])
 
 
 def uuid(n: int) -> str:
@@ -43,25 +37,36 @@ def check(result) -> tuple[bool, dict]:
     return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
 
 
-def test_an_hour_materialized_after_the_next_one_flags_it_until_it_is_rerun(tmp_path, dagster_instance, spark):
-    """The late hour, landed first, keeps an event retried across the boundary; the early hour's run then fails
-    `event_id_unique` naming the late hour, whose new run sends its copy to the dead letter."""
+def outcomes(spark, lakehouse: LakehouseResource, hour: str) -> tuple[list[str], list[tuple]]:
+    table = lakehouse.table("silver.event_outcomes")
+    accepted = [r["event_id"] for r in table.read_hours(spark, [hour], view="silver.events").collect()]
+    rejected = [(r["event_id"], r["reason"], r["detail"], bytes(r["value"]))
+                for r in table.read_hours(spark, [hour], view="silver.events_rejected").collect()]
+    return sorted(accepted), sorted(rejected)
+
+
+def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(tmp_path, dagster_instance, spark):
+    """The late hour, landed first, keeps an event retried across the boundary; the early hour, materialized after
+    it, sends its copy to the dead letter naming the late hour. A replay three days later (one id in upper case)
+    is all duplicates; eight days later, past the 7-day window, the same event counts again."""
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
-    write_bronze(lakehouse, EARLY, [view(uuid(1), 1), view(uuid(2), 59)])
-    write_bronze(lakehouse, LATE, [view(uuid(2), 59), view(uuid(3), 5)])
+    write_bronze(spark, lakehouse, EARLY, [view(uuid(1), 1), view(uuid(2), 59)])
+    write_bronze(spark, lakehouse, LATE, [view(uuid(2), 59), view(uuid(3), 5)])
+    write_bronze(spark, lakehouse, THREE_DAYS_LATER, [view(uuid(1).upper(), 1), view(uuid(3), 5)])
+    write_bronze(spark, lakehouse, EIGHT_DAYS_LATER, [view(uuid(3), 5)])
 
+    for hour in (LATE, EARLY, THREE_DAYS_LATER, EIGHT_DAYS_LATER):
+        passed, metadata = check(materialize(SILVER, tmp_path, dagster_instance, partition_key=hour))
+        assert passed and metadata["duplicate_event_ids"] == 0
+
+    assert outcomes(spark, lakehouse, LATE) == ([uuid(2), uuid(3)], [])
+    assert outcomes(spark, lakehouse, EARLY) == (
+        [uuid(1)], [(uuid(2), "duplicate", f"event_id already in hour {LATE}", view(uuid(2), 59))])
+    assert outcomes(spark, lakehouse, THREE_DAYS_LATER) == ([], [
+        (uuid(1), "duplicate", f"event_id already in hour {EARLY}", view(uuid(1).upper(), 1)),
+        (uuid(3), "duplicate", f"event_id already in hour {LATE}", view(uuid(3), 5))])
+    assert outcomes(spark, lakehouse, EIGHT_DAYS_LATER) == ([uuid(3)], [])
+
+    # Re-materializing an hour reaches the same outcome: its own earlier rows do not count as copies.
     assert check(materialize(SILVER, tmp_path, dagster_instance, partition_key=LATE))[0]
-    passed, metadata = check(materialize(SILVER, tmp_path, dagster_instance, partition_key=EARLY,
-                                         raise_on_error=False))
-    assert not passed
-    assert metadata["event_ids_also_in_next_hour"] == 1 and metadata["rematerialize"] == LATE
-
-    passed, metadata = check(materialize(SILVER, tmp_path, dagster_instance, partition_key=LATE))
-    assert passed and metadata["duplicate_event_ids"] == 0
-    late = pq.read_table(partition_path(lakehouse, "events", "silver", LATE)).column("event_id").to_pylist()
-    rejected = pq.read_table(partition_path(lakehouse, "events_rejected", "silver", LATE)).to_pylist()
-    assert late == [uuid(3)]
-    assert [(r["event_id"], r["reason"], r["detail"]) for r in rejected] == [
-        (uuid(2), "duplicate", "event_id already in the previous hour")]
-    assert rejected[0]["value"] == view(uuid(2), 59)  # the raw bytes, read back from bronze
-
+    assert outcomes(spark, lakehouse, LATE) == ([uuid(2), uuid(3)], [])

@@ -1,4 +1,5 @@
-"""JVM jars from Maven Central: Apache Kafka's broker and Spark's Kafka source, resolved once into a cache."""
+"""JVM jars from Maven Central, resolved once into a cache: Apache Kafka's broker, and the jars every Spark session
+of the project loads (Spark's Kafka source, Delta Lake)."""
 
 import hashlib
 import os
@@ -11,9 +12,13 @@ from pathlib import Path
 
 BROKER = "broker"
 SPARK_KAFKA = "spark-kafka"
-_POMS = {BROKER: "broker-pom.xml", SPARK_KAFKA: "spark-kafka-pom.xml"}
-# Spark's own jars already carry Scala, Hadoop and the compression codecs; only the listed jars are added.
-_TRANSITIVE = {BROKER: True, SPARK_KAFKA: False}
+DELTA = "delta"
+_POMS = {BROKER: "broker-pom.xml", SPARK_KAFKA: "spark-kafka-pom.xml", DELTA: "delta-pom.xml"}
+# Spark's own jars already carry Scala, Hadoop, Parquet, Jackson and the compression codecs; only the listed jars
+# are added (Delta's transitive Hadoop 3.4, Parquet 1.16 and Jackson 2.13 would clash with them).
+_TRANSITIVE = {BROKER: True, SPARK_KAFKA: False, DELTA: False}
+# What a Spark session of the project (local or the Spark Connect server) puts on `spark.jars`.
+SPARK = (SPARK_KAFKA, DELTA)
 
 
 class JarResolutionError(RuntimeError):
@@ -25,7 +30,7 @@ def cache_dir() -> Path:
 
 
 def _pom(name: str) -> bytes:
-    return resources.files("reco_assets.kafka").joinpath(_POMS[name]).read_bytes()
+    return resources.files("reco_assets.jars").joinpath(_POMS[name]).read_bytes()
 
 
 def jar_dir(name: str) -> Path:
@@ -45,7 +50,8 @@ def resolve(name: str, log=_stderr) -> Path:
         return target
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise JarResolutionError("Maven (`mvn`) is needed to fetch Kafka's jars; run scripts/setup.sh or install maven")
+        raise JarResolutionError(f"Maven (`mvn`) is needed to fetch the {name} jars; run scripts/setup.sh or "
+                                 "install maven")
     staged = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     staged.mkdir(parents=True)
     try:
@@ -71,3 +77,8 @@ def resolve(name: str, log=_stderr) -> Path:
 
 def jars(name: str) -> list[Path]:
     return sorted(resolve(name).glob("*.jar"))
+
+
+def spark_jars() -> list[Path]:
+    """Every jar a Spark session of the project needs on `spark.jars` (Kafka source and Delta Lake)."""
+    return [jar for name in SPARK for jar in jars(name)]

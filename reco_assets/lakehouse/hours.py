@@ -1,4 +1,4 @@
-"""Hourly partitions of the event tables, by broker time (Kafka's LogAppendTime)."""
+"""Hourly partitions of the event tables, by broker time (Kafka's LogAppendTime), and their `hour` column."""
 
 import os
 from datetime import datetime, timedelta
@@ -11,6 +11,10 @@ EVENTS_START = os.environ.get("RECO_EVENTS_START", "2026-11-01-00:00")
 # end_offset=1 includes the open (current) hour, so live events are materialized before the hour closes.
 hourly_events = dg.HourlyPartitionsDefinition(start_date=EVENTS_START, end_offset=1, timezone="UTC")
 
+# Hourly tables are Delta tables partitioned by this string column: `2026-11-23-12` for partition `2026-11-23-12:00`.
+HOUR_COLUMN = "hour"
+HOUR_PATTERN = "yyyy-MM-dd-HH"  # Spark's date_format pattern of the column
+
 
 def hour_start(partition_key: str) -> datetime:
     return hourly_events.time_window_for_partition_key(partition_key).start
@@ -21,9 +25,14 @@ def hour_key(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d-%H:00")
 
 
-def hour_folder(partition_key: str) -> str:
-    """Hive-style folder of one hour: `hour=2026-11-23-12`."""
-    return f"hour={partition_key.removesuffix(':00')}"
+def hour_value(partition_key: str) -> str:
+    """The `hour` column's value of a partition: `2026-11-23-12:00` -> `2026-11-23-12`."""
+    return partition_key.removesuffix(":00")
+
+
+def value_hour(value: str) -> str:
+    """The partition key of an `hour` column value: `2026-11-23-12` -> `2026-11-23-12:00`."""
+    return value + ":00"
 
 
 def previous_hour(partition_key: str) -> str:
@@ -34,6 +43,10 @@ def next_hour(partition_key: str) -> str:
     return hour_key(hour_start(partition_key) + timedelta(hours=1))
 
 
-def folder_hour(folder_name: str) -> str:
-    """The partition key of a Hive-style hour folder: `hour=2026-11-23-12` -> `2026-11-23-12:00`."""
-    return folder_name.removeprefix("hour=") + ":00"
+def hours_between(first: str, last: str) -> list[str]:
+    """Partition keys from `first` to `last`, both included."""
+    keys, moment = [], hour_start(first)
+    while moment <= hour_start(last):
+        keys.append(hour_key(moment))
+        moment += timedelta(hours=1)
+    return keys

@@ -1,0 +1,138 @@
+"""Small files: what an hour of live runs leaves in the Delta tables, and what hourly maintenance makes of it.
+
+Streams `--rate` events/s (default 200) into a local broker in steps of `--step` seconds of stream (default 10,
+the sensor's open-hour refresh), and after each step runs what a live run of the open hour runs — bronze_events,
+silver_events, gold_trending_now — in one warm Spark session, `--runs` times (default 360: an hour). Events are
+sent as fast as the broker takes them, so the hour of stream is compressed in wall time; the runs, their
+commits and their files are those of the live path. Then it counts, per table, the data files of the current
+version of that hour and the files stored on disk, runs the maintenance job's steps (OPTIMIZE the hour, VACUUM
+with the 7-day retention, and with 0 hours as the lower bound), and counts again. The baseline is the same hour
+materialized once, by one run after all events arrived.
+
+    .venv/bin/python bench/small_files.py [--runs 360] [--rate 200] [--step 10] [--out FILE]
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from dagster_pyspark.resources import spark_session_from_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reco_assets.bronze import events as bronze_events  # noqa: E402
+from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
+from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
+from reco_assets.events.producer import EventProducer  # noqa: E402
+from reco_assets.gold import trending  # noqa: E402
+from reco_assets.gold.stream import top_now  # noqa: E402
+from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
+from reco_assets.kafka.client import KafkaResource, ensure_topics  # noqa: E402
+from reco_assets.lakehouse import LakehouseResource  # noqa: E402
+from reco_assets.lakehouse.hours import hour_key, hour_value  # noqa: E402
+from reco_assets.lakehouse.maintenance import compact_closed_hours, live_files_per_hour, stored_files, vacuum  # noqa: E402
+from reco_assets.resources import spark_config  # noqa: E402
+from reco_assets.silver import events as silver_events  # noqa: E402
+
+TABLES = ("bronze.events", "bronze.event_ranges", "silver.event_outcomes", "gold.trending_now")
+
+
+def live_run(spark, lakehouse: LakehouseResource, kafka: KafkaResource, hour: str) -> None:
+    bronze_events.materialize_hour(hour, lakehouse, spark, kafka)
+    silver_events.materialize_hour(hour, lakehouse, spark)
+    events, as_of = silver_events.recent_events(spark, lakehouse, 24.0)
+    movies = spark.createDataFrame([], "movie_id INT, title STRING, genres ARRAY<STRING>")
+    now = datetime.now(UTC)
+    lakehouse.table("gold.trending_now").overwrite(
+        top_now(trending.decayed_scores(events, as_of, 1.0), movies, 20, as_of, now).coalesce(1))
+
+
+def counts(spark, lakehouse: LakehouseResource, hour: str) -> dict[str, tuple[int, int]]:
+    """Per table: (data files of the current version in the hour, or in all for an unpartitioned table; stored)."""
+    found = {}
+    for name in TABLES:
+        table = lakehouse.table(name)
+        live = live_files_per_hour(spark, table)[hour_value(hour)] if table.spec.hourly else \
+            spark.sql(f"DESCRIBE DETAIL delta.`{table.uri}`").first()["numFiles"]
+        found[name] = (live, stored_files(table))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=360)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--step", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="reco-small-files-"))
+    broker = LocalBroker(work, port=free_port(), controller_port=free_port())
+    broker.up(log=lambda m: None)
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+    ensure_topics(kafka.admin())
+    spark = spark_session_from_config(spark_config(remote=False))
+    live, once = LakehouseResource(data_dir=str(work / "live")), LakehouseResource(data_dir=str(work / "once"))
+    lines = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    try:
+        if datetime.now(UTC).minute >= 30:  # the runs must stay in one broker hour: start at the next one
+            time.sleep((60 - datetime.now(UTC).minute) * 60 - datetime.now(UTC).second + 2)
+        hour = hour_key(datetime.now(UTC))
+        generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=3)
+        producer = EventProducer(kafka.client_config())
+        started = time.perf_counter()
+        run_seconds = []
+        for run in range(args.runs):
+            producer.send(generator.batch(args.rate * args.step))
+            producer.flush()
+            t0 = time.perf_counter()
+            live_run(spark, live, kafka, hour)
+            run_seconds.append(time.perf_counter() - t0)
+            if run % 30 == 0:
+                print(f"  run {run}: {run_seconds[-1]:.1f} s", flush=True)
+        if hour_key(datetime.now(UTC)) != hour:
+            report(f"- WARNING: the runs crossed into the next broker hour ({hour_key(datetime.now(UTC))})")
+        live_run(spark, once, kafka, hour)
+        events = args.runs * args.rate * args.step
+        after_runs = counts(spark, live, hour)
+        baseline = counts(spark, once, hour)
+        closed = datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC) + timedelta(hours=1, minutes=7)
+        for name in TABLES:
+            compact_closed_hours(spark, live.table(name), now=closed)
+            vacuum(spark, live.table(name), 168.0)
+        after_optimize = counts(spark, live, hour)
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        for name in TABLES:
+            vacuum(spark, live.table(name), 0.0)
+        after_vacuum_0 = counts(spark, live, hour)
+        report(f"- {args.runs} live runs (bronze_events, silver_events, gold_trending_now) of one hour, each after "
+               f"{args.step} s of stream at {args.rate} events/s: {events:,} events; run time median "
+               f"{sorted(run_seconds)[len(run_seconds) // 2]:.1f} s (wall {time.perf_counter() - started:.0f} s)")
+        report("")
+        report("| table | files of the hour, one run (baseline) | after the live runs: current version / stored | "
+               "after OPTIMIZE + VACUUM 168 h | after VACUUM 0 h |")
+        report("|---|---:|---:|---:|---:|")
+        for name in TABLES:
+            report(f"| {name} | {baseline[name][0]} | {after_runs[name][0]} / {after_runs[name][1]:,} | "
+                   f"{after_optimize[name][0]} / {after_optimize[name][1]:,} | "
+                   f"{after_vacuum_0[name][0]} / {after_vacuum_0[name][1]:,} |")
+    finally:
+        spark.stop()
+        broker.down(log=lambda m: None)
+        shutil.rmtree(work, ignore_errors=True)
+    if args.out:
+        args.out.write_text(f"# Small files ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, 2 cores, local Spark)\n\n"
+                            + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""What every asset reports about the table it wrote: rows, schema, Delta version, files, a preview, timings."""
+
+import time
+
+import dagster as dg
+from pyspark.sql import DataFrame
+
+from reco_assets.lakehouse.delta import Commit
+from reco_assets.lakehouse.resource import Table
+
+SPARK_TO_DAGSTER_TYPES = {"integer": "int", "bigint": "bigint", "double": "double", "float": "float"}
+
+
+def column_schema(df: DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name=f.name, type=SPARK_TO_DAGSTER_TYPES.get(f.dataType.typeName(), f.dataType.simpleString()))
+        for f in df.schema.fields])
+
+
+def commit_metadata(table: Table, commit: Commit, df: DataFrame, started: float, preview_rows: int = 5,
+                    **extra) -> dict:
+    """Metadata of one commit: the rows it wrote (`dagster/row_count`, so the UI plots it), the table's schema,
+    its Delta version, and a preview read back at that version."""
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(commit.rows),
+        "dagster/column_schema": column_schema(df),
+        "delta_version": dg.MetadataValue.int(commit.version),
+        "table": table.name,
+        "path": dg.MetadataValue.path(table.uri),
+        "files_written": dg.MetadataValue.int(commit.files),
+    }
+    if preview_rows:
+        preview = table.read(df.sparkSession, commit.version).limit(preview_rows).toPandas()
+        metadata["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False))
+    return {**metadata, **extra, "seconds": round(time.monotonic() - started, 2)}

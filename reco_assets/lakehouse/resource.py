@@ -1,0 +1,142 @@
+"""`LakehouseResource`: where the lakehouse, the DuckDB catalog and the downloads live, and a handle per table."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from reco_assets.lakehouse import catalog, delta
+from reco_assets.lakehouse.delta import Commit, ConcurrentWriteError
+from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_value
+from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST, TABLES, TableSpec, View
+
+DEFAULT_DATA_DIR = "data"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Delta table of the lakehouse: read it, replace it or some of its hours in one commit."""
+
+    spec: TableSpec
+    uri: str
+    warehouse: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.qualified
+
+    def duckdb(self, view: str | None = None) -> str:
+        """The whole table (or what one of its catalog views shows) as a DuckDB subquery over its current
+        snapshot."""
+        chosen = View(self.name) if view is None else next(v for v in self.spec.catalog_views if v.name == view)
+        return f"({catalog.view_sql(chosen, self.uri)})"
+
+    def exists(self) -> bool:
+        """Whether the table has a commit (a first write killed before it leaves only data files)."""
+        return any((Path(self.uri) / "_delta_log").glob("*.json"))
+
+    def read(self, spark: SparkSession, version: int | None = None, view: str | None = None) -> DataFrame:
+        """The table at `version` (default: the latest), or what one of its catalog views shows of it."""
+        df = delta.read(spark, self.uri, version)
+        if view is None:
+            return df
+        chosen = next(v for v in self.spec.catalog_views if v.name == view)
+        df = df.where(F.expr(chosen.where)) if chosen.where else df
+        return df.select(*chosen.columns) if chosen.columns else df
+
+    def read_hours(self, spark: SparkSession, partition_keys: list[str], version: int | None = None,
+                   view: str | None = None) -> DataFrame:
+        """The rows of these hour partitions (partition pruning: no other hour is read)."""
+        return self.read(spark, version, view).where(
+            F.col(HOUR_COLUMN).isin([hour_value(k) for k in partition_keys]))
+
+    def pinned(self, spark: SparkSession, view: str | None = None) -> tuple[DataFrame | None, int | None]:
+        """(the table at its current version, that version): every action on it reads the same snapshot, whatever
+        other runs commit meanwhile. (None, None) when the table does not exist yet."""
+        version = self.version(spark)
+        return (None, None) if version is None else (self.read(spark, version, view), version)
+
+    def version(self, spark: SparkSession) -> int | None:
+        return delta.version(spark, self.uri) if self.exists() else None
+
+    def overwrite(self, df: DataFrame, log=None) -> Commit:
+        """Replace the whole table with `df` in one commit (readers see the old or the new version, never a mix)."""
+        return self._committed(df, delta.write(df, self.uri, f"{self.name}", self.spec.partition_by), log)
+
+    def replace_hours(self, df: DataFrame, partition_keys: list[str], log=None) -> Commit:
+        """Replace these hours with `df` (which has an `hour` column and only these hours) in one commit."""
+        hours = ", ".join(f"'{hour_value(k)}'" for k in partition_keys)
+        label = f"{self.name} hour {partition_keys[0]}" + (f" … {partition_keys[-1]}" if len(partition_keys) > 1
+                                                             else "")
+        commit = delta.write(df, self.uri, label, self.spec.partition_by, replace_where=f"{HOUR_COLUMN} IN ({hours})")
+        return self._committed(df, commit, log)
+
+    def _committed(self, df: DataFrame, commit: Commit, log) -> Commit:
+        catalog.ensure_views(self.warehouse, self.spec, self.uri, df.columns, log)
+        return commit
+
+
+class LakehouseResource(dg.ConfigurableResource):
+    """The data directory: the Delta lakehouse, the DuckDB catalog and the downloads all live below it."""
+
+    data_dir: str = DEFAULT_DATA_DIR
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def lakehouse(self) -> Path:
+        return self.root / "lakehouse"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def movielens_dir(self) -> Path:
+        """bronze_movielens: the published files and their manifest."""
+        return self.lakehouse / "bronze" / "movielens"
+
+    def table(self, qualified: str) -> Table:
+        spec = TABLES[qualified]
+        return Table(spec, str(self.lakehouse / spec.layer / spec.name), self.warehouse_path)
+
+    def existing_tables(self) -> dict[str, str]:
+        """Qualified name -> URI of every table written so far."""
+        return {name: table.uri for name in TABLES if (table := self.table(name)).exists()}
+
+    def refresh_catalog(self, log=None) -> tuple[list[str], list[str]]:
+        """Rebuild every view of the DuckDB catalog: (views created, views missing). With `log`, best effort: when
+        another process keeps the catalog locked, say so and go on."""
+        manifest = self.movielens_dir / MOVIELENS_MANIFEST
+        folder = self.movielens_dir / json.loads(manifest.read_text())["folder"] if manifest.exists() else None
+        try:
+            return catalog.refresh_catalog(self.warehouse_path, self.existing_tables(), folder)
+        except duckdb.Error as error:
+            if log is None:
+                raise
+            log.warning(f"could not update the DuckDB catalog ({str(error).splitlines()[0]}); "
+                        "materialize duckdb_catalog later")
+            return [], []
+
+
+def retry_on_conflict(materialize, log, attempts: int = 2):
+    """Run `materialize` (one hour) again on top of the version that another run committed first; past `attempts`,
+    fail with the conflict, which names the table and the hour."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return materialize()
+        except ConcurrentWriteError as error:
+            if attempt == attempts:
+                raise dg.Failure(description=f"{error}. Nothing of this run was committed for that hour; "
+                                             "re-run it once the other run has finished.") from error
+            log.warning(f"{error}; retrying on top of the new version")

@@ -1,0 +1,84 @@
+"""Every table of the lakehouse: its layer, its name, how it is partitioned and the DuckDB views that show it.
+
+Each one is a Delta table under `<lakehouse root>/<layer>/<name>`, written by the asset `<layer>_<name>` (see
+`TableSpec.asset`). Assets and tools reach a table through `LakehouseResource.table(...)`, never by its path.
+"""
+
+from dataclasses import dataclass, field
+
+from reco_assets.lakehouse.hours import HOUR_COLUMN
+
+LAYERS = ("bronze", "silver", "gold")
+# bronze_movielens stays the published files with a manifest (a folder under bronze/, not a Delta table).
+MOVIELENS_FILES = ("movies.csv", "ratings.csv", "tags.csv", "links.csv")
+MOVIELENS_MANIFEST = "_manifest.json"
+
+# silver.event_outcomes holds every bronze record of an hour once: the accepted events and the dead letter are
+# written in one commit, so they cannot drift apart. These are the columns of each view.
+EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "session_id", "device_type",
+                 "page_url", "watch_seconds", "click_type", "referrer", "rating", "review_text"]
+ACCEPTED_COLUMNS = [*EVENT_COLUMNS, "topic", "partition", "offset", "received_at"]
+REJECTED_COLUMNS = ["topic", "partition", "offset", "received_at", "key", "value", "reason", "field", "detail",
+                    "event_id"]
+
+
+@dataclass(frozen=True)
+class View:
+    """A DuckDB view of a table: a column list (None: all) and a row filter on the table's columns."""
+
+    name: str
+    columns: list[str] | None = None
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    layer: str
+    name: str
+    partition_by: tuple[str, ...] = ()
+    views: list[View] = field(default_factory=list)
+    asset: str = ""  # the asset that writes it, when not `<layer>_<name>`
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def hourly(self) -> bool:
+        return HOUR_COLUMN in self.partition_by
+
+    @property
+    def writer(self) -> str:
+        return self.asset or f"{self.layer}_{self.name}"
+
+    @property
+    def catalog_views(self) -> list[View]:
+        return self.views or [View(self.qualified)]
+
+
+def _spec(qualified: str, **kwargs) -> TableSpec:
+    layer, name = qualified.split(".")
+    return TableSpec(layer, name, **kwargs)
+
+
+HOURLY = (HOUR_COLUMN,)
+TABLES = {spec.qualified: spec for spec in [
+    _spec("bronze.events", partition_by=HOURLY),
+    _spec("bronze.event_ranges", partition_by=HOURLY, asset="bronze_events"),
+    _spec("silver.movies"),
+    _spec("silver.ratings"),
+    _spec("silver.tags"),
+    _spec("silver.links"),
+    _spec("silver.event_outcomes", partition_by=(HOUR_COLUMN, "rejected"), asset="silver_events",
+          views=[View("silver.events", [*ACCEPTED_COLUMNS, HOUR_COLUMN], "NOT rejected"),
+                 View("silver.events_rejected", [*REJECTED_COLUMNS, HOUR_COLUMN], "rejected")]),
+    _spec("gold.als_factors", asset="als_model"),
+    _spec("gold.reco_evaluation"),
+    _spec("gold.recommendations"),
+    _spec("gold.similar_movies"),
+    _spec("gold.popular_movies"),
+    _spec("gold.hybrid_recommendations"),
+    _spec("gold.trending", partition_by=HOURLY),
+    _spec("gold.genre_minute_stats", partition_by=HOURLY),
+    _spec("gold.trending_now"),
+]}

@@ -1,0 +1,140 @@
+"""Real runs against the Delta lakehouse: killed at several points, or two at once on the same hour, they lose
+nothing, every table stays readable, and a rerun lands exactly the rows of an unkilled run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+from reco_assets.events.generator import EventGenerator, load_population
+from reco_assets.events.producer import EventProducer
+from reco_assets.kafka.client import KafkaResource
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import hour_key, hour_value
+from reco_assets_tests.conftest import materialize, running_broker
+
+pytestmark = pytest.mark.integration
+HOURLY = ["bronze_events", "silver_events", "silver_events_rejected", "gold_trending", "gold_genre_minute_stats"]
+TABLES = {"bronze.events": None, "silver.event_outcomes": None, "gold.trending": None,
+          "gold.genre_minute_stats": None}
+# What each table holds of the hour, in an order that makes equal content compare equal.
+CONTENT = {"bronze.events": "topic, partition, \"offset\", timestamp, key, value",
+           "silver.event_outcomes": "* EXCLUDE (hour)",
+           "gold.trending": "* EXCLUDE (hour)",
+           "gold.genre_minute_stats": "* EXCLUDE (hour)"}
+
+
+@pytest.fixture(scope="module")
+def hour_of_events(tmp_path_factory, dagster_instance):
+    """10,000 events (5 % malformed) in one broker hour of a broker of this module's own, and the hour materialized
+    once without interruption: (kafka, hour, data dir of that run)."""
+    brokers = running_broker(tmp_path_factory)
+    broker = next(brokers)
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers, request_timeout_s=3.0)
+    if datetime.now(UTC).minute == 59:  # keep every record in one hour
+        time.sleep(61 - datetime.now(UTC).second)
+    producer = EventProducer(kafka.client_config())
+    producer.send(EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), invalid_rate=0.05,
+                                 seed=21).batch(10_000))
+    producer.flush()
+    hour = hour_key(datetime.now(UTC))
+    baseline = tmp_path_factory.mktemp("unkilled")
+    assert materialize(HOURLY, baseline, dagster_instance, partition_key=hour, kafka=kafka).success
+    yield kafka, hour, baseline
+    next(brokers, None)
+
+
+def content(data_dir: Path, hour: str) -> dict[str, list]:
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
+    with duckdb.connect() as con:
+        return {name: con.execute(f"SELECT {CONTENT[name]} FROM {lakehouse.table(name).duckdb()} WHERE hour = ? "
+                                  "ORDER BY ALL", [hour_value(hour)]).fetchall()
+                for name in TABLES if lakehouse.table(name).exists()}
+
+
+def state(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """Per table: (commits in its Delta log, data files in its folder)."""
+    found = {}
+    for name in TABLES:
+        folder = Path(LakehouseResource(data_dir=str(data_dir)).table(name).uri)
+        found[name] = (len(list(folder.glob("_delta_log/*.json"))), len(list(folder.rglob("*.parquet"))) -
+                       len(list(folder.glob("_delta_log/*.parquet"))))
+    return found
+
+
+def run(data_dir: Path, kafka: KafkaResource, hour: str, assets: list[str] = HOURLY) -> subprocess.Popen:
+    """`dagster asset materialize` of the hour's event assets: a run process of its own, as the UI launches.
+    Its output goes to `output.log` in its Dagster home (a pipe nobody reads would block it)."""
+    home = data_dir / f"home-{time.monotonic_ns()}"
+    home.mkdir()
+    output = (home / "output.log").open("w")
+    env = os.environ | {"DAGSTER_HOME": str(home), "RECO_DATA_DIR": str(data_dir),
+                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    env.pop("SPARK_REMOTE", None)
+    process = subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m",
+                                "reco_assets.definitions", "--select", ",".join(assets), "--partition", hour], env=env,
+                               start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
+    process.log_path = home / "output.log"
+    return process
+
+
+def kill_when(process: subprocess.Popen, data_dir: Path, table: str, committed: bool) -> dict:
+    """SIGKILL the run once `table` has new data files (committed=False: before its commit) or a new commit."""
+    before = state(data_dir)[table]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        commits, files = state(data_dir)[table]
+        if (commits > before[0]) if committed else (files > before[1] and commits == before[0]):
+            break
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return {"table": table, "before": before, "after": state(data_dir)[table]}
+
+
+def assert_consistent(data_dir: Path, hour: str, spark) -> None:
+    """Every table reads (Spark and DuckDB), and silver accounts for every bronze record of the hour."""
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
+    for name in TABLES:
+        table = lakehouse.table(name)
+        if table.exists():
+            table.read(spark).count()
+    found = content(data_dir, hour)
+    if "silver.event_outcomes" in found:
+        assert len(found["silver.event_outcomes"]) == len(found["bronze.events"])
+
+
+def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_events, tmp_path, spark):
+    kafka, hour, baseline = hour_of_events
+    kills = []
+    for table, committed in (("bronze.events", False), ("silver.event_outcomes", False),
+                             ("silver.event_outcomes", True), ("gold.trending", False)):
+        kills.append(kill_when(run(tmp_path, kafka, hour), tmp_path, table, committed))
+        assert_consistent(tmp_path, hour, spark)
+    # At least one kill hit a table between writing its files and committing them: those files are not read.
+    assert any(k["after"][1] > k["before"][1] and k["after"][0] == k["before"][0] for k in kills), kills
+    with dg.instance_for_test() as instance:
+        assert materialize(HOURLY, tmp_path, instance, partition_key=hour, kafka=kafka).success
+    assert content(tmp_path, hour) == content(baseline, hour)
+
+
+def test_two_runs_of_one_hour_at_once_lose_nothing(hour_of_events, tmp_path):
+    kafka, hour, baseline = hour_of_events
+    runs = [run(tmp_path, kafka, hour, HOURLY[:3]) for _ in range(2)]
+    codes = [r.wait(timeout=600) for r in runs]
+    outputs = [r.log_path.read_text() for r in runs]
+    # Each run either commits (retrying on top of the other's version after a conflict) or fails naming the hour.
+    for code, output in zip(codes, outputs, strict=True):
+        assert code == 0 or f"hour {hour}" in output and "another run committed" in output, output[-3000:]
+    assert 0 in codes
+    landed = content(tmp_path, hour)
+    assert landed == {name: rows for name, rows in content(baseline, hour).items() if name in landed}
+    assert set(landed) == {"bronze.events", "silver.event_outcomes"}
