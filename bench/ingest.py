@@ -3,11 +3,11 @@
 Everything runs in this one script, side by side, so the figures are ratios on the same machine state:
   produce: the project's generator + idempotent librdkafka producer vs a naive kafka-python loop
            (uuid4 + json.dumps + send per event);
-  bronze:  the asset's own code (Spark's Kafka batch source over the hour's exact offset ranges → Parquet),
+  bronze:  the asset's own code (Spark's Kafka batch source over the hour's exact offset ranges → Delta),
            in a cold and then a warm Spark session, vs (a) a seed-style consumer (kafka-python defaults,
            one json.loads per message) and (b) a tuned poll-only kafka-python loop (the client's ceiling);
            and Spark's Kafka source alone on the same ranges with a `noop` sink (bronze's own ceiling);
-  silver:  the asset's own code (parse, contract check, dedup, dead letter → Parquet) on the bronze hours.
+  silver:  the asset's own code (parse, contract check, dedup, dead letter → Delta) on the bronze hours.
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--out bench/results/ingest.md]
 """
@@ -33,7 +33,7 @@ from reco_assets.events.producer import EventProducer  # noqa: E402
 from reco_assets.events.publish import generate_batch  # noqa: E402
 from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
 from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, ensure_topics  # noqa: E402
-from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource  # noqa: E402
 from reco_assets.lakehouse.hours import hour_key, hourly_events  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
@@ -161,7 +161,7 @@ def main() -> None:
             silver_s.append(seconds)
         silver_rate = args.events / min(silver_s)
         kafka_to_silver = args.events / (min(bronze_s[1:]) + min(silver_s))
-        report(f"- Kafka → bronze Parquet ({len(hours)} hour partition(s), asset code): warm Spark "
+        report(f"- Kafka → bronze Delta ({len(hours)} hour partition(s), asset code): warm Spark "
                f"**{bronze_warm:,.0f} ev/s**, cold JVM {bronze_cold:,.0f} ev/s (Spark session start "
                f"{spark_start_s:.1f} s not included)")
         report(f"- Spark's Kafka source alone, same ranges, `noop` sink (bronze's ceiling): {read_only:,.0f} ev/s; "

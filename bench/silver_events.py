@@ -20,9 +20,11 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import functions as F
 
@@ -33,6 +35,7 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource  # noqa: E402
 from reco_assets.lakehouse.hours import HOUR_PATTERN, hour_key, hour_start, hour_value  # noqa: E402
+from reco_assets.lakehouse.tables import OUTCOME_COLUMNS, OUTCOME_TYPES  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
 
@@ -59,13 +62,13 @@ def build_history(spark, lakehouse: LakehouseResource, hours: int, per_hour: int
     keys = [hour_key(first + timedelta(hours=h)) for h in range(hours)]
     lakehouse.table("silver.event_outcomes").replace_hours(
         rows.withColumn("event_hash", F.xxhash64("event_id")).withColumn("rejected", F.lit(False))
-        .withColumn("hour", F.date_format("received_at", HOUR_PATTERN)).select(*silver_events.OUTCOME_COLUMNS), keys)
+        .withColumn("hour", F.date_format("received_at", HOUR_PATTERN)).select(*OUTCOME_COLUMNS), keys)
 
 
 def silver_events_schema(spark):
     """The types of silver.event_outcomes' columns (from an empty outcome frame)."""
-    return spark.createDataFrame([], ", ".join(f"`{c}` {silver_events.OUTCOME_TYPES.get(c, 'string')}"
-                                               for c in silver_events.OUTCOME_COLUMNS)).schema.fields
+    return spark.createDataFrame([], ", ".join(f"`{c}` {OUTCOME_TYPES.get(c, 'string')}"
+                                               for c in OUTCOME_COLUMNS)).schema.fields
 
 
 def build_hour(spark, lakehouse: LakehouseResource, events: int, replayed: float, history: int) -> int:
@@ -87,14 +90,16 @@ def build_hour(spark, lakehouse: LakehouseResource, events: int, replayed: float
             values[i] = json.dumps(event, separators=(",", ":")).encode()
             replays += 1
     offsets: dict[tuple, int] = {}
-    rows = []
+    columns = {name: [] for name in ("topic", "partition", "offset", "timestamp", "key", "value")}
     for i, (topic, key, value) in enumerate(zip(topics, keys, values, strict=True)):
-        partition = hash(key) % PARTITIONS
+        partition = zlib.crc32(key) % PARTITIONS
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
-        rows.append((topic, partition, offset, start + timedelta(microseconds=3_599_000_000 * i // len(values)),
-                     key, value))
-    df = spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA).withColumn("hour", F.lit(hour_value(HOUR)))
+        for name, item in zip(columns, (topic, partition, offset, start + timedelta(
+                microseconds=3_599_000_000 * i // len(values)), key, value), strict=True):
+            columns[name].append(item)
+    # Through Arrow: a million Python rows would take minutes through py4j.
+    df = spark.createDataFrame(pd.DataFrame(columns), BRONZE_EVENT_SCHEMA).withColumn("hour", F.lit(hour_value(HOUR)))
     lakehouse.table("bronze.events").replace_hours(df.repartition(PARTITIONS * 3), [HOUR])
     ranges = [(t, p, 0, n, n, True, True, datetime.now(UTC), "bench", hour_value(HOUR)) for (t, p), n in
               offsets.items()]

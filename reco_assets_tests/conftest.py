@@ -100,7 +100,7 @@ def write_silver_events(lakehouse: LakehouseResource, events) -> list[str]:
     from pyspark.sql import functions as F
 
     from reco_assets.lakehouse.hours import HOUR_PATTERN, value_hour
-    from reco_assets.silver.events import OUTCOME_COLUMNS, OUTCOME_TYPES
+    from reco_assets.lakehouse.tables import OUTCOME_COLUMNS, OUTCOME_TYPES
 
     derived = {"event_hash": F.xxhash64(F.lower("event_id")), "rejected": F.lit(False),
                "hour": F.date_format("received_at", HOUR_PATTERN)}

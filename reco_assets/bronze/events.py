@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 
 from reco_assets.kafka.client import KafkaResource, OffsetRange
 from reco_assets.lakehouse import LakehouseResource, retry_on_conflict
-from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_key, hour_start, hour_value, hourly_events
+from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_key, hour_start, hour_value, hourly_events, value_hour
 
 # The event assets' steps share this concurrency pool (limit 1 in dagster.yaml): one at a time across all runs.
 EVENT_HOURS_POOL = "lakehouse_event_hours"
@@ -98,9 +98,9 @@ def neighbour_problems(spark: SparkSession, lakehouse: LakehouseResource, partit
     neighbours = {hour_key(start - timedelta(hours=1)): ("start", "end_offset"),
                   hour_key(start + timedelta(hours=1)): ("end", "start_offset")}
     rows = table.read_hours(spark, list(neighbours)).collect() if table.exists() else []
-    problems, compared = [], sorted({r["hour"] + ":00" for r in rows})
+    problems, compared = [], sorted({value_hour(r["hour"]) for r in rows})
     for row in rows:
-        mine_attr, theirs_column = neighbours[row["hour"] + ":00"]
+        mine_attr, theirs_column = neighbours[value_hour(row["hour"])]
         for r in ranges:
             mine = getattr(r, mine_attr)
             if (r.topic, r.partition) == (row["topic"], row["partition"]) and row[theirs_column] != mine:

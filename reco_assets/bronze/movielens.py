@@ -244,16 +244,9 @@ def publish(bronze_dir: Path, landed: Path, manifest: dict) -> None:
 
 
 def read_manifest(bronze_dir: Path) -> dict:
-    """The published manifest; its `folder` (below bronze_dir) holds the current files."""
+    """The published manifest (`LakehouseResource.movielens_files` says where its files are)."""
     path = bronze_dir / MANIFEST_NAME
     if not path.is_file():
         raise MovieLensError(f"{bronze_dir} has no {MANIFEST_NAME}: materialize bronze_movielens first")
     return json.loads(path.read_text())
 
-
-def current_folder(bronze_dir: Path) -> Path | None:
-    """The folder of the current MovieLens files, None before the first landing."""
-    try:
-        return bronze_dir / read_manifest(bronze_dir)["folder"]
-    except (MovieLensError, KeyError):
-        return None

@@ -184,7 +184,7 @@ def als_model_and_evaluation(
             "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
             "novelty DOUBLE, rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
         ),
-    ).coalesce(1))
+    ).coalesce(1), context.log)
     by_model = {row["model"]: row for row in rows}
     als_row = by_model["als"]
     metrics = {
@@ -231,7 +231,7 @@ def als_model_and_evaluation(
         "items": model.itemFactors.count(),
     }
     factors = lakehouse.table("gold.als_factors")
-    commit = factors.overwrite(als.factors_table(model, info))
+    commit = factors.overwrite(als.factors_table(model, info), context.log)
     for frame in (ratings, training):
         frame.unpersist()
     yield dg.MaterializeResult(
@@ -261,7 +261,8 @@ class RecommendationsConfig(dg.Config):
 
 @dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies, silver_events])
 def gold_recommendations(
-    config: RecommendationsConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+    context: dg.AssetExecutionContext, config: RecommendationsConfig, lakehouse: LakehouseResource,
+    pyspark: LazyPySparkResource,
 ) -> dg.MaterializeResult:
     """Top-K movies per user by the ALS model, never one the user has rated or viewed."""
     started = time.monotonic()
@@ -282,7 +283,7 @@ def gold_recommendations(
         .orderBy("user_id", "rank")
     )
     table = lakehouse.table("gold.recommendations")
-    commit = table.overwrite(df)
+    commit = table.overwrite(df, context.log)
     recommendations.unpersist()
     return dg.MaterializeResult(
         metadata=commit_metadata(table, commit, df, started, k=config.k, model_version=info["model_version"])
@@ -296,7 +297,8 @@ class SimilarMoviesConfig(dg.Config):
 
 @dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies])
 def gold_similar_movies(
-    config: SimilarMoviesConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+    context: dg.AssetExecutionContext, config: SimilarMoviesConfig, lakehouse: LakehouseResource,
+    pyspark: LazyPySparkResource,
 ) -> dg.MaterializeResult:
     """Top-N neighbours per movie by cosine similarity of the ALS item factors."""
     started = time.monotonic()
@@ -326,7 +328,7 @@ def gold_similar_movies(
         .orderBy("movie_id", "rank")
     )
     table = lakehouse.table("gold.similar_movies")
-    commit = table.overwrite(df)
+    commit = table.overwrite(df, context.log)
     neighbours.unpersist()
     return dg.MaterializeResult(
         metadata=commit_metadata(table, commit, df, started, n=config.n, min_ratings=config.min_ratings)
@@ -334,7 +336,8 @@ def gold_similar_movies(
 
 
 @dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=[silver_ratings, silver_movies])
-def gold_popular_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+def gold_popular_movies(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                        pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """The popularity baseline and cold-start fallback: movies ranked by number of ratings."""
     started = time.monotonic()
     spark = pyspark.spark_session
@@ -352,7 +355,7 @@ def gold_popular_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResour
         .coalesce(1)
     )
     table = lakehouse.table("gold.popular_movies")
-    return dg.MaterializeResult(metadata=commit_metadata(table, table.overwrite(df), df, started))
+    return dg.MaterializeResult(metadata=commit_metadata(table, table.overwrite(df, context.log), df, started))
 
 
 @dg.asset_check(asset="gold_reco_evaluation", blocking=False, description="ALS beats the popularity baseline on nDCG@K")

@@ -398,7 +398,8 @@ def cold_start(spark, users: DataFrame, interactions: DataFrame, trend: DataFram
 @dg.asset(group_name="gold", kinds={"spark", "delta"},
           deps=["als_model", silver_ratings, silver_movies, silver_tags, silver_events])
 def gold_hybrid_recommendations(
-    config: HybridConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
+    context: dg.AssetExecutionContext, config: HybridConfig, lakehouse: LakehouseResource,
+    pyspark: LazyPySparkResource,
 ) -> dg.MaterializeResult:
     """Top-K per user: ALS candidates re-ranked by model score, trend and content similarity, never a seen movie;
     trending and popular movies for users the model does not know (and for anyone, as user_id NULL)."""
@@ -429,7 +430,7 @@ def gold_hybrid_recommendations(
         .orderBy(F.col("user_id").asc_nulls_first(), "rank")
     )
     table = lakehouse.table("gold.hybrid_recommendations")
-    commit = table.overwrite(df)
+    commit = table.overwrite(df, context.log)
     for frame in (interactions, users, trend, hybrid):
         frame.unpersist()
     users_by_source = {row["source"]: row["users"] for row in table.read(spark, commit.version).groupBy("source")

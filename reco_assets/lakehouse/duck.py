@@ -36,6 +36,8 @@ def install_delta() -> Path:
 
 def load_delta(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     con.execute(f"LOAD '{delta_extension()}'")
+    # Delta timestamps are instants; show them in UTC, as Spark's sessions do, whatever the host's zone.
+    con.execute("SET TimeZone = 'UTC'")
     return con
 
 

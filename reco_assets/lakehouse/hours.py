@@ -39,10 +39,6 @@ def previous_hour(partition_key: str) -> str:
     return hour_key(hour_start(partition_key) - timedelta(hours=1))
 
 
-def next_hour(partition_key: str) -> str:
-    return hour_key(hour_start(partition_key) + timedelta(hours=1))
-
-
 def hours_between(first: str, last: str) -> list[str]:
     """Partition keys from `first` to `last`, both included."""
     keys, moment = [], hour_start(first)

@@ -103,8 +103,16 @@ class LakehouseResource(dg.ConfigurableResource):
 
     @property
     def movielens_dir(self) -> Path:
-        """bronze_movielens: the published files and their manifest."""
+        """bronze_movielens: the landed copies and the published manifest, which names the current one."""
         return self.lakehouse / "bronze" / "movielens"
+
+    def movielens_files(self) -> Path | None:
+        """The folder of the current MovieLens files (None before the first landing). A manifest without `folder`
+        is the older layout, with the files beside it."""
+        manifest = self.movielens_dir / MOVIELENS_MANIFEST
+        if not manifest.exists():
+            return None
+        return self.movielens_dir / json.loads(manifest.read_text()).get("folder", ".")
 
     def table(self, qualified: str) -> Table:
         spec = TABLES[qualified]
@@ -117,10 +125,8 @@ class LakehouseResource(dg.ConfigurableResource):
     def refresh_catalog(self, log=None) -> tuple[list[str], list[str]]:
         """Rebuild every view of the DuckDB catalog: (views created, views missing). With `log`, best effort: when
         another process keeps the catalog locked, say so and go on."""
-        manifest = self.movielens_dir / MOVIELENS_MANIFEST
-        folder = self.movielens_dir / json.loads(manifest.read_text())["folder"] if manifest.exists() else None
         try:
-            return catalog.refresh_catalog(self.warehouse_path, self.existing_tables(), folder)
+            return catalog.refresh_catalog(self.warehouse_path, self.existing_tables(), self.movielens_files())
         except duckdb.Error as error:
             if log is None:
                 raise
@@ -137,6 +143,5 @@ def retry_on_conflict(materialize, log, attempts: int = 2):
             return materialize()
         except ConcurrentWriteError as error:
             if attempt == attempts:
-                raise dg.Failure(description=f"{error}. Nothing of this run was committed for that hour; "
-                                             "re-run it once the other run has finished.") from error
+                raise dg.Failure(description=f"{error}. Re-run the hour once the other run has finished.") from error
             log.warning(f"{error}; retrying on top of the new version")

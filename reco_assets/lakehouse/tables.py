@@ -20,6 +20,14 @@ EVENT_COLUMNS = ["event_id", "event_type", "event_ts", "user_id", "movie_id", "s
 ACCEPTED_COLUMNS = [*EVENT_COLUMNS, "topic", "partition", "offset", "received_at"]
 REJECTED_COLUMNS = ["topic", "partition", "offset", "received_at", "key", "value", "reason", "field", "detail",
                     "event_id"]
+# Every column of silver.event_outcomes: the accepted events' (with `event_hash`, the 64-bit hash the window is
+# searched by) and the dead letter's, then the partition columns.
+OUTCOME_COLUMNS = [*ACCEPTED_COLUMNS, "event_hash", *[c for c in REJECTED_COLUMNS if c not in ACCEPTED_COLUMNS],
+                   "rejected", HOUR_COLUMN]
+# Their types, where not string.
+OUTCOME_TYPES = {"event_ts": "timestamp", "user_id": "int", "movie_id": "int", "watch_seconds": "int",
+                 "rating": "double", "partition": "int", "offset": "bigint", "received_at": "timestamp",
+                 "event_hash": "bigint", "key": "binary", "value": "binary", "rejected": "boolean"}
 
 
 @dataclass(frozen=True)

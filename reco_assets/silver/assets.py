@@ -12,45 +12,51 @@ from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import transforms
 
 
-def _build_silver(name: str, lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+def _build_silver(name: str, lakehouse: LakehouseResource, pyspark: LazyPySparkResource,
+                  log) -> dg.MaterializeResult:
     started = time.monotonic()
     bronze_dir = lakehouse.movielens_dir
     manifest = movielens.read_manifest(bronze_dir)
     bronze_rows = next(f["rows"] for f in manifest["files"] if f["name"] == f"{name}.csv")
     spark = pyspark.spark_session
-    df = getattr(transforms, name)(transforms.read_movielens_csv(spark, bronze_dir / manifest["folder"], name))
+    folder = lakehouse.movielens_files()
+    df = getattr(transforms, name)(transforms.read_movielens_csv(spark, folder, name))
     table = lakehouse.table(f"silver.{name}")
-    commit = table.overwrite(df)
+    commit = table.overwrite(df, log)
     return dg.MaterializeResult(metadata=commit_metadata(
         table, commit, df, started, bronze_rows=dg.MetadataValue.int(bronze_rows),
-        rows_removed=dg.MetadataValue.int(bronze_rows - commit.rows), manifest_folder=manifest["folder"]))
+        rows_removed=dg.MetadataValue.int(bronze_rows - commit.rows), bronze_folder=folder.name))
 
 
 SILVER_KINDS = {"spark", "delta"}
 
 
 @dg.asset(group_name="silver", kinds=SILVER_KINDS, deps=[bronze_movielens])
-def silver_movies(lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+def silver_movies(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """Movies: movie_id, title (year removed), year parsed from the title, genres as a list."""
-    return _build_silver("movies", lakehouse, pyspark)
+    return _build_silver("movies", lakehouse, pyspark, context.log)
 
 
 @dg.asset(group_name="silver", kinds=SILVER_KINDS, deps=[bronze_movielens])
-def silver_ratings(lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+def silver_ratings(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """Ratings: user_id, movie_id, rating, rated_at (UTC); one row per user and movie, the latest."""
-    return _build_silver("ratings", lakehouse, pyspark)
+    return _build_silver("ratings", lakehouse, pyspark, context.log)
 
 
 @dg.asset(group_name="silver", kinds=SILVER_KINDS, deps=[bronze_movielens])
-def silver_tags(lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+def silver_tags(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """Tags: user_id, movie_id, tag, tagged_at (UTC); empty tags and exact repeats removed."""
-    return _build_silver("tags", lakehouse, pyspark)
+    return _build_silver("tags", lakehouse, pyspark, context.log)
 
 
 @dg.asset(group_name="silver", kinds=SILVER_KINDS, deps=[bronze_movielens])
-def silver_links(lakehouse: LakehouseResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
+def silver_links(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
+                pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """Links: movie_id to imdb_id (as published, zero-padded) and tmdb_id."""
-    return _build_silver("links", lakehouse, pyspark)
+    return _build_silver("links", lakehouse, pyspark, context.log)
 
 
 def _unique_key_check(asset: dg.AssetsDefinition, table: str, keys: list[str]) -> dg.AssetChecksDefinition:

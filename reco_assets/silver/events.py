@@ -23,7 +23,7 @@ from reco_assets.lakehouse.hours import (
     hours_between,
     value_hour,
 )
-from reco_assets.lakehouse.tables import ACCEPTED_COLUMNS, REJECTED_COLUMNS
+from reco_assets.lakehouse.tables import ACCEPTED_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS
 from reco_assets.silver.event_contract import validate_events
 
 # Hours of up to this many records broadcast their event hashes and duplicate marks into the joins, so that neither
@@ -32,14 +32,6 @@ BROADCAST_RECORDS = 2_000_000
 # An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
 # it was read in, written in parallel (coalescing those into fewer files left them uneven).
 ONE_TASK_RECORDS = 500_000
-# Every column of silver.event_outcomes: the accepted events' (with `event_hash`, the 64-bit hash the window is
-# searched by) and the dead letter's, then the partition columns.
-OUTCOME_COLUMNS = [*ACCEPTED_COLUMNS, "event_hash", *[c for c in REJECTED_COLUMNS if c not in ACCEPTED_COLUMNS],
-                   "rejected", HOUR_COLUMN]
-# Their types, where not string.
-OUTCOME_TYPES = {"event_ts": "timestamp", "user_id": "int", "movie_id": "int", "watch_seconds": "int",
-                 "rating": "double", "partition": "int", "offset": "bigint", "received_at": "timestamp",
-                 "event_hash": "bigint", "key": "binary", "value": "binary", "rejected": "boolean"}
 
 
 def read_events(spark: SparkSession, lakehouse: LakehouseResource, partition_keys: list[str] | None = None,
@@ -72,9 +64,11 @@ def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
 
 
 def dedupe_window(partition_key: str, window_hours: float) -> tuple[str, str]:
-    """The first and last `hour` values whose events a copy in this hour duplicates (the hour itself excluded)."""
+    """The first and last `hour` values that can hold a copy received within `window_hours` of an event of this
+    hour (the hour itself is left out by the caller)."""
     start, reach = hour_start(partition_key), timedelta(hours=window_hours)
-    return hour_value(hour_key(start - reach)), hour_value(hour_key(start + reach))
+    return hour_value(hour_key(start - reach)), hour_value(hour_key(start + timedelta(hours=1) + reach
+                                                                    - timedelta(microseconds=1)))
 
 
 def window_events(outcomes: DataFrame, partition_key: str, window_hours: float) -> DataFrame:
@@ -178,7 +172,9 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     history_version = outcomes.version(spark)
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
               if history_version is not None else None)
-    bronze = lakehouse.table("bronze.events").read_hours(spark, [partition_key]).drop(HOUR_COLUMN) \
+    # One bronze version for the count, the check and the duplicates' raw bytes, whatever bronze runs commit.
+    events = lakehouse.table("bronze.events")
+    bronze = events.read_hours(spark, [partition_key], events.version(spark)).drop(HOUR_COLUMN) \
         .withColumnRenamed("timestamp", "received_at")
     records = bronze.count()  # from the Delta log's statistics
     broadcast = records <= BROADCAST_RECORDS
@@ -209,13 +205,14 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     # Another hour committed after the window was read: its events may duplicate this hour's. Check them now, and
     # if they do, this hour runs again on top of them (its copies then go to the dead letter).
     overlap = 0
-    if history_version is not None and commit.version > history_version + 1:
-        mine = written.where(~F.col("rejected")).select("event_hash")
+    if commit.version > (-1 if history_version is None else history_version) + 1:
+        mine = written.where(~F.col("rejected")).select("event_hash", "event_id")
         overlap = window_events(outcomes.read(spark, commit.version), partition_key, window_hours) \
-            .join(mine, "event_hash", "left_semi").count()
+            .join(mine, ["event_hash", "event_id"], "left_semi").count()
         if overlap:
-            raise ConcurrentWriteError(f"silver.event_outcomes hour {partition_key}: {overlap} of its events were "
-                                       "committed by another hour at the same time")
+            raise ConcurrentWriteError(
+                f"silver.event_outcomes hour {partition_key}: another hour committed {overlap} of this hour's "
+                f"events at the same time (both are in version {commit.version}); the hour must run again on top")
     reasons = {row["reason"]: row["count"] for row in counts if row["rejected"]}
     return {"bronze": records, "silver": sum(r["count"] for r in counts if not r["rejected"]),
             "rejected": sum(reasons.values()), "reasons": dict(sorted(reasons.items())),
