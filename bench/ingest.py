@@ -7,6 +7,7 @@ Everything runs in this one script, side by side, so the figures are ratios on t
            in a cold and then a warm Spark session, vs (a) a seed-style consumer (kafka-python defaults,
            one json.loads per message) and (b) a tuned poll-only kafka-python loop (the client's ceiling);
            and Spark's Kafka source alone on the same ranges with a `noop` sink (bronze's own ceiling);
+           and, as bronze's floor, the same records written once into a new Delta table and into plain Parquet;
   silver:  the asset's own code (parse, contract check, dedup, dead letter → Delta) on the bronze hours.
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--out bench/results/ingest.md]
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import NewTopic
 from dagster_pyspark.resources import spark_session_from_config
+from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -155,6 +157,18 @@ def main() -> None:
                                .write.format("noop").mode("overwrite").save())
             read_only_s.append(seconds)
         read_only = args.events / min(read_only_s)
+        # Bronze's floor: the same records written once, with nothing else (no replace of an existing hour, no
+        # ranges, no checks), as a new Delta table (bronze.events' partitioning and properties) and as plain Parquet.
+        spec = lakehouse.table("bronze.events").spec
+        floor_s = {"delta": [], "parquet": []}
+        for attempt in range(3):
+            for fmt in floor_s:
+                records = bronze_events.read_kafka_ranges(spark, kafka, hour_ranges(kafka, hours)).withColumn(
+                    "hour", F.lit("floor"))
+                writer = records.write.format(fmt).partitionBy(*spec.partition_by).options(**spec.properties)
+                seconds, _ = timed(writer.save, str(work / f"floor-{fmt}-{attempt}"))
+                floor_s[fmt].append(seconds)
+        delta_floor, parquet_floor = (args.events / min(floor_s[fmt]) for fmt in ("delta", "parquet"))
         silver_s = []
         for _ in range(4):  # in the session the bronze passes warmed; the best pass counts
             seconds, _ = timed(lambda: [silver_events.materialize_hour(h, lakehouse, spark) for h in hours])
@@ -166,6 +180,10 @@ def main() -> None:
                f"{spark_start_s:.1f} s not included)")
         report(f"- Spark's Kafka source alone, same ranges, `noop` sink (bronze's ceiling): {read_only:,.0f} ev/s; "
                f"bronze is {bronze_warm / read_only:.0%} of it")
+        report(f"- bronze's floor, the same records written once into a new table and nothing else: Delta "
+               f"{delta_floor:,.0f} ev/s ({delta_floor / read_only:.0%} of the source alone), plain Parquet "
+               f"{parquet_floor:,.0f} ev/s ({parquet_floor / read_only:.0%}); bronze is {bronze_warm / delta_floor:.0%}"
+               " of the Delta floor")
         report(f"- seed-style consumer (kafka-python defaults, json.loads per message): {seed_rate:,.0f} ev/s → "
                f"bronze is **{bronze_warm / seed_rate:.1f}×** faster (the source alone {read_only / seed_rate:.1f}×)")
         report(f"- tuned poll-only kafka-python loop (client ceiling, no parsing, no writing): {tuned_rate:,.0f} ev/s"

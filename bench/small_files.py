@@ -2,9 +2,10 @@
 
 Streams `--rate` events/s (default 200) into a local broker in steps of `--step` seconds of stream (default 10,
 the sensor's open-hour refresh), and after each step runs what a live run of the open hour runs — bronze_events,
-silver_events, gold_trending_now — in one warm Spark session, `--runs` times (default 360: an hour). Events are
-sent as fast as the broker takes them, so the hour of stream is compressed in wall time; the runs, their
-commits and their files are those of the live path. Then it counts, per table, the data files of the current
+silver_events, gold_trending_now — in one warm Spark session, `--runs` times (default 360: an hour). The
+records carry the times of that hour of stream (the bench's topics take the producer's timestamps, where the
+project's take the broker's), so the runs land in one broker hour however long they take in wall time; the
+runs, their commits and their files are those of the live path. Then it counts, per table, the data files of the current
 version of that hour and the files stored on disk, runs the maintenance job's steps (OPTIMIZE the hour, VACUUM
 with the 7-day retention, and with 0 hours as the lower bound), and counts again. The baseline is the same hour
 materialized once, by one run after all events arrived.
@@ -20,6 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from confluent_kafka.admin import NewTopic
 from dagster_pyspark.resources import spark_session_from_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,9 +33,9 @@ from reco_assets.events.producer import EventProducer  # noqa: E402
 from reco_assets.gold import trending  # noqa: E402
 from reco_assets.gold.stream import top_now  # noqa: E402
 from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
-from reco_assets.kafka.client import KafkaResource, ensure_topics  # noqa: E402
+from reco_assets.kafka.client import EVENT_TOPICS, TOPIC_PARTITIONS, KafkaResource  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource  # noqa: E402
-from reco_assets.lakehouse.hours import hour_key, hour_value  # noqa: E402
+from reco_assets.lakehouse.hours import hour_key, hour_start, hour_value  # noqa: E402
 from reco_assets.lakehouse.maintenance import compact_closed_hours, live_files_per_hour, stored_files, vacuum  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
@@ -49,6 +51,18 @@ def live_run(spark, lakehouse: LakehouseResource, kafka: KafkaResource, hour: st
     now = datetime.now(UTC)
     lakehouse.table("gold.trending_now").overwrite(
         top_now(trending.decayed_scores(events, as_of, 1.0), movies, 20, as_of, now).coalesce(1))
+
+
+def send_at(producer: EventProducer, batch, timestamp_ms: int) -> None:
+    """Produce `batch` with every record stamped `timestamp_ms`."""
+    for topic, key, value in zip(batch.topics, batch.keys, batch.values, strict=True):
+        while True:
+            try:
+                producer.producer.produce(topic, value, key, timestamp=timestamp_ms)
+                break
+            except BufferError:
+                producer.producer.poll(0.05)
+    producer.producer.flush()
 
 
 def counts(spark, lakehouse: LakehouseResource, hour: str) -> dict[str, tuple[int, int]]:
@@ -74,7 +88,12 @@ def main() -> None:
     broker = LocalBroker(work, port=free_port(), controller_port=free_port())
     broker.up(log=lambda m: None)
     kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-    ensure_topics(kafka.admin())
+    admin = kafka.admin()
+    created = admin.create_topics(
+        [NewTopic(topic, num_partitions=TOPIC_PARTITIONS, replication_factor=1,
+                  config={"message.timestamp.type": "CreateTime"}) for topic in EVENT_TOPICS])
+    for future in created.values():
+        future.result()
     spark = spark_session_from_config(spark_config(remote=False))
     live, once = LakehouseResource(data_dir=str(work / "live")), LakehouseResource(data_dir=str(work / "once"))
     lines = []
@@ -84,23 +103,19 @@ def main() -> None:
         lines.append(line)
 
     try:
-        if datetime.now(UTC).minute >= 30:  # the runs must stay in one broker hour: start at the next one
-            time.sleep((60 - datetime.now(UTC).minute) * 60 - datetime.now(UTC).second + 2)
-        hour = hour_key(datetime.now(UTC))
+        hour = hour_key(datetime.now(UTC) - timedelta(hours=1))  # the hour of stream the records are stamped in
+        start_ms = int(hour_start(hour).timestamp() * 1000)
         generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=3)
         producer = EventProducer(kafka.client_config())
         started = time.perf_counter()
         run_seconds = []
         for run in range(args.runs):
-            producer.send(generator.batch(args.rate * args.step))
-            producer.flush()
+            send_at(producer, generator.batch(args.rate * args.step), start_ms + run * args.step * 1000)
             t0 = time.perf_counter()
             live_run(spark, live, kafka, hour)
             run_seconds.append(time.perf_counter() - t0)
             if run % 30 == 0:
                 print(f"  run {run}: {run_seconds[-1]:.1f} s", flush=True)
-        if hour_key(datetime.now(UTC)) != hour:
-            report(f"- WARNING: the runs crossed into the next broker hour ({hour_key(datetime.now(UTC))})")
         live_run(spark, once, kafka, hour)
         events = args.runs * args.rate * args.step
         after_runs = counts(spark, live, hour)

@@ -56,7 +56,7 @@ def maintain_lakehouse(context: dg.OpExecutionContext, config: MaintenanceConfig
             context.log.warning(f"{name}: {str(error).splitlines()[0][:300]}; left for the next run")
             continue
         context.log_event(dg.AssetObservation(asset_key=table.spec.writer, metadata={
-            "table": name, "delta_version": dg.MetadataValue.int(table.version(spark)),
+            "table": name, "delta_version": dg.MetadataValue.int(table.version()),
             "files_compacted": dg.MetadataValue.int(compacted["files_removed"]),
             "files_written_by_optimize": dg.MetadataValue.int(compacted["files_added"]),
             "stored_files_before": dg.MetadataValue.int(before),

@@ -223,7 +223,7 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
 def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(stream, dagster_instance, spark):
     data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][0]
     events = LakehouseResource(data_dir=str(data_dir)).table("bronze.events")
-    version = events.version(spark)
+    version = events.version()
     ranges = LakehouseResource(data_dir=str(data_dir)).table("bronze.event_ranges").read_hours(spark, [hour])
     cut = next(r for r in ranges.collect() if r["end_offset"] - r["start_offset"] >= 10)
     # What retention does: the log of one partition now starts inside the hour.
@@ -239,4 +239,4 @@ def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(str
     assert (f"{cut['topic']}/{cut['partition']}: bronze holds offsets [{cut['start_offset']}, {cut['end_offset']})"
             in failure)
     assert "retention deleted the rest" in failure and "The existing partition is kept" in failure
-    assert events.version(spark) == version
+    assert events.version() == version

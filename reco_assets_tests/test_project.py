@@ -9,9 +9,10 @@ import dagster as dg
 import yaml
 from packaging.requirements import Requirement
 
-from reco_assets.bronze.movielens import BUNDLED_SAMPLE, EXPECTED_HEADERS
+from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.definitions import defs
 from reco_assets.kafka.client import EVENT_TOPICS, TOPIC_CONFIG, TOPIC_PARTITIONS
+from reco_assets.lakehouse.tables import MOVIELENS_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_definitions_load_with_every_layer():
 
 def test_bundled_sample_keeps_its_licence():
     assert (BUNDLED_SAMPLE / "README.txt").read_text().count("redistribute") >= 1
-    for name in EXPECTED_HEADERS:
+    for name in MOVIELENS_FILES:
         assert (BUNDLED_SAMPLE / name).is_file()
 
 

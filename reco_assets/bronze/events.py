@@ -43,11 +43,9 @@ class PartialHourError(RuntimeError):
 def held_ranges(spark: SparkSession, lakehouse: LakehouseResource, partition_key: str) -> dict[tuple, tuple]:
     """(topic, partition) -> [start, end) that bronze holds for the hour: from bronze.event_ranges, or, for an hour
     whose records committed without their ranges (a killed run), from the records' offsets."""
-    ranges = lakehouse.table("bronze.event_ranges")
-    if ranges.exists():
-        rows = ranges.read_hours(spark, [partition_key]).where(F.col("records") > 0).collect()
-        if rows:
-            return {(r["topic"], r["partition"]): (r["start_offset"], r["end_offset"]) for r in rows}
+    rows = [r for r in lakehouse.table("bronze.event_ranges").rows_of_hours([partition_key]) if r["records"] > 0]
+    if rows:
+        return {(r["topic"], r["partition"]): (r["start_offset"], r["end_offset"]) for r in rows}
     events = lakehouse.table("bronze.events")
     if not events.exists():
         return {}
@@ -89,15 +87,14 @@ def refuse_partial_overwrite(partition_key: str, held: dict[tuple, tuple], range
                 f"{log_start[(r.topic, r.partition)]}; retention deleted the rest). The existing partition is kept.")
 
 
-def neighbour_problems(spark: SparkSession, lakehouse: LakehouseResource, partition_key: str,
+def neighbour_problems(lakehouse: LakehouseResource, partition_key: str,
                        ranges: list[OffsetRange]) -> tuple[list[str], list[str]]:
     """(neighbour hours compared, problems): this hour's ranges must start where the previous hour's end and end
     where the next hour's start."""
-    table = lakehouse.table("bronze.event_ranges")
     start = hour_start(partition_key)
     neighbours = {hour_key(start - timedelta(hours=1)): ("start", "end_offset"),
                   hour_key(start + timedelta(hours=1)): ("end", "start_offset")}
-    rows = table.read_hours(spark, list(neighbours)).collect() if table.exists() else []
+    rows = lakehouse.table("bronze.event_ranges").rows_of_hours(list(neighbours))
     problems, compared = [], sorted({value_hour(r["hour"]) for r in rows})
     for row in rows:
         mine_attr, theirs_column = neighbours[value_hour(row["hour"])]
@@ -178,7 +175,7 @@ def bronze_events(
         context.log.info(f"hour {partition_key}: {landed['records']} records (bronze.events version "
                          f"{landed['version']})")
         hours.append(landed)
-        neighbours, found = neighbour_problems(spark, lakehouse, partition_key, landed["ranges"])
+        neighbours, found = neighbour_problems(lakehouse, partition_key, landed["ranges"])
         compared.update(neighbours)
         problems += found
     seconds = time.monotonic() - started

@@ -18,19 +18,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from reco_assets.lakehouse.tables import MOVIELENS_FILES
 from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST as MANIFEST_NAME
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "movielens" / "ml-latest-small"
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 GROUPLENS_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
 
-# The files every MovieLens release since ml-latest-small ships, with their exact header.
-EXPECTED_HEADERS = {
-    "movies.csv": ["movieId", "title", "genres"],
-    "ratings.csv": ["userId", "movieId", "rating", "timestamp"],
-    "tags.csv": ["userId", "movieId", "tag", "timestamp"],
-    "links.csv": ["movieId", "imdbId", "tmdbId"],
-}
 MAX_UNCOMPRESSED_BYTES = 8 * 1024**3
 CHUNK = 1024 * 1024
 
@@ -194,11 +188,11 @@ def read_header(path: Path) -> list[str]:
 
 def validate(target: Path) -> None:
     """Every expected file is there, with its exact header."""
-    missing = [name for name in EXPECTED_HEADERS if not (target / name).is_file()]
+    missing = [name for name in MOVIELENS_FILES if not (target / name).is_file()]
     if missing:
         found = sorted(p.name for p in target.iterdir())
         raise MovieLensError(f"missing file(s) {', '.join(missing)}; the source holds {found}")
-    for name, expected in EXPECTED_HEADERS.items():
+    for name, expected in MOVIELENS_FILES.items():
         header = read_header(target / name)
         if header != expected:
             raise MovieLensError(f"{name} has header {','.join(header)!r}, expected {','.join(expected)!r}")
@@ -241,12 +235,3 @@ def publish(bronze_dir: Path, landed: Path, manifest: dict) -> None:
     for old in bronze_dir.glob("landed-*"):
         if old.name != landed.name and old.stat().st_mtime < time.time() - 60:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def read_manifest(bronze_dir: Path) -> dict:
-    """The published manifest (`LakehouseResource.movielens_files` says where its files are)."""
-    path = bronze_dir / MANIFEST_NAME
-    if not path.is_file():
-        raise MovieLensError(f"{bronze_dir} has no {MANIFEST_NAME}: materialize bronze_movielens first")
-    return json.loads(path.read_text())
-

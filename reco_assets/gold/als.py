@@ -180,7 +180,7 @@ def evaluate_lists(lists: DataFrame, k: int) -> DataFrame:
 def read_silver_events(spark, lakehouse: LakehouseResource) -> tuple[DataFrame | None, int | None]:
     """Every silver event so far, pinned to the current version of silver.event_outcomes (every action reads the
     same snapshot while the sensor's runs commit new hours), and that version; (None, None) before the first."""
-    version = lakehouse.table("silver.event_outcomes").version(spark)
+    version = lakehouse.table("silver.event_outcomes").version()
     return (None, None) if version is None else (read_events(spark, lakehouse, version=version), version)
 
 

@@ -1,12 +1,15 @@
-"""Delta Lake with Spark: one commit per write, the version it made, conflicts named, compaction and vacuum.
+"""Delta Lake: Spark writes (one commit per write, conflicts named, compaction and vacuum); the log's metadata and
+small tables are read without Spark.
 
-Everything goes through Spark SQL and DataFrame options, so it works the same in a local session and over Spark
-Connect (the Delta Python API does not).
+Writes go through Spark SQL and DataFrame options, so they work the same in a local session and over Spark Connect
+(the Delta Python API does not). Versions, history and the few rows of a small table come from the `deltalake`
+package, which reads the log directly: milliseconds instead of a Spark job (about 0.25 s warm) per look-up.
 """
 
 import uuid
 from dataclasses import dataclass
 
+from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 # What Delta raises when another transaction committed first and this one cannot be serialized after it.
@@ -47,13 +50,23 @@ def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame
     return reader.load(uri)
 
 
-def history(spark: SparkSession, uri: str, limit: int = 20) -> list:
-    return spark.sql(f"DESCRIBE HISTORY {sql_path(uri)} LIMIT {int(limit)}").select(
-        "version", "timestamp", "operation", "operationMetrics", "userMetadata").collect()
+def history(uri: str, limit: int = 20) -> list[dict]:
+    """The latest `limit` commits, newest first: version, timestamp, operation, operationMetrics, userMetadata."""
+    return DeltaTable(uri).history(limit)
 
 
-def version(spark: SparkSession, uri: str) -> int:
-    return history(spark, uri, 1)[0]["version"]
+def version(uri: str) -> int:
+    return DeltaTable(uri).version()
+
+
+def head(uri: str, version: int, n: int):
+    """The first `n` rows of the table at `version`, as pandas (a preview)."""
+    return DeltaTable(uri, version=version).to_pyarrow_dataset().head(n).to_pandas()
+
+
+def rows(uri: str, column: str, values: list[str]) -> list[dict]:
+    """The rows of a small table whose partition `column` is one of `values`, at its latest version."""
+    return DeltaTable(uri).to_pyarrow_table(filters=[(column, "in", values)]).to_pylist()
 
 
 def is_conflict(error: Exception) -> bool:
@@ -62,14 +75,15 @@ def is_conflict(error: Exception) -> bool:
 
 
 def write(df: DataFrame, uri: str, label: str, partition_by: tuple[str, ...] = (),
-          replace_where: str | None = None) -> Commit:
+          replace_where: str | None = None, properties: dict[str, str] | None = None) -> Commit:
     """Overwrite the table (or, with `replace_where`, only the rows matching it) in one commit; return it.
+    `properties` are the table's Delta properties, applied when the write creates the table.
 
     `label` names the write in conflicts and in the commit's userMetadata, which is how the commit is found again
     when other writers commit at the same time.
     """
     token = f"{label} #{uuid.uuid4().hex[:12]}"
-    writer = df.write.format("delta").mode("overwrite").option("userMetadata", token)
+    writer = df.write.format("delta").mode("overwrite").option("userMetadata", token).options(**(properties or {}))
     if replace_where is not None:
         writer = writer.option("replaceWhere", replace_where)
     else:
@@ -84,17 +98,18 @@ def write(df: DataFrame, uri: str, label: str, partition_by: tuple[str, ...] = (
                 f"{label}: another run committed to the same part of {uri} first, so this write was not "
                 f"committed ({str(error).splitlines()[0][:300]})") from error
         raise
-    return find_commit(df.sparkSession, uri, token)
+    return find_commit(uri, token)
 
 
-def find_commit(spark: SparkSession, uri: str, token: str) -> Commit:
+def find_commit(uri: str, token: str) -> Commit:
     """The commit a write made; a write with nothing to change (no rows, none to replace) makes none, and then
     this is the table's current version with no rows written."""
-    rows = history(spark, uri, 50)
-    for row in rows:
-        if row["userMetadata"] == token:
-            return Commit(row["version"], row["operation"], dict(row["operationMetrics"] or {}))
-    return Commit(rows[0]["version"], "NONE", {"numOutputRows": "0", "numFiles": "0"})
+    commits = history(uri, 50)
+    for commit in commits:
+        if commit.get("userMetadata") == token:
+            metrics = {k: str(v) for k, v in (commit.get("operationMetrics") or {}).items()}
+            return Commit(commit["version"], commit["operation"], metrics)
+    return Commit(commits[0]["version"], "NONE", {"numOutputRows": "0", "numFiles": "0"})
 
 
 def optimize(spark: SparkSession, uri: str, where: str | None = None) -> dict:

@@ -5,6 +5,7 @@ import time
 import dagster as dg
 from pyspark.sql import DataFrame
 
+from reco_assets.lakehouse import delta
 from reco_assets.lakehouse.delta import Commit
 from reco_assets.lakehouse.resource import Table
 
@@ -30,6 +31,6 @@ def commit_metadata(table: Table, commit: Commit, df: DataFrame, started: float,
         "files_written": dg.MetadataValue.int(commit.files),
     }
     if preview_rows:
-        preview = table.read(df.sparkSession, commit.version).limit(preview_rows).toPandas()
+        preview = delta.head(table.uri, commit.version, preview_rows)  # from the files, no Spark job
         metadata["preview"] = dg.MetadataValue.md(preview.to_markdown(index=False))
     return {**metadata, **extra, "seconds": round(time.monotonic() - started, 2)}

@@ -54,25 +54,33 @@ class Table:
         return self.read(spark, version, view).where(
             F.col(HOUR_COLUMN).isin([hour_value(k) for k in partition_keys]))
 
+    def rows_of_hours(self, partition_keys: list[str]) -> list[dict]:
+        """The rows of these hours as Python dicts, read without Spark: for small tables only (bronze.event_ranges).
+        Empty when the table does not exist yet."""
+        return delta.rows(self.uri, HOUR_COLUMN, [hour_value(k) for k in partition_keys]) if self.exists() else []
+
     def pinned(self, spark: SparkSession, view: str | None = None) -> tuple[DataFrame | None, int | None]:
         """(the table at its current version, that version): every action on it reads the same snapshot, whatever
         other runs commit meanwhile. (None, None) when the table does not exist yet."""
-        version = self.version(spark)
+        version = self.version()
         return (None, None) if version is None else (self.read(spark, version, view), version)
 
-    def version(self, spark: SparkSession) -> int | None:
-        return delta.version(spark, self.uri) if self.exists() else None
+    def version(self) -> int | None:
+        """The latest committed version (None before the first commit)."""
+        return delta.version(self.uri) if self.exists() else None
 
     def overwrite(self, df: DataFrame, log=None) -> Commit:
         """Replace the whole table with `df` in one commit (readers see the old or the new version, never a mix)."""
-        return self._committed(df, delta.write(df, self.uri, f"{self.name}", self.spec.partition_by), log)
+        return self._committed(df, delta.write(df, self.uri, self.name, self.spec.partition_by,
+                                                 properties=self.spec.properties), log)
 
     def replace_hours(self, df: DataFrame, partition_keys: list[str], log=None) -> Commit:
         """Replace these hours with `df` (which has an `hour` column and only these hours) in one commit."""
         hours = ", ".join(f"'{hour_value(k)}'" for k in partition_keys)
         label = f"{self.name} hour {partition_keys[0]}" + (f" … {partition_keys[-1]}" if len(partition_keys) > 1
                                                              else "")
-        commit = delta.write(df, self.uri, label, self.spec.partition_by, replace_where=f"{HOUR_COLUMN} IN ({hours})")
+        commit = delta.write(df, self.uri, label, self.spec.partition_by, replace_where=f"{HOUR_COLUMN} IN ({hours})",
+                             properties=self.spec.properties)
         return self._committed(df, commit, log)
 
     def _committed(self, df: DataFrame, commit: Commit, log) -> Commit:
@@ -106,13 +114,16 @@ class LakehouseResource(dg.ConfigurableResource):
         """bronze_movielens: the landed copies and the published manifest, which names the current one."""
         return self.lakehouse / "bronze" / "movielens"
 
-    def movielens_files(self) -> Path | None:
-        """The folder of the current MovieLens files (None before the first landing). A manifest without `folder`
-        is the older layout, with the files beside it."""
-        manifest = self.movielens_dir / MOVIELENS_MANIFEST
-        if not manifest.exists():
-            return None
-        return self.movielens_dir / json.loads(manifest.read_text()).get("folder", ".")
+    def movielens_manifest(self) -> dict | None:
+        """The published manifest of bronze_movielens (None before the first landing)."""
+        path = self.movielens_dir / MOVIELENS_MANIFEST
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def movielens_files(self, manifest: dict | None = None) -> Path | None:
+        """The folder of the MovieLens files that `manifest` (default: the published one) describes. A manifest
+        without `folder` is the older layout, with the files beside it."""
+        manifest = manifest or self.movielens_manifest()
+        return None if manifest is None else self.movielens_dir / manifest.get("folder", ".")
 
     def table(self, qualified: str) -> Table:
         spec = TABLES[qualified]

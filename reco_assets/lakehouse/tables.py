@@ -10,7 +10,13 @@ from reco_assets.lakehouse.hours import HOUR_COLUMN
 
 LAYERS = ("bronze", "silver", "gold")
 # bronze_movielens stays the published files with a manifest (a folder under bronze/, not a Delta table).
-MOVIELENS_FILES = ("movies.csv", "ratings.csv", "tags.csv", "links.csv")
+# The files every MovieLens release since ml-latest-small ships, with their exact header.
+MOVIELENS_FILES = {
+    "movies.csv": ["movieId", "title", "genres"],
+    "ratings.csv": ["userId", "movieId", "rating", "timestamp"],
+    "tags.csv": ["userId", "movieId", "tag", "timestamp"],
+    "links.csv": ["movieId", "imdbId", "tmdbId"],
+}
 MOVIELENS_MANIFEST = "_manifest.json"
 
 # silver.event_outcomes holds every bronze record of an hour once: the accepted events and the dead letter are
@@ -46,6 +52,14 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     views: list[View] = field(default_factory=list)
     asset: str = ""  # the asset that writes it, when not `<layer>_<name>`
+    # Delta keeps min/max statistics (for data skipping) of this many leading columns (None: Delta's default, 32).
+    # Set when wide columns that no query filters on follow: collecting their statistics slows every write.
+    stats_columns: int | None = None
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """Delta table properties, set when the table is created."""
+        return {} if self.stats_columns is None else {"delta.dataSkippingNumIndexedCols": str(self.stats_columns)}
 
     @property
     def qualified(self) -> str:
@@ -71,13 +85,14 @@ def _spec(qualified: str, **kwargs) -> TableSpec:
 
 HOURLY = (HOUR_COLUMN,)
 TABLES = {spec.qualified: spec for spec in [
-    _spec("bronze.events", partition_by=HOURLY),
+    _spec("bronze.events", partition_by=HOURLY, stats_columns=4),  # not key, value
     _spec("bronze.event_ranges", partition_by=HOURLY, asset="bronze_events"),
     _spec("silver.movies"),
     _spec("silver.ratings"),
     _spec("silver.tags"),
     _spec("silver.links"),
     _spec("silver.event_outcomes", partition_by=(HOUR_COLUMN, "rejected"), asset="silver_events",
+          stats_columns=5,  # event_id … movie_id
           views=[View("silver.events", [*ACCEPTED_COLUMNS, HOUR_COLUMN], "NOT rejected"),
                  View("silver.events_rejected", [*REJECTED_COLUMNS, HOUR_COLUMN], "rejected")]),
     _spec("gold.als_factors", asset="als_model"),

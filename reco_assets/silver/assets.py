@@ -5,7 +5,7 @@ import time
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
-from reco_assets.bronze import bronze_movielens, movielens
+from reco_assets.bronze import bronze_movielens
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.duck import scalar
 from reco_assets.lakehouse.metadata import commit_metadata
@@ -15,11 +15,13 @@ from reco_assets.silver import transforms
 def _build_silver(name: str, lakehouse: LakehouseResource, pyspark: LazyPySparkResource,
                   log) -> dg.MaterializeResult:
     started = time.monotonic()
-    bronze_dir = lakehouse.movielens_dir
-    manifest = movielens.read_manifest(bronze_dir)
+    manifest = lakehouse.movielens_manifest()  # read once: a landing published meanwhile changes neither
+    if manifest is None:
+        raise dg.Failure(description=f"{lakehouse.movielens_dir} has no published MovieLens files: materialize "
+                                     "bronze_movielens first")
     bronze_rows = next(f["rows"] for f in manifest["files"] if f["name"] == f"{name}.csv")
     spark = pyspark.spark_session
-    folder = lakehouse.movielens_files()
+    folder = lakehouse.movielens_files(manifest)
     df = getattr(transforms, name)(transforms.read_movielens_csv(spark, folder, name))
     table = lakehouse.table(f"silver.{name}")
     commit = table.overwrite(df, log)

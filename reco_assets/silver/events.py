@@ -48,7 +48,7 @@ def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
     """Silver events received within `window_hours` before the latest one, and that latest `received_at`, read at
     one version. (None, None) when silver holds no events yet."""
     table = lakehouse.table("silver.event_outcomes")
-    version = table.version(spark)
+    version = table.version()
     if version is None:
         return None, None
     accepted = table.read(spark, version).where(~F.col("rejected"))
@@ -165,16 +165,15 @@ def _release(checkpointed: DataFrame) -> None:
 def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession,
                      window_hours: float = RETENTION_HOURS, log=None) -> dict:
     """Check, deduplicate and commit one hour; return its counts and the commit's version."""
-    ranges = lakehouse.table("bronze.event_ranges")
-    if not ranges.exists() or not ranges.read_hours(spark, [partition_key]).limit(1).count():
+    if not lakehouse.table("bronze.event_ranges").rows_of_hours([partition_key]):
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
     outcomes = lakehouse.table("silver.event_outcomes")
-    history_version = outcomes.version(spark)
+    history_version = outcomes.version()
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
               if history_version is not None else None)
     # One bronze version for the count, the check and the duplicates' raw bytes, whatever bronze runs commit.
     events = lakehouse.table("bronze.events")
-    bronze = events.read_hours(spark, [partition_key], events.version(spark)).drop(HOUR_COLUMN) \
+    bronze = events.read_hours(spark, [partition_key], events.version()).drop(HOUR_COLUMN) \
         .withColumnRenamed("timestamp", "received_at")
     records = bronze.count()  # from the Delta log's statistics
     broadcast = records <= BROADCAST_RECORDS
@@ -200,8 +199,9 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     finally:
         _release(checked)
     written = outcomes.read(spark, commit.version).where(F.col(HOUR_COLUMN) == hour_value(partition_key))
-    counts = written.groupBy("rejected", "reason").count().collect()
-    accepted = written.where(~F.col("rejected")).agg(F.count(F.lit(1)) - F.countDistinct("event_hash")).first()[0]
+    counts = written.groupBy("rejected", "reason").agg(F.count(F.lit(1)).alias("count"),
+                                                       F.countDistinct("event_hash").alias("hashes")).collect()
+    accepted = sum(r["count"] - r["hashes"] for r in counts if not r["rejected"])  # ids in silver more than once
     # Another hour committed after the window was read: its events may duplicate this hour's. Check them now, and
     # if they do, this hour runs again on top of them (its copies then go to the dead letter).
     overlap = 0

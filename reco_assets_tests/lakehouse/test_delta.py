@@ -22,7 +22,7 @@ def test_each_write_is_one_version_and_earlier_versions_stay_readable(tmp_path, 
     first = table.overwrite(spark.range(3).withColumnRenamed("id", "rank"))
     second = table.overwrite(spark.range(5).withColumnRenamed("id", "rank"))
     assert (first.version, second.version, second.rows) == (0, 1, 5)
-    assert table.version(spark) == 1
+    assert table.version() == 1
     assert table.read(spark, version=0).count() == 3 and table.read(spark).count() == 5
     # The catalog view was made by the first write and reads the latest snapshot.
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
@@ -75,4 +75,4 @@ def test_two_writers_of_one_hour_one_commits_the_other_gets_a_named_conflict(tmp
     winner = next(tag for tag, o in outcomes.items() if o is commits[0])
     rows = table.read_hours(spark, [HOUR]).groupBy("topic").count().collect()
     assert [(r["topic"], r["count"]) for r in rows] == [(winner, 20)]
-    assert table.version(spark) == commits[0].version == 1
+    assert table.version() == commits[0].version == 1

@@ -1,11 +1,13 @@
-"""Real runs against the Delta lakehouse: killed at several points, or two at once on the same hour, they lose
-nothing, every table stays readable, and a rerun lands exactly the rows of an unkilled run."""
+"""Real runs against the Delta lakehouse: killed at several points (in local Spark and over Spark Connect), or two at
+once on the same hour, they lose nothing, every table stays readable, and a rerun lands exactly the rows of an
+unkilled run."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,9 +18,11 @@ import pytest
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
+from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import KafkaResource
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_key, hour_value
+from reco_assets.spark_connect import ConnectServer
 from reco_assets_tests.conftest import materialize, running_broker
 
 pytestmark = pytest.mark.integration
@@ -52,6 +56,14 @@ def hour_of_events(tmp_path_factory, dagster_instance):
     next(brokers, None)
 
 
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory):
+    server = ConnectServer(tmp_path_factory.mktemp("connect"), port=free_port())
+    server.up(log=lambda m: None)
+    yield server
+    server.down(log=lambda m: None)
+
+
 def content(data_dir: Path, hour: str) -> dict[str, list]:
     lakehouse = LakehouseResource(data_dir=str(data_dir))
     with duckdb.connect() as con:
@@ -70,15 +82,19 @@ def state(data_dir: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def run(data_dir: Path, kafka: KafkaResource, hour: str, assets: list[str] = HOURLY) -> subprocess.Popen:
-    """`dagster asset materialize` of the hour's event assets: a run process of its own, as the UI launches.
-    Its output goes to `output.log` in its Dagster home (a pipe nobody reads would block it)."""
+def run(data_dir: Path, kafka: KafkaResource, hour: str, assets: list[str] = HOURLY,
+        remote: str | None = None) -> subprocess.Popen:
+    """`dagster asset materialize` of the hour's event assets: a run process of its own, as the UI launches, in
+    local Spark or as a client of the Spark Connect server at `remote`. Its output goes to `output.log` in its
+    Dagster home (a pipe nobody reads would block it)."""
     home = data_dir / f"home-{time.monotonic_ns()}"
     home.mkdir()
     output = (home / "output.log").open("w")
     env = os.environ | {"DAGSTER_HOME": str(home), "RECO_DATA_DIR": str(data_dir),
                         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     env.pop("SPARK_REMOTE", None)
+    if remote:
+        env["SPARK_REMOTE"] = remote
     process = subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m",
                                 "reco_assets.definitions", "--select", ",".join(assets), "--partition", hour], env=env,
                                start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
@@ -95,9 +111,23 @@ def kill_when(process: subprocess.Popen, data_dir: Path, table: str, committed: 
         if (commits > before[0]) if committed else (files > before[1] and commits == before[0]):
             break
         time.sleep(0.005)
+    running = process.poll() is None
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    assert running, f"the run ended before the kill:\n{process.log_path.read_text()[-3000:]}"
     return {"table": table, "before": before, "after": state(data_dir)[table]}
+
+
+def cancel_server_queries(remote: str) -> list[str]:
+    """What an operator does after a client died under Spark Connect: attach to its session and interrupt what it
+    left running on the server (its write would otherwise go on without it). Returns the interrupted operations."""
+    code = ("from pyspark.sql import SparkSession; import sys; "
+            "print('interrupted:', ','.join(SparkSession.builder.remote(sys.argv[1]).getOrCreate().interruptAll()))")
+    done = subprocess.run([sys.executable, "-c", code, remote], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("interrupted:"))
+    return [op for op in line.removeprefix("interrupted:").strip().split(",") if op]
 
 
 def assert_consistent(data_dir: Path, hour: str, spark) -> None:
@@ -112,12 +142,23 @@ def assert_consistent(data_dir: Path, hour: str, spark) -> None:
         assert len(found["silver.event_outcomes"]) == len(found["bronze.events"])
 
 
-def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_events, tmp_path, spark):
+def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_events, connect_server, tmp_path,
+                                                                    spark):
     kafka, hour, baseline = hour_of_events
     kills = []
-    for table, committed in (("bronze.events", False), ("silver.event_outcomes", False),
-                             ("silver.event_outcomes", True), ("gold.trending", False)):
-        kills.append(kill_when(run(tmp_path, kafka, hour), tmp_path, table, committed))
+    # In local Spark the JVM dies with the run. Over Spark Connect the server's query outlives its client, so the
+    # kill is followed by cancelling what the dead run's session left running.
+    for table, committed, over_connect in (("bronze.events", False, False), ("silver.event_outcomes", False, True),
+                                           ("silver.event_outcomes", True, True), ("gold.trending", False, False)):
+        remote = f"{connect_server.url}/;session_id={uuid.uuid4()}" if over_connect else None
+        kills.append(kill_when(run(tmp_path, kafka, hour, remote=remote), tmp_path, table, committed))
+        if remote:
+            kills[-1]["interrupted"] = cancel_server_queries(remote)
+            cancelled = state(tmp_path)
+            kills[-1]["after"] = cancelled[table]
+            time.sleep(3)  # nothing the dead run started commits after the cancel
+            assert {name: commits for name, (commits, _) in state(tmp_path).items()} == \
+                {name: commits for name, (commits, _) in cancelled.items()}, kills[-1]
         assert_consistent(tmp_path, hour, spark)
     # At least one kill hit a table between writing its files and committing them: those files are not read.
     assert any(k["after"][1] > k["before"][1] and k["after"][0] == k["before"][0] for k in kills), kills
