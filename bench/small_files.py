@@ -54,15 +54,22 @@ def live_run(spark, lakehouse: LakehouseResource, kafka: KafkaResource, hour: st
 
 
 def send_at(producer: EventProducer, batch, timestamp_ms: int) -> None:
-    """Produce `batch` with every record stamped `timestamp_ms`."""
+    """Produce `batch` with every record stamped `timestamp_ms`; fail on any record the broker did not take."""
+    errors = []
+
+    def delivered(error, _message) -> None:
+        if error is not None:
+            errors.append(error.str())
+
     for topic, key, value in zip(batch.topics, batch.keys, batch.values, strict=True):
         while True:
             try:
-                producer.producer.produce(topic, value, key, timestamp=timestamp_ms)
+                producer.producer.produce(topic, value, key, timestamp=timestamp_ms, on_delivery=delivered)
                 break
             except BufferError:
                 producer.producer.poll(0.05)
-    producer.producer.flush()
+    if producer.producer.flush(60) or errors:
+        raise RuntimeError(f"the broker did not take every record: {errors[:3] or 'flush timed out'}")
 
 
 def counts(spark, lakehouse: LakehouseResource, hour: str) -> dict[str, tuple[int, int]]:
@@ -83,6 +90,8 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=10)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.runs * args.step > 3600:
+        parser.error("--runs × --step must fit in one hour of stream (3600 s)")
 
     work = Path(tempfile.mkdtemp(prefix="reco-small-files-"))
     broker = LocalBroker(work, port=free_port(), controller_port=free_port())

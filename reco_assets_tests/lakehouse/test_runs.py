@@ -106,28 +106,57 @@ def kill_when(process: subprocess.Popen, data_dir: Path, table: str, committed: 
     """SIGKILL the run once `table` has new data files (committed=False: before its commit) or a new commit."""
     before = state(data_dir)[table]
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
+    reached = False
+    while not reached and time.monotonic() < deadline and process.poll() is None:
         commits, files = state(data_dir)[table]
-        if (commits > before[0]) if committed else (files > before[1] and commits == before[0]):
-            break
-        time.sleep(0.005)
+        reached = (commits > before[0]) if committed else (files > before[1] and commits == before[0])
+        if not reached:
+            time.sleep(0.005)
     running = process.poll() is None
-    os.killpg(process.pid, signal.SIGKILL)
+    if running:
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert running, f"the run ended before the kill:\n{process.log_path.read_text()[-3000:]}"
+    assert running and reached, f"the run ended or timed out before the kill point ({table}, committed=" \
+                                f"{committed}):\n{process.log_path.read_text()[-3000:]}"
     return {"table": table, "before": before, "after": state(data_dir)[table]}
 
 
-def cancel_server_queries(remote: str) -> list[str]:
-    """What an operator does after a client died under Spark Connect: attach to its session and interrupt what it
-    left running on the server (its write would otherwise go on without it). Returns the interrupted operations."""
-    code = ("from pyspark.sql import SparkSession; import sys; "
-            "print('interrupted:', ','.join(SparkSession.builder.remote(sys.argv[1]).getOrCreate().interruptAll()))")
-    done = subprocess.run([sys.executable, "-c", code, remote], capture_output=True, text=True, timeout=120,
-                          env={k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("interrupted:"))
-    return [op for op in line.removeprefix("interrupted:").strip().split(",") if op]
+CANCELLER = """
+import sys, time
+from pyspark.sql import SparkSession
+session = SparkSession.builder.remote(sys.argv[1]).getOrCreate()
+print("ready", flush=True)
+sys.stdin.readline()
+interrupted = []
+for _ in range(40):  # until the server runs nothing more of the session
+    ops = session.interruptAll()
+    if not ops:
+        break
+    interrupted += [op for op in ops if op not in interrupted]
+    time.sleep(0.25)
+else:
+    sys.exit("operations still running after 10 s of interrupts")
+print("interrupted:", ",".join(interrupted), flush=True)
+"""
+
+
+class Canceller:
+    """What an operator does when a client died under Spark Connect: attach to its session and interrupt what it left
+    running on the server (its write would otherwise go on without it). Attached before the run starts, so that the
+    interrupt follows the kill at once."""
+
+    def __init__(self, remote: str):
+        env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+        self.process = subprocess.Popen([sys.executable, "-c", CANCELLER, remote], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env)
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def cancel(self) -> list[str]:
+        """Interrupt the session's operations until none runs; return the interrupted ones."""
+        output, _ = self.process.communicate("go\n", timeout=120)
+        assert self.process.returncode == 0, output
+        line = next(line for line in output.splitlines() if line.startswith("interrupted:"))
+        return [op for op in line.removeprefix("interrupted:").strip().split(",") if op]
 
 
 def assert_consistent(data_dir: Path, hour: str, spark) -> None:
@@ -151,15 +180,18 @@ def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_ev
     for table, committed, over_connect in (("bronze.events", False, False), ("silver.event_outcomes", False, True),
                                            ("silver.event_outcomes", True, True), ("gold.trending", False, False)):
         remote = f"{connect_server.url}/;session_id={uuid.uuid4()}" if over_connect else None
+        canceller = Canceller(remote) if remote else None
         kills.append(kill_when(run(tmp_path, kafka, hour, remote=remote), tmp_path, table, committed))
-        if remote:
-            kills[-1]["interrupted"] = cancel_server_queries(remote)
+        if canceller:
+            kills[-1]["interrupted"] = canceller.cancel()
             cancelled = state(tmp_path)
             kills[-1]["after"] = cancelled[table]
-            time.sleep(3)  # nothing the dead run started commits after the cancel
+            time.sleep(3)  # the session runs nothing now: nothing of the dead run commits later
             assert {name: commits for name, (commits, _) in state(tmp_path).items()} == \
                 {name: commits for name, (commits, _) in cancelled.items()}, kills[-1]
         assert_consistent(tmp_path, hour, spark)
+    # The interrupts reached the dead runs' sessions: the kill while silver wrote left its write running there.
+    assert any(k.get("interrupted") for k in kills), kills
     # At least one kill hit a table between writing its files and committing them: those files are not read.
     assert any(k["after"][1] > k["before"][1] and k["after"][0] == k["before"][0] for k in kills), kills
     with dg.instance_for_test() as instance:
