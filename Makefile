@@ -1,4 +1,4 @@
-.PHONY: setup run materialize test lint bench clean
+.PHONY: setup run stop materialize test lint bench clean
 
 RECO_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(RECO_DATA_DIR)/dagster_home
@@ -9,13 +9,17 @@ setup:            ## virtualenv, Python packages, Java and OpenBLAS if missing
 run:              ## set up, then `dagster dev` on http://127.0.0.1:3000
 	scripts/run.sh
 
-materialize: setup ## set up, then materialize the whole graph headless (no UI)
+stop:             ## stop the local Kafka broker and Spark Connect server that `make run` leaves running
+	-.venv/bin/reco-assets kafka down
+	-.venv/bin/reco-assets spark down
+
+materialize: setup ## set up, then materialize the MovieLens batch graph headless (no UI)
 	mkdir -p "$(DAGSTER_HOME)" && ln -sf "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"
 	RECO_DATA_DIR="$(RECO_DATA_DIR)" DAGSTER_HOME="$(DAGSTER_HOME)" \
-	  .venv/bin/dagster asset materialize -m reco_assets.definitions --select '*'
+	  .venv/bin/dagster job execute -m reco_assets.definitions -j movielens_batch_job
 
 test: setup       ## set up, then the whole test suite (what CI runs)
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25
 
 lint: setup       ## ruff over the package, tests and benchmarks
 	.venv/bin/ruff check reco_assets reco_assets_tests bench

@@ -1,16 +1,17 @@
 """Small files: what an hour of live runs leaves in the Delta tables, and what hourly maintenance makes of it.
 
-Streams `--rate` events/s (default 200) into a local broker in steps of `--step` seconds of stream (default 10,
-the sensor's open-hour refresh), and after each step runs what a live run of the open hour runs — bronze_events,
-silver_events, gold_trending_now — in one warm Spark session, `--runs` times (default 360: an hour). The
-records carry the times of that hour of stream (the bench's topics take the producer's timestamps, where the
-project's take the broker's), so the runs land in one broker hour however long they take in wall time; the
-runs, their commits and their files are those of the live path. Then it counts, per table, the data files of the current
-version of that hour and the files stored on disk, runs the maintenance job's steps (OPTIMIZE the hour, VACUUM
-with the 7-day retention, and with 0 hours as the lower bound), and counts again. The baseline is the same hour
-materialized once, by one run after all events arrived.
+Streams `--rate` events/s (default 200) into a local broker for `--minutes` of wall time (default 60), and runs
+what a live run of the open hour runs — bronze_events, silver_events, gold_trending_now — in one warm Spark
+session, back to back as the sensor requests them: a run starts when the previous one has ended and at least
+`--step` seconds of stream (default 10, the sensor's open-hour refresh) have passed since the previous run's. Before
+each run the events of the stream time that passed are produced. The records carry their stream time within one
+hour (the bench's topics take the producer's timestamps, where the project's take the broker's), so every run lands
+in one broker hour. Then it counts, per table, the data files of the current version of that hour and the files
+stored on disk, runs the maintenance job's steps (OPTIMIZE the hour, VACUUM with the 7-day retention, and with 0
+hours as the lower bound), and counts again. The baseline is the same hour materialized once, by one run after all
+events arrived.
 
-    .venv/bin/python bench/small_files.py [--runs 360] [--rate 200] [--step 10] [--out FILE]
+    .venv/bin/python bench/small_files.py [--minutes 60] [--rate 200] [--step 10] [--out FILE]
 """
 
 import argparse
@@ -85,13 +86,13 @@ def counts(spark, lakehouse: LakehouseResource, hour: str) -> dict[str, tuple[in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=360)
+    parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--step", type=int, default=10)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    if args.runs * args.step > 3600:
-        parser.error("--runs × --step must fit in one hour of stream (3600 s)")
+    if not 0 < args.minutes <= 60:
+        parser.error("--minutes must fit in one hour of stream (0 < minutes <= 60)")
 
     work = Path(tempfile.mkdtemp(prefix="reco-small-files-"))
     broker = LocalBroker(work, port=free_port(), controller_port=free_port())
@@ -117,16 +118,20 @@ def main() -> None:
         generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=3)
         producer = EventProducer(kafka.client_config())
         started = time.perf_counter()
-        run_seconds = []
-        for run in range(args.runs):
-            send_at(producer, generator.batch(args.rate * args.step), start_ms + run * args.step * 1000)
+        run_seconds, streamed, events = [], 0.0, 0  # streamed: seconds of stream produced so far
+        while streamed < args.minutes * 60:
+            time.sleep(max(0.0, started + streamed + args.step - time.perf_counter()))
+            upto = min(time.perf_counter() - started, args.minutes * 60)
+            batch = round(args.rate * upto) - events
+            stamp_ms = start_ms + int(upto * 1000) - 1  # events and their records carry the same stream time
+            send_at(producer, generator.batch(batch, now=datetime.fromtimestamp(stamp_ms / 1000, UTC)), stamp_ms)
+            events, streamed = events + batch, upto
             t0 = time.perf_counter()
             live_run(spark, live, kafka, hour)
             run_seconds.append(time.perf_counter() - t0)
-            if run % 30 == 0:
-                print(f"  run {run}: {run_seconds[-1]:.1f} s", flush=True)
+            if len(run_seconds) % 20 == 1:
+                print(f"  run {len(run_seconds)}: {events:,} events so far, {run_seconds[-1]:.1f} s", flush=True)
         live_run(spark, once, kafka, hour)
-        events = args.runs * args.rate * args.step
         after_runs = counts(spark, live, hour)
         baseline = counts(spark, once, hour)
         closed = datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC) + timedelta(hours=1, minutes=7)
@@ -138,9 +143,11 @@ def main() -> None:
         for name in TABLES:
             vacuum(spark, live.table(name), 0.0)
         after_vacuum_0 = counts(spark, live, hour)
-        report(f"- {args.runs} live runs (bronze_events, silver_events, gold_trending_now) of one hour, each after "
-               f"{args.step} s of stream at {args.rate} events/s: {events:,} events; run time median "
-               f"{sorted(run_seconds)[len(run_seconds) // 2]:.1f} s (wall {time.perf_counter() - started:.0f} s)")
+        median = sorted(run_seconds)[len(run_seconds) // 2]
+        report(f"- {args.minutes:g} min of stream at {args.rate} events/s ({events:,} events) and "
+               f"{len(run_seconds)} live runs (bronze_events, silver_events, gold_trending_now) of its hour, back to "
+               f"back, each after at least {args.step} s of new stream; run time median {median:.1f} s, last "
+               f"{run_seconds[-1]:.1f} s")
         report("")
         report("| table | files of the hour, one run (baseline) | after the live runs: current version / stored | "
                "after OPTIMIZE + VACUUM 168 h | after VACUUM 0 h |")

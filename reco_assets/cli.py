@@ -8,12 +8,11 @@ import sys
 import time
 import warnings
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 from tabulate import tabulate
 
-from reco_assets.lakehouse import DEFAULT_DATA_DIR, duck
+from reco_assets.lakehouse import DEFAULT_DATA_DIR, LakehouseResource, duck
 
 
 class CliError(Exception):
@@ -36,10 +35,12 @@ def positive_int(text: str) -> int:
 
 
 def connect(data_dir: str) -> duckdb.DuckDBPyConnection:
-    path = Path(data_dir).expanduser() / "warehouse.duckdb"
-    if not path.is_file():
-        raise CliError(f"no catalog at {path}: materialize the assets first (`make run`, then Materialize all)")
-    return duck.connect(str(path), read_only=True)
+    """The catalog, read-only: its views read the lakehouse below the data directory, and nothing else."""
+    lakehouse = LakehouseResource(data_dir=data_dir)
+    if not lakehouse.warehouse_path.is_file():
+        raise CliError(f"no catalog at {lakehouse.warehouse_path}: materialize the assets first (`make run`, then "
+                       "Materialize all)")
+    return duck.connect_read_only(str(lakehouse.warehouse_path), [str(lakehouse.lakehouse)])
 
 
 def emit(columns: list[str], rows: list[tuple], fmt: str) -> None:
@@ -59,6 +60,10 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params=()) -> tuple[list[str
 
 
 def cmd_sql(con, args) -> None:
+    try:
+        duck.check_read_only(con, args.query)
+    except duck.RefusedQuery as refused:
+        raise CliError(str(refused)) from None
     emit(*query(con, args.query), args.format)
 
 
@@ -145,14 +150,10 @@ def cmd_trending(con, args) -> None:
     emit(columns, rows, args.format)
 
 
-def kafka_lag(con) -> tuple[list[tuple], str | None]:
-    """Per topic: records in Kafka, records bronze has taken, lag — or why Kafka could not be asked."""
-    from reco_assets.kafka.client import EVENT_TOPICS, KafkaSetupError, KafkaUnavailable, kafka_resource
+def kafka_lag(data_dir: str) -> tuple[list[tuple], str | None]:
+    """Per topic: records in Kafka, of them in bronze, lag — or why Kafka could not be asked."""
+    from reco_assets.kafka.client import KafkaSetupError, KafkaUnavailable, kafka_resource, lag_by_topic
 
-    covered: dict[tuple[str, int], int] = {}
-    if has_view(con, "bronze.event_ranges"):
-        rows = query(con, "SELECT topic, partition, max(end_offset) FROM bronze.event_ranges GROUP BY ALL")[1]
-        covered = {(topic, partition): end for topic, partition, end in rows}
     kafka = kafka_resource(resolve=True).model_copy(update={"request_timeout_s": 3.0})
     try:
         offsets = kafka.offsets()
@@ -160,13 +161,8 @@ def kafka_lag(con) -> tuple[list[tuple], str | None]:
         end, start = offsets.end(tps), offsets.start(tps)
     except (KafkaUnavailable, KafkaSetupError) as error:
         return [], str(error)
-    rows = []
-    for topic in EVENT_TOPICS:
-        mine = [tp for tp in tps if tp[0] == topic]
-        taken = {tp: max(covered.get(tp, 0), start[tp]) for tp in mine}
-        rows.append((topic, sum(end[tp] for tp in mine), sum(taken[tp] for tp in mine),
-                     sum(end[tp] - taken[tp] for tp in mine)))
-    return rows, None
+    lag = lag_by_topic(end, start, LakehouseResource(data_dir=data_dir).bronze_offsets())
+    return [(topic, *counts) for topic, counts in lag.items()], None
 
 
 def cmd_stats(con, args) -> None:
@@ -185,7 +181,7 @@ def cmd_stats(con, args) -> None:
     if has_view(con, "gold.trending_now"):
         stats["trending_now_age_seconds"] = seconds_since(
             query(con, "SELECT max(updated_at) FROM gold.trending_now")[1][0][0])
-    lag, problem = kafka_lag(con)
+    lag, problem = kafka_lag(args.data_dir)
     lag_columns = ["topic", "records_in_kafka", "records_in_bronze", "lag"]
     if args.format == "json":
         print(json.dumps({**stats, "kafka_lag": [dict(zip(lag_columns, row, strict=True)) for row in lag],

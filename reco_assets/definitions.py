@@ -3,7 +3,7 @@
 import dagster as dg
 
 from reco_assets.bronze import bronze_movielens
-from reco_assets.bronze.events import bronze_events
+from reco_assets.bronze.events import bronze_events, kafka_event_topics
 from reco_assets.catalog import duckdb_catalog
 from reco_assets.gold import gold_assets, gold_checks
 from reco_assets.gold.stream import stream_gold_assets
@@ -27,8 +27,8 @@ batch_graph_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[bronze_movielens, *silver_assets, *gold_assets, bronze_events, silver_events, *stream_gold_assets,
-            duckdb_catalog],
+    assets=[kafka_event_topics, bronze_movielens, *silver_assets, *gold_assets, bronze_events, silver_events,
+            *stream_gold_assets, duckdb_catalog],
     asset_checks=[*silver_checks, *gold_checks],
     jobs=[batch_graph_job, events_job, als_retrain_job, lakehouse_maintenance_job],
     schedules=[daily_als_retrain, hourly_lakehouse_maintenance],

@@ -31,8 +31,13 @@ def spark_config(remote: bool | None = None) -> dict[str, str]:
     # PySpark starts its Python workers with $PYSPARK_PYTHON (default: `python3` from PATH), not with the
     # `spark.pyspark.python` setting, so point it at this interpreter unless the user chose one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    master = os.environ.get("SPARK_MASTER", "local[*]")
+    if master.startswith("local"):
+        # A local driver, its block manager and its UI (which follows SPARK_LOCAL_IP, not the bind address) listen
+        # on the loopback only; a cluster's executors must reach the driver, so there the host is the user's choice.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     config = {
-        "spark.master": os.environ.get("SPARK_MASTER", "local[*]"),
+        "spark.master": master,
         "spark.app.name": "reco_assets",
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "4g"),
         "spark.sql.shuffle.partitions": os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"),
@@ -50,6 +55,8 @@ def spark_config(remote: bool | None = None) -> dict[str, str]:
         # large silver hour, bench/silver_events.py).
         "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        **({"spark.driver.bindAddress": os.environ["SPARK_LOCAL_IP"], "spark.driver.host": os.environ["SPARK_LOCAL_IP"]}
+           if master.startswith("local") else {}),
         # Delta Lake: every lakehouse table is a Delta table (reco_assets.lakehouse).
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",

@@ -10,9 +10,16 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from reco_assets.bronze.events import CLOSE_GRACE, bronze_events
+from reco_assets.bronze.events import CLOSE_GRACE, bronze_events, kafka_event_topics
 from reco_assets.gold.stream import stream_gold_assets
-from reco_assets.kafka.client import KafkaResource, KafkaSetupError, KafkaUnavailable, TopicPartitionKey
+from reco_assets.kafka.client import (
+    KafkaResource,
+    KafkaSetupError,
+    KafkaUnavailable,
+    TopicPartitionKey,
+    lag_by_topic,
+)
+from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_key, hour_start, hourly_events, hours_between
 from reco_assets.silver.events import silver_events
 
@@ -25,6 +32,14 @@ SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "5"))
 OPEN_HOUR_FULL_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_FULL_REFRESH_S", "120"))
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
+FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+# An hour whose latest run failed or was cancelled is requested again after 30 s, 60 s, 120 s, ... (doubling), at
+# most this many times in a row; then the tick reports it until someone materializes it (failures of the last day).
+RETRY_BASE_S = float(os.environ.get("RECO_RETRY_BASE_S", "30"))
+MAX_RETRIES = int(os.environ.get("RECO_MAX_RETRIES", "5"))
+FAILURE_LOOKBACK = timedelta(hours=24)
+# How often a tick records the topics' offsets and bronze's lag as an observation of kafka_event_topics.
+OBSERVE_EVERY_S = float(os.environ.get("RECO_LAG_OBSERVE_S", "30"))
 
 events_job = dg.define_asset_job(
     "events_hourly_job",
@@ -34,6 +49,7 @@ events_job = dg.define_asset_job(
                 "(hourly, per genre and minute, now).",
 )
 # What a live refresh of the open hour materializes.
+SILVER_EVENTS = dg.AssetKey("silver_events")
 LIVE_ASSETS = [dg.AssetKey(name) for name in ("bronze_events", "silver_events", "silver_events_rejected",
                                                "gold_trending_now")]
 
@@ -41,12 +57,14 @@ LIVE_ASSETS = [dg.AssetKey(name) for name in ("bronze_events", "silver_events", 
 @dataclass
 class Cursor:
     """Per-partition offsets already covered by requested runs, where to scan from, open hours run so far
-    (when last run, when last run with every asset)."""
+    (when last run, when last run with every asset), when the topics were last observed."""
 
     offsets: dict[str, int] = field(default_factory=dict)
     scan_from: str | None = None
     open_hours: dict[str, float] = field(default_factory=dict)
     full_runs: dict[str, float] = field(default_factory=dict)
+    observed_at: float = 0.0
+    log_ids: dict[str, str] = field(default_factory=dict)  # the cluster's id and each topic's: which logs these are
 
     @classmethod
     def parse(cls, raw: str | None) -> "Cursor":
@@ -54,7 +72,16 @@ class Cursor:
 
     def dump(self) -> str:
         return json.dumps({"offsets": self.offsets, "scan_from": self.scan_from, "open_hours": self.open_hours,
-                           "full_runs": self.full_runs}, sort_keys=True)
+                           "full_runs": self.full_runs, "observed_at": self.observed_at,
+                           "log_ids": self.log_ids}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class FailedHour:
+    """An hour whose latest runs failed or were cancelled: how many in a row, and when the last one ended."""
+
+    failures: int
+    failed_at: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,7 @@ class HourRun:
     run_key: str
     records: int
     live: bool = False  # only the live assets (LIVE_ASSETS), not the hour's whole gold
+    retry: int = 0  # the run that follows this many failed runs of the hour in a row
 
 
 def _tp_name(tp: TopicPartitionKey) -> str:
@@ -80,25 +108,59 @@ def plan_tick(
     open_refresh_s: float,
     in_flight: Callable[[str], bool] = lambda hour: False,
     full_refresh_s: float = 0.0,
-) -> tuple[list[HourRun], Cursor]:
-    """Which hours to run, and the cursor after this tick. Pure apart from the look-ups passed in.
+    failed: dict[str, FailedHour] | None = None,
+    log_ids: dict[str, str] | None = None,
+) -> tuple[list[HourRun], Cursor, list[str]]:
+    """Which hours to run, the cursor after this tick, and what the tick has to say. Pure apart from the look-ups
+    passed in.
 
     `offsets_at(t)` gives the first offset at or after broker time t (the end offset when none yet);
     `in_flight(hour)` says whether a run of that hour is queued or running (then the open hour waits for it,
-    so new records are picked up by the next run instead of piling up runs).
+    so new records are picked up by the next run instead of piling up runs). `failed` holds the hours whose latest
+    run failed: each is run again after a doubling backoff, at most MAX_RETRIES times in a row; until then (and
+    past that) its new records wait like a rate-limited hour's.
+
+    A topic-partition whose log is not the one the cursor was built on is read again from its log's start, from
+    the first hour that has records: its cluster or topic id changed (`log_ids`, the cluster's id and each
+    topic's), or its end offset fell below the cursor's (a broker that lost its data keeps its ids).
     """
-    covered = {tp: max(cursor.offsets.get(_tp_name(tp), log_start[tp]), log_start[tp]) for tp in end}
+    notes = []
+    reset = {}
+    before = cursor.log_ids
+    for tp in end:
+        name = _tp_name(tp)
+        if before and log_ids and before.get("cluster") != log_ids.get("cluster"):
+            reset[tp] = f"the cluster changed (id {before.get('cluster')} -> {log_ids.get('cluster')})"
+        elif before and log_ids and before.get(tp[0]) and before.get(tp[0]) != log_ids.get(tp[0]):
+            reset[tp] = f"topic {tp[0]} was recreated (id {before[tp[0]]} -> {log_ids.get(tp[0])})"
+        elif cursor.offsets.get(name, 0) > end[tp]:
+            reset[tp] = (f"the log ends at offset {end[tp]}, below the {cursor.offsets[name]} already covered (the "
+                         "broker lost its data, or this is another cluster)")
+    for tp, why in sorted(reset.items()):
+        notes.append(f"{_tp_name(tp)}: {why}: reading it again from its start, offset {log_start[tp]}")
+    covered = {tp: log_start[tp] if tp in reset else max(cursor.offsets.get(_tp_name(tp), log_start[tp]),
+                                                         log_start[tp]) for tp in end}
     pending = any(end[tp] > covered[tp] for tp in end)
     current = hour_key(now)
     runs: list[HourRun] = []
-    new_cursor = Cursor(dict(cursor.offsets), cursor.scan_from, dict(cursor.open_hours), dict(cursor.full_runs))
+    new_cursor = Cursor(dict(cursor.offsets), None if reset else cursor.scan_from, dict(cursor.open_hours),
+                        dict(cursor.full_runs), cursor.observed_at, dict(log_ids or cursor.log_ids))
 
     def is_closed(hour: str) -> bool:
         return now >= hour_start(hour) + timedelta(hours=1) + CLOSE_GRACE
 
+    def retry_wait(hour: str) -> float | None:
+        """None when the hour's last run did not fail; else how long until it may run again (inf: never)."""
+        failure = (failed or {}).get(hour)
+        if failure is None:
+            return None
+        if failure.failures > MAX_RETRIES:
+            return float("inf")
+        return RETRY_BASE_S * 2 ** (failure.failures - 1) - (now.timestamp() - failure.failed_at)
+
     scanned = set()
     if pending:
-        scan_from = cursor.scan_from or first_hour() or current
+        scan_from = new_cursor.scan_from or first_hour() or current
         hours = []
         moment = hour_start(scan_from)
         while moment <= hour_start(current):
@@ -114,14 +176,16 @@ def plan_tick(
             scanned.add(hour)
             closed = is_closed(hour)
             signature = hashlib.sha1(json.dumps(sorted((_tp_name(tp), hi[tp]) for tp in end)).encode()).hexdigest()
-            if not closed and (now.timestamp() - cursor.open_hours.get(hour, 0.0) < open_refresh_s
-                               or in_flight(hour)):
-                # Rate-limited: leave this hour's new records pending for a later tick.
+            wait = retry_wait(hour)
+            if (wait is not None and wait > 0) or (not closed and (
+                    now.timestamp() - cursor.open_hours.get(hour, 0.0) < open_refresh_s or in_flight(hour))):
+                # Rate-limited, or backing off after a failure: leave this hour's new records for a later tick.
                 advance = {tp: min(advance[tp], max(lo[tp], covered[tp])) for tp in end}
                 continue
             live = not closed and now.timestamp() - cursor.full_runs.get(hour, 0.0) < full_refresh_s
             state = "closed" if closed else "live" if live else "open"
-            runs.append(HourRun(hour, closed, f"{hour}:{state}:{signature[:12]}", new, live))
+            retry = failed[hour].failures if wait is not None else 0
+            runs.append(HourRun(hour, closed, f"{hour}:{state}:{signature[:12]}", new, live, retry))
             if closed:
                 new_cursor.open_hours.pop(hour, None)
                 new_cursor.full_runs.pop(hour, None)
@@ -137,7 +201,58 @@ def plan_tick(
             runs.append(HourRun(hour, True, f"{hour}:closed:final", 0))
             new_cursor.open_hours.pop(hour, None)
             new_cursor.full_runs.pop(hour, None)
-    return runs, new_cursor
+    planned = {run.hour for run in runs}
+    for hour, failure in sorted((failed or {}).items()):
+        wait = retry_wait(hour)
+        if wait == float("inf"):
+            notes.append(f"hour {hour}: {failure.failures} runs in a row failed; not retried again: materialize it "
+                         "once the cause is fixed")
+        elif hour in planned or in_flight(hour):
+            continue
+        elif wait > 0:
+            notes.append(f"hour {hour}: its last run failed ({failure.failures} in a row); retrying in {wait:.0f} s")
+        else:
+            runs.append(HourRun(hour, is_closed(hour), f"{hour}:retry:{failure.failures}:{failure.failed_at:.0f}",
+                                0, retry=failure.failures))
+            notes.append(f"hour {hour}: its last run failed ({failure.failures} in a row); retrying now")
+    return runs, new_cursor, notes
+
+
+def failed_hours(instance: dg.DagsterInstance, now: datetime) -> dict[str, FailedHour]:
+    """The hours whose latest runs failed or were cancelled in the last day, with how many did in a row: runs of
+    any job (the sensor's, or one started from the UI) tagged with the hour. An hour that silver_events
+    materialized since (a backfill of a range of hours, say) is whole again and not listed."""
+    recent = instance.get_run_records(dg.RunsFilter(statuses=FAILED, updated_after=now - FAILURE_LOOKBACK),
+                                      limit=500)
+    found = {}
+    for hour in sorted({record.dagster_run.tags.get("dagster/partition") for record in recent} - {None}):
+        try:
+            hour_start(hour)
+        except ValueError:  # a partition of another kind
+            continue
+        latest = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": hour}), limit=MAX_RETRIES + 2)
+        failures = next((i for i, record in enumerate(latest) if record.dagster_run.status not in FAILED),
+                        len(latest))
+        if not failures:
+            continue
+        failed_at = latest[0].end_time or latest[0].update_timestamp.timestamp()
+        healed = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=SILVER_EVENTS, asset_partitions=[hour], after_timestamp=failed_at), limit=1).records
+        if not healed:
+            found[hour] = FailedHour(failures, failed_at)
+    return found
+
+
+def topics_observation(end: dict[TopicPartitionKey, int], start: dict[TopicPartitionKey, int],
+                       landed: dict[TopicPartitionKey, int], where: str) -> dg.AssetObservation:
+    """kafka_event_topics as observed now: per topic, the records its logs retain and the lag (not in bronze yet)."""
+    lag = lag_by_topic(end, start, landed)
+    metadata = {"bootstrap_servers": where, "lag": dg.MetadataValue.int(sum(n for *_, n in lag.values())),
+                "records": dg.MetadataValue.int(sum(n for n, *_ in lag.values()))}
+    for topic, (records, _, behind) in lag.items():
+        metadata[f"{topic}_records"] = dg.MetadataValue.int(records)
+        metadata[f"{topic}_lag"] = dg.MetadataValue.int(behind)
+    return dg.AssetObservation(asset_key=kafka_event_topics.key, metadata=metadata)
 
 
 def in_flight_hours(instance: dg.DagsterInstance) -> set[str]:
@@ -163,7 +278,7 @@ def in_flight_hours(instance: dg.DagsterInstance) -> set[str]:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the event topics' offsets and requests runs for the broker hours with new records.",
 )
-def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
+def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, lakehouse: LakehouseResource):
     cursor = Cursor.parse(context.cursor)
     now = datetime.now(UTC)
     started = time.monotonic()
@@ -185,13 +300,25 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         def in_flight(hour: str) -> bool:
             return hour in busy
 
-        runs, new_cursor = plan_tick(cursor, now, end, log_start, first_hour, offsets_at, OPEN_HOUR_REFRESH_S,
-                                     in_flight, OPEN_HOUR_FULL_REFRESH_S)
+        runs, new_cursor, notes = plan_tick(cursor, now, end, log_start, first_hour, offsets_at,
+                                            OPEN_HOUR_REFRESH_S, in_flight, OPEN_HOUR_FULL_REFRESH_S,
+                                            failed_hours(context.instance, now), offsets.log_ids())
     except (KafkaUnavailable, KafkaSetupError) as error:
         return dg.SkipReason(f"{error} — the next tick resumes from the saved offsets")
+    for note in notes:
+        context.log.warning(note)
+    observations = []
+    if now.timestamp() - cursor.observed_at >= OBSERVE_EVERY_S:
+        try:
+            observations.append(topics_observation(end, log_start, lakehouse.bronze_offsets(),
+                                                   kafka.bootstrap_servers))
+            new_cursor.observed_at = now.timestamp()
+        except Exception as error:  # the lag is a report: never let it stop the runs
+            context.log.warning(f"could not observe bronze's lag: {error}")
     if not runs:
-        return dg.SensorResult(skip_reason=f"no new records in the event topics at {kafka.bootstrap_servers}",
-                               cursor=new_cursor.dump())
+        return dg.SensorResult(skip_reason="; ".join([*notes, f"no new records in the event topics at "
+                                                              f"{kafka.bootstrap_servers}"]),
+                               cursor=new_cursor.dump(), asset_events=observations)
     context.log.info(f"{len(runs)} run(s) requested in {time.monotonic() - started:.2f} s; "
                      f"cursor {new_cursor.dump()}")
     return dg.SensorResult(
@@ -199,8 +326,10 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
             dg.RunRequest(run_key=run.run_key, partition_key=run.hour,
                           asset_selection=LIVE_ASSETS if run.live else None,
                           tags={"reco/hour_state": "closed" if run.closed else "live" if run.live else "open",
-                                "reco/new_records": str(run.records)})
+                                "reco/new_records": str(run.records),
+                                **({"reco/retry": str(run.retry)} if run.retry else {})})
             for run in runs
         ],
         cursor=new_cursor.dump(),
+        asset_events=observations,
     )

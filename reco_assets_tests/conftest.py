@@ -2,6 +2,9 @@
 
 import functools
 import http.server
+import os
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +13,13 @@ import dagster as dg
 import pytest
 from dagster_pyspark.resources import spark_session_from_config
 
-from reco_assets.definitions import batch_graph_job, defs
+from reco_assets.definitions import defs
 from reco_assets.kafka.broker import LocalBroker, free_port
 from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.resources import spark_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +72,59 @@ def dagster_instance(tmp_path_factory):
         yield instance
 
 
+def readme_blocks(section: str, language: str = "bash") -> list[str]:
+    """The code blocks of a README section (a heading and what follows it up to the next heading), as written."""
+    readme = (ROOT / "README.md").read_text()
+    body = re.search(rf"^#{{2,4}} {re.escape(section)}\n(.*?)(?=^#{{2,4}} )", readme, re.S | re.M).group(1)
+    return re.findall(rf"```{language}\n(.*?)```", body, re.S)
+
+
+def checkout_like(folder: Path) -> Path:
+    """`folder` set up as README's commands expect the project's root: its .venv and dagster.yaml, and `data/`
+    of its own."""
+    for name in (".venv", "dagster.yaml"):
+        (folder / name).symlink_to(ROOT / name)
+    return folder
+
+
+def run_readme(commands: str, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run README commands as a user pastes them into bash (any failing command fails the whole)."""
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"README commands failed ({done.returncode}):\n{commands}\n{done.stderr[-3000:]}"
+    return done
+
+
+class HeadlessRun:
+    """What the tests read of the run a headless command made, from its Dagster instance."""
+
+    def __init__(self, instance: dg.DagsterInstance):
+        self.instance = instance
+        (self.run,) = instance.get_runs()
+        self.events = [r.dagster_event for r in instance.all_logs(self.run.run_id) if r.dagster_event]
+
+    @property
+    def success(self) -> bool:
+        return self.run.is_success
+
+    def get_asset_materialization_events(self):
+        return [e for e in self.events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+
+    def get_asset_check_evaluations(self):
+        return [e.event_specific_data for e in self.events
+                if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+
+
 @pytest.fixture(scope="session")
-def batch_graph(tmp_path_factory, dagster_instance, spark):
-    """The whole batch graph materialized on the bundled sample: (execution result, data dir)."""
-    data_dir = tmp_path_factory.mktemp("reco_data")
-    result = materialize(batch_graph_job.selection, data_dir, dagster_instance)
-    return result, data_dir
+def batch_graph(tmp_path_factory):
+    """The whole batch graph materialized on the bundled sample by README's headless command, as written, in a
+    folder set up like a checkout: (the run, read from its instance; data dir)."""
+    folder = checkout_like(tmp_path_factory.mktemp("checkout"))
+    (command,) = readme_blocks("Headless")[:1]
+    run_readme(command, folder, dict(os.environ), timeout=1200)
+    data_dir = folder / "data"
+    with dg.DagsterInstance.from_config(str(data_dir / "dagster_home")) as instance:
+        yield HeadlessRun(instance), data_dir
 
 
 @pytest.fixture

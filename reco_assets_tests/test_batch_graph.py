@@ -169,22 +169,3 @@ def test_catalog_holds_views_not_copies(warehouse):
     } <= views
     assert scalar(warehouse, "SELECT count(*) FROM duckdb_tables()") == 0
     assert scalar(warehouse, "SELECT count(*) FROM bronze.movielens_ratings") == 100836
-
-
-def test_the_readme_time_travel_snippet_runs(batch_graph, tmp_path):
-    """README's "Versions and time travel" commands, as written, against the materialized graph."""
-    import os
-    import re
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    snippet = re.search(r"### Versions and time travel.*?```bash\n(.*?)```", readme, re.S).group(1)
-    _, data_dir = batch_graph
-    (tmp_path / "data").symlink_to(data_dir)
-    (tmp_path / ".venv").symlink_to(root / ".venv")
-    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
-    done = subprocess.run(["bash", "-c", snippet], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "WRITE" in done.stdout and "|user_id|" in done.stdout.replace(" ", "")

@@ -1,23 +1,26 @@
 """Kafka → sensor → bronze_events → silver_events, for real: a live broker, local Spark, a Dagster instance."""
 
 import json
+import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
 import pytest
 from confluent_kafka import TopicPartition
 
+from reco_assets.bronze.events import RANGES_SCHEMA
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.cli import main
 from reco_assets.contracts import check_event
 from reco_assets.definitions import defs
 from reco_assets.events.generator import Batch, EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
-from reco_assets.kafka.client import KafkaResource
+from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, KafkaSetupError, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_value, previous_hour
-from reco_assets.sensors import events_job, kafka_events_sensor
+from reco_assets.sensors import LIVE_ASSETS, events_job, kafka_events_sensor
 from reco_assets_tests.conftest import materialize, running_broker
 
 pytestmark = pytest.mark.integration
@@ -43,19 +46,35 @@ def produce(kafka, batch: Batch) -> None:
     assert sum(producer.acked.values()) == len(batch)
 
 
-def tick(instance, kafka, cursor):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+def tick(instance, kafka, cursor, data_dir):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "kafka": kafka, "lakehouse": LakehouseResource(data_dir=str(data_dir))})
     return kafka_events_sensor(context)
 
 
+def hourly_job(data_dir, kafka):
+    """The project's events_hourly_job over this data dir and broker (runs of it are what the sensor retries)."""
+    return dg.Definitions(
+        assets=[*defs.assets], asset_checks=[*defs.asset_checks], jobs=[events_job],
+        resources={**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir)), "kafka": kafka},
+    ).resolve_job_def(events_job.name)
+
+
 def run_requested(result, data_dir, instance, kafka) -> list[str]:
+    """Run each request as the daemon would: events_hourly_job, the request's partition, assets (a live run
+    selects LIVE_ASSETS) and tags. Every check of the assets run passes."""
     hours = []
+    job = hourly_job(data_dir, kafka)
     for request in result.run_requests:
-        outcome = materialize(events_job.selection, data_dir, instance, partition_key=request.partition_key,
-                              kafka=kafka)
+        outcome = job.execute_in_process(instance=instance, partition_key=request.partition_key,
+                                         asset_selection=request.asset_selection, tags=request.tags)
         assert outcome.success
+        materialized = {e.asset_key for e in outcome.get_asset_materialization_events()}
+        if request.tags["reco/hour_state"] == "live":
+            assert materialized == set(LIVE_ASSETS)
         checks = {e.check_name: e.passed for e in outcome.get_asset_check_evaluations()}
-        assert checks == HOURLY_CHECKS
+        assert checks == {name: True for name in HOURLY_CHECKS if name != "ranks_dense_and_unique"
+                          or dg.AssetKey("gold_trending") in materialized}, checks
         hours.append(request.partition_key)
     return hours
 
@@ -70,8 +89,9 @@ def rows(data_dir, table: str, columns: str, group_by: str = "") -> list[tuple]:
 def expected_outcome(sent: list[tuple[str, bytes]]):
     """What silver and the dead letter must hold, from the Python contract check of every sent record."""
     valid_ids, rejected = [], Counter()
+    broker_time = datetime.now(UTC)  # the records were just sent: within seconds of their broker time
     for topic, value in sent:
-        problem = check_event(topic, value)
+        problem = check_event(topic, value, broker_time)
         if problem is None:
             valid_ids.append(json.loads(value)["event_id"])
         else:
@@ -86,15 +106,16 @@ def stream(kafka, tmp_path_factory, dagster_instance):
     batch = generator.batch(3000)
     produce(kafka, batch)
     data_dir = tmp_path_factory.mktemp("events_data")
-    result = tick(dagster_instance, kafka, None)
+    result = tick(dagster_instance, kafka, None, data_dir)
     hours = run_requested(result, data_dir, dagster_instance, kafka)
-    return {"batch": batch, "data_dir": data_dir, "hours": hours, "cursor": result.cursor, "kafka": kafka}
+    return {"batch": batch, "data_dir": data_dir, "hours": hours, "cursor": result.cursor, "kafka": kafka,
+            "first_tick": result}
 
 
 def test_silver_holds_exactly_the_valid_unique_events_and_the_dead_letter_the_rest(stream):
     batch, data_dir = stream["batch"], stream["data_dir"]
     assert stream["hours"], "the sensor requested no run"
-    assert batch.kinds.get("invalid:duplicate", 0) > 0 and len([k for k in batch.kinds if "invalid" in k]) == 10
+    assert batch.kinds.get("invalid:duplicate", 0) > 0 and len([k for k in batch.kinds if "invalid" in k]) == 11
     valid, rejected = expected_outcome(list(zip(batch.topics, batch.values, strict=True)))
     silver_ids = [r[0] for r in rows(data_dir, "events", "event_id")]
     assert Counter(silver_ids) == Counter(set(valid))
@@ -103,7 +124,7 @@ def test_silver_holds_exactly_the_valid_unique_events_and_the_dead_letter_the_re
     assert sum(1 for *_, r in dead if r == "duplicate") == sum(valid.values()) - len(valid)
     reasons = {r for *_, r in dead}
     assert {"not_json", "not_utf8", "not_object", "missing_field", "unknown_field", "wrong_type", "invalid_value",
-            "duplicate"} <= reasons
+            "out_of_range", "duplicate"} <= reasons
     # Typed columns: UTC timestamps and the per-type fields.
     typed = rows(data_dir, "events", "event_type, count(*), count(device_type), count(click_type), count(rating)",
                  "GROUP BY event_type")
@@ -157,9 +178,25 @@ def test_cli_trending_and_stats(stream, capsys, monkeypatch):
     assert [t["lag"] for t in stats["kafka_lag"]] == [0, 0, 0]
 
 
-def test_repeated_tick_requests_nothing_new(stream, dagster_instance):
-    result = tick(dagster_instance, stream["kafka"], stream["cursor"])
+def observed(result) -> dict:
+    (observation,) = result.asset_events
+    assert observation.asset_key == dg.AssetKey("kafka_event_topics")
+    return {key: value.value for key, value in observation.metadata.items()}
+
+
+def test_repeated_tick_requests_nothing_new_and_observes_no_lag(stream, dagster_instance, monkeypatch):
+    sent = len(stream["batch"])
+    first = observed(stream["first_tick"])  # before any run: every record is lag
+    assert first["records"] == first["lag"] == sent
+    assert sum(first[f"{topic}_lag"] for topic in EVENT_TOPICS) == sent
+    monkeypatch.setattr("reco_assets.sensors.OBSERVE_EVERY_S", 0.0)
+    result = tick(dagster_instance, stream["kafka"], stream["cursor"], stream["data_dir"])
     assert not result.run_requests
+    after = observed(result)
+    assert after["records"] == sent and after["lag"] == 0
+    assert after["bootstrap_servers"] == stream["kafka"].bootstrap_servers
+    monkeypatch.setattr("reco_assets.sensors.OBSERVE_EVERY_S", 30.0)
+    assert not tick(dagster_instance, stream["kafka"], result.cursor, stream["data_dir"]).asset_events
 
 
 def test_a_deleted_hour_is_rebuilt_identically_from_kafka(stream, dagster_instance, spark):
@@ -179,11 +216,7 @@ def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance, spark):
     data_dir, kafka, last = stream["data_dir"], stream["kafka"], stream["hours"][-1]
     first = previous_hour(stream["hours"][0])
     before = rows(data_dir, "events", "*")
-    job = dg.Definitions(
-        assets=[*defs.assets], asset_checks=[*defs.asset_checks], jobs=[events_job],
-        resources={**defs.resources, "lakehouse": LakehouseResource(data_dir=str(data_dir)), "kafka": kafka},
-    ).resolve_job_def(events_job.name)
-    result = job.execute_in_process(instance=dagster_instance, tags={
+    result = hourly_job(data_dir, kafka).execute_in_process(instance=dagster_instance, tags={
         "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
     assert result.success
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == HOURLY_CHECKS
@@ -194,14 +227,38 @@ def test_a_range_of_hours_runs_as_one_run(stream, dagster_instance, spark):
     assert rows(data_dir, "events", "*") == before
 
 
+def test_offset_ranges_that_do_not_meet_their_neighbour_fail_the_check(stream, dagster_instance, spark):
+    """The previous hour's ranges end where this hour's do not start: the check fails and names the gap."""
+    data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][0]
+    before = previous_hour(hour)
+    ranges = LakehouseResource(data_dir=str(data_dir)).table("bronze.event_ranges")
+    if not ranges.rows_of_hours([before]):  # the previous hour, landed empty: it ends where this hour starts
+        assert materialize("bronze_events", data_dir, dagster_instance, partition_key=before, kafka=kafka).success
+    rows = sorted(ranges.rows_of_hours([before]), key=lambda r: (r["topic"], r["partition"]))
+    rows[0] = {**rows[0], "end_offset": rows[0]["end_offset"] + 5}
+    ranges.replace_hours(spark.createDataFrame([tuple(r.values()) for r in rows], RANGES_SCHEMA), [before])
+    try:
+        result = materialize("bronze_events", data_dir, dagster_instance, partition_key=hour, kafka=kafka)
+        (check,) = result.get_asset_check_evaluations()
+        problems = check.metadata["problems"].value
+        assert not check.passed and check.metadata["neighbours_compared"].value == before
+        assert f"{rows[0]['topic']}/{rows[0]['partition']}: start " in problems
+        assert f"vs {hour_value(before)}:00 end_offset {rows[0]['end_offset']}" in problems
+    finally:
+        assert materialize("bronze_events", data_dir, dagster_instance, partition_key=before, kafka=kafka).success
+    assert all(check.passed for check in materialize("bronze_events", data_dir, dagster_instance,
+                                                     partition_key=hour, kafka=kafka).get_asset_check_evaluations())
+
+
 def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, kafka_broker, dagster_instance,
                                                                        monkeypatch, capsys):
     data_dir, kafka = stream["data_dir"], stream["kafka"]
     monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_REFRESH_S", 0.0)  # the open hour may be re-run at once
+    monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_FULL_REFRESH_S", 3600.0)  # so its run is a live one
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     kafka_broker.down()
     try:
-        skipped = tick(dagster_instance, kafka, stream["cursor"])
+        skipped = tick(dagster_instance, kafka, stream["cursor"], stream["data_dir"])
         assert isinstance(skipped, dg.SkipReason)
         assert "did not answer" in skipped.skip_message and "resumes" in skipped.skip_message
         # The stats still answer from the lakehouse, and say why the lag is unknown.
@@ -212,12 +269,37 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
         kafka_broker.up()
     more = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=8).batch(500)
     produce(kafka, more)
-    result = tick(dagster_instance, kafka, stream["cursor"])
-    assert result.run_requests
+    result = tick(dagster_instance, kafka, stream["cursor"], stream["data_dir"])
+    # The sensor's live path, run for real (run_requested checks what it materializes), unless the hour closed.
+    states = {r.tags["reco/hour_state"] for r in result.run_requests}
+    assert states == {"live"} or "closed" in states, states
     run_requested(result, data_dir, dagster_instance, kafka)
     expected = set(expected_outcome(list(zip(stream["batch"].topics, stream["batch"].values, strict=True)))[0])
     expected |= {v.decode().split('"event_id":"')[1][:36] for v in more.values}
     assert {r[0] for r in rows(data_dir, "events", "event_id")} == expected
+
+
+def test_an_hour_whose_run_failed_is_retried_by_the_sensor(stream, kafka_broker, dagster_instance, monkeypatch):
+    """The broker stops during the hour's run: the run fails; once the broker is back, the sensor requests the
+    hour again (after its backoff) and the retry lands it whole."""
+    data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][-1]
+    monkeypatch.setattr("reco_assets.sensors.RETRY_BASE_S", 0.0)
+    job = hourly_job(data_dir, kafka)
+    before = rows(data_dir, "events", "*")
+    cursor = tick(dagster_instance, kafka, stream["cursor"], data_dir).cursor  # past every record sent so far
+    kafka_broker.down()
+    try:
+        failed = job.execute_in_process(instance=dagster_instance, partition_key=hour, raise_on_error=False)
+    finally:
+        kafka_broker.up()
+    assert not failed.success
+    result = tick(dagster_instance, kafka, cursor, data_dir)
+    retries = [request for request in result.run_requests if "reco/retry" in request.tags]
+    assert [(r.partition_key, r.tags["reco/retry"]) for r in retries] == [(hour, "1")]
+    assert job.execute_in_process(instance=dagster_instance, partition_key=hour, tags=retries[0].tags).success
+    assert rows(data_dir, "events", "*") == before
+    again = tick(dagster_instance, kafka, result.cursor, data_dir)
+    assert not [request for request in again.run_requests if "reco/retry" in request.tags]
 
 
 def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(stream, dagster_instance, spark):
@@ -240,3 +322,32 @@ def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(str
             in failure)
     assert "retention deleted the rest" in failure and "The existing partition is kept" in failure
     assert events.version() == version
+
+
+def test_recreated_topics_are_read_again_from_their_start(stream, dagster_instance, capsys, monkeypatch):
+    """Topics deleted and created again under a running sensor (as after a broker reset): new topic ids; the tick
+    says so and requests the hours of the new records."""
+    kafka = stream["kafka"]
+    # The previous test's refused run left the hour failed: let its backoff be over.
+    monkeypatch.setattr("reco_assets.sensors.RETRY_BASE_S", 0.0)
+    admin = kafka.admin()
+    for future in admin.delete_topics(list(EVENT_TOPICS), operation_timeout=30).values():
+        future.result(timeout=60)
+    deadline = time.monotonic() + 60
+    while True:  # a deleted topic's name is free again a moment later
+        try:
+            ensure_topics(admin)
+            break
+        except KafkaSetupError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    batch = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=9).batch(60)
+    produce(kafka, batch)
+    capsys.readouterr()
+    result = tick(dagster_instance, kafka, stream["cursor"], stream["data_dir"])
+    resets = [line for line in capsys.readouterr().err.splitlines()
+              if "WARNING" in line and "reading it again from its start, offset 0" in line]
+    assert len(resets) == 9 and all("was recreated (id " in line for line in resets), resets  # 3 topics x 3
+    assert sum(int(r.tags["reco/new_records"]) for r in result.run_requests) == 60
+    assert all(offset <= 60 for offset in json.loads(result.cursor)["offsets"].values())

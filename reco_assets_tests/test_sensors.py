@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from reco_assets.sensors import Cursor, plan_tick
+from reco_assets.sensors import MAX_RETRIES, RETRY_BASE_S, Cursor, FailedHour, plan_tick
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TP = ("events_views", 0)
@@ -19,6 +19,15 @@ def log_of(*minutes: float) -> list[int]:
 
 def tick(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0, busy: frozenset = frozenset(),
          full_refresh_s: float = 0.0):
+    """(runs, cursor) of one tick."""
+    return tick_notes(cursor, now, log, refresh_s, busy, full_refresh_s)[:2]
+
+
+def tick_notes(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0, busy: frozenset = frozenset(),
+               full_refresh_s: float = 0.0, failed: dict | None = None, log_start: int = 0,
+               log_ids: dict | None = None):
+    """(runs, cursor, notes) of one tick over one topic-partition whose records have the broker times `log`, the
+    first `log_start` of them deleted."""
     end = {TP: len(log)}
 
     def offsets_at(moment: datetime) -> dict:
@@ -27,8 +36,9 @@ def tick(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0,
     def first_hour():
         return (T0 + timedelta(milliseconds=log[0] - int(T0.timestamp() * 1000))).strftime("%Y-%m-%d-%H:00")
 
-    return plan_tick(cursor, now, end, {TP: 0}, first_hour, offsets_at, open_refresh_s=refresh_s,
-                     in_flight=lambda hour: hour in busy, full_refresh_s=full_refresh_s)
+    return plan_tick(cursor, now, end, {TP: log_start}, first_hour, offsets_at, open_refresh_s=refresh_s,
+                     in_flight=lambda hour: hour in busy, full_refresh_s=full_refresh_s, failed=failed,
+                     log_ids=log_ids)
 
 
 def test_first_tick_runs_every_hour_with_records_closed_ones_final():
@@ -108,6 +118,81 @@ def test_records_arriving_in_a_new_hour_close_the_previous_one():
     assert [(r.hour, r.closed, r.records) for r in runs] == [
         ("2026-11-23-10:00", True, 1), ("2026-11-23-11:00", False, 1)]
     assert cursor.scan_from == "2026-11-23-11:00"
+
+
+def test_a_failed_hour_is_retried_with_a_doubling_backoff_then_reported():
+    log = log_of(5, 50)
+    hour = "2026-11-23-10:00"
+    now = T0 + timedelta(hours=2)
+    _, cursor = tick(Cursor(), now, log)  # the hour ran once, and that run failed
+
+    def retry(failures: int, ago_s: float, busy=frozenset()):
+        failed = {hour: FailedHour(failures, now.timestamp() - ago_s)}
+        return tick_notes(cursor, now, log, failed=failed, busy=busy)
+
+    runs, _, notes = retry(1, RETRY_BASE_S - 1)
+    assert runs == [] and notes == [f"hour {hour}: its last run failed (1 in a row); retrying in 1 s"]
+    runs, _, notes = retry(1, RETRY_BASE_S)
+    assert [(r.hour, r.closed, r.retry) for r in runs] == [(hour, True, 1)] and ":retry:1:" in runs[0].run_key
+    assert notes == [f"hour {hour}: its last run failed (1 in a row); retrying now"]
+    runs, _, _ = retry(3, 4 * RETRY_BASE_S - 1)  # the third failure waits four times the base
+    assert runs == []
+    runs, _, _ = retry(3, 4 * RETRY_BASE_S)
+    assert [r.hour for r in runs] == [hour]
+    runs, _, notes = retry(MAX_RETRIES + 1, 10**6)
+    assert runs == [] and "runs in a row failed; not retried again" in notes[0]
+    runs, _, notes = retry(1, 10**6, busy=frozenset({hour}))  # a run of it is in flight: nothing to do
+    assert runs == [] and notes == []
+    # The same failure streak never gets the same run key twice (Dagster drops a repeated key).
+    first, _, _ = retry(1, RETRY_BASE_S)
+    later = tick_notes(cursor, now, log, failed={hour: FailedHour(1, now.timestamp() - RETRY_BASE_S - 600)})[0]
+    assert first[0].run_key != later[0].run_key
+
+
+def test_a_failing_hour_with_new_records_waits_for_its_backoff_too():
+    """While records keep coming, a failing open hour is not re-run every refresh: it backs off like a retry."""
+    now = T0 + timedelta(minutes=30)
+    hour = "2026-11-23-10:00"
+    _, cursor = tick(Cursor(), now, log_of(1), refresh_s=0)
+    failed = {hour: FailedHour(2, now.timestamp())}  # two failures: the next run waits 2 × the base
+    runs, held, _ = tick_notes(cursor, now + timedelta(seconds=1), log_of(1, 29), refresh_s=0, failed=failed)
+    assert runs == [] and held.offsets == cursor.offsets  # its new record stays pending
+    later = now + timedelta(seconds=2 * RETRY_BASE_S)
+    runs, moved, _ = tick_notes(held, later, log_of(1, 29), refresh_s=0, failed=failed)
+    assert [(r.hour, r.records, r.retry) for r in runs] == [(hour, 1, 2)] and moved.offsets == {"events_views:0": 2}
+    abandoned = {hour: FailedHour(MAX_RETRIES + 1, now.timestamp())}
+    runs, _, notes = tick_notes(held, later + timedelta(days=1), log_of(1, 29), refresh_s=0, failed=abandoned)
+    assert runs == [] and "not retried again" in notes[0]
+
+
+def test_a_recreated_topic_is_read_again_even_when_its_new_log_is_longer():
+    """The topic ids tell a new log from the old one whatever its length."""
+    ids = {"cluster": "c1", "events_views": "t1"}
+    _, cursor, _ = tick_notes(Cursor(), T0 + timedelta(hours=2), log_of(*range(0, 40)), log_ids=ids)
+    assert cursor.offsets == {"events_views:0": 40} and cursor.log_ids == ids
+    longer = log_of(*[60 + m / 10 for m in range(50)])  # 50 records, all in hour 11
+    runs, after, notes = tick_notes(cursor, T0 + timedelta(hours=2, minutes=1), longer,
+                                    log_ids={"cluster": "c1", "events_views": "t2"})
+    assert notes == ["events_views:0: topic events_views was recreated (id t1 -> t2): reading it again from its "
+                     "start, offset 0"]
+    assert [(r.hour, r.records) for r in runs] == [("2026-11-23-11:00", 50)] and after.log_ids["events_views"] == "t2"
+    runs, _, notes = tick_notes(cursor, T0 + timedelta(hours=2, minutes=1), longer,
+                                log_ids={"cluster": "c2", "events_views": "t1"})
+    assert notes[0].startswith("events_views:0: the cluster changed (id c1 -> c2)") and runs
+
+
+def test_a_log_that_ends_below_the_cursor_is_read_again_from_its_start():
+    """Topics recreated (or another cluster): the end offset falls below what the cursor covers."""
+    _, cursor = tick(Cursor(), T0 + timedelta(hours=2), log_of(*range(0, 60, 2), 61, 62))  # 32 records
+    assert cursor.offsets == {"events_views:0": 32}
+    new_log = log_of(63, 64, 95)  # three records in the new log, all in hour 11
+    runs, after, notes = tick_notes(cursor, T0 + timedelta(hours=2, minutes=1), new_log)
+    assert notes == ["events_views:0: the log ends at offset 3, below the 32 already covered (the broker lost its "
+                     "data, or this is another cluster): reading it again from its start, offset 0"]
+    assert [(r.hour, r.records) for r in runs] == [("2026-11-23-11:00", 3)]
+    assert after.offsets == {"events_views:0": 3}
+    runs, _, notes = tick_notes(after, T0 + timedelta(hours=2, minutes=3), new_log)
+    assert runs == [] and notes == []
 
 
 def test_cursor_round_trips_as_json():

@@ -5,6 +5,7 @@ Every Connect client here runs in a child interpreter, as a Dagster run does: a 
 PySpark of its process into Connect mode, which would break the local session of the other tests.
 """
 
+import ipaddress
 import json
 import os
 import socket
@@ -31,6 +32,7 @@ from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_key, hour_start, hour_value
 from reco_assets.processes import pid_alive
 from reco_assets.spark_connect import ConnectServer, _children
+from reco_assets_tests.sockets import listening
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
@@ -137,6 +139,12 @@ def test_status_reports_the_running_server(server):
     assert "Spark Connect server started" in server.log_file.read_text()
 
 
+def test_the_server_and_the_broker_listen_on_the_loopback_only(server, kafka_broker):
+    for pid in (server.read_pid(), kafka_broker.read_pid()):
+        sockets = listening(pid)
+        assert sockets and all(ipaddress.ip_address(host).is_loopback for host, _ in sockets), (pid, sockets)
+
+
 def test_a_query_runs_over_connect_with_the_project_settings(server):
     answer = over_connect(server, "client_query")
     print(f"connect {answer['connect_s']:.2f} s, query {answer['query_s']:.2f} s")
@@ -199,8 +207,9 @@ def test_one_hour_of_bronze_and_silver_events_materializes_over_connect(server, 
     # The session broker may hold other tests' events in this hour: bronze is all of the hour, and ours is in it.
     assert len(bronze) == in_hour and len(silver_ids) + len(rejected) == len(bronze)
     assert max(silver_ids.values()) == 1
-    ours = [(topic, value, check_event(topic, value)) for topic, value in zip(batch.topics, batch.values,
-                                                                                 strict=True)]
+    now = datetime.now(UTC)
+    ours = [(topic, value, check_event(topic, value, now)) for topic, value in zip(batch.topics, batch.values,
+                                                                                      strict=True)]
     assert {json.loads(value)["event_id"] for _, value, problem in ours if problem is None} <= set(silver_ids)
     rejected_reasons = Counter((topic, bytes(value), reason) for topic, value, reason in rejected)
     for topic, value, problem in ours:

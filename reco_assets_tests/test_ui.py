@@ -41,12 +41,12 @@ def location_status(base_url: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def webserver(batch_graph, dagster_instance, tmp_path_factory):
+def webserver(batch_graph, tmp_path_factory):
     """`dagster-webserver` on a free port over the batch graph's instance and data dir: its base URL."""
-    _, data_dir = batch_graph
+    run, data_dir = batch_graph
     log_path = tmp_path_factory.mktemp("webserver") / "webserver.log"
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": dagster_instance.root_directory, "RECO_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "DAGSTER_HOME": run.instance.root_directory, "RECO_DATA_DIR": str(data_dir)}
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [str(WEBSERVER), "-m", "reco_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
@@ -163,10 +163,10 @@ def test_automation_shows_every_sensor_and_schedule(page):
         screenshot(page, path.stem)
 
 
-def test_gold_asset_page_shows_latest_metadata(page, batch_graph, dagster_instance):
+def test_gold_asset_page_shows_latest_metadata(page, batch_graph):
     """gold_reco_evaluation's page shows the metadata of the instance's latest materialization."""
     key = dg.AssetKey("gold_reco_evaluation")
-    metadata = dagster_instance.get_latest_materialization_event(key).asset_materialization.metadata
+    metadata = batch_graph[0].instance.get_latest_materialization_event(key).asset_materialization.metadata
     page.goto(f"/assets/{key.to_user_string()}")
     path = ARTIFACTS / "gold_reco_evaluation.png"
 

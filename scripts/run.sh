@@ -28,5 +28,20 @@ else
   echo "[run] RECO_SPARK_CONNECT=0: each run starts its own local Spark"
 fi
 echo "[run] RECO_DATA_DIR=$RECO_DATA_DIR DAGSTER_HOME=$DAGSTER_HOME"
-echo "[run] open http://127.0.0.1:${DAGSTER_PORT:-3000} and materialize the asset graph"
-exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
+echo "[run] open http://127.0.0.1:${DAGSTER_PORT:-3000} and materialize the asset graph; Ctrl+C stops Dagster"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+still_running() {
+  # dagster dev has stopped (Ctrl+C): say which of the project's services outlive it, and how to stop them.
+  local kept=()
+  alive "$RECO_DATA_DIR/kafka/kafka.pid" && kept+=("the Kafka broker (.venv/bin/reco-assets kafka down)")
+  alive "$RECO_DATA_DIR/spark-connect/connect.pid" && kept+=("the Spark Connect server (.venv/bin/reco-assets spark down)")
+  if [ ${#kept[@]} -gt 0 ]; then
+    echo "[run] Dagster stopped. Still running, for the next start: $(IFS=';'; echo "${kept[*]}" | sed 's/;/ and /')."
+    echo "[run] \`make stop\` stops them."
+  else
+    echo "[run] Dagster stopped."
+  fi
+}
+trap still_running EXIT
+.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

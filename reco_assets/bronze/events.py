@@ -141,9 +141,19 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
             "maybe_truncated": maybe_truncated, "version": commit.version}
 
 
+# The event topics themselves, outside Dagster's control: kafka_events_sensor records their end offsets and the lag
+# of bronze behind them as observations, which the UI plots.
+kafka_event_topics = dg.AssetSpec(
+    "kafka_event_topics", group_name="bronze", kinds={"kafka"},
+    description="The event topics (events_views, events_clicks, events_ratings). kafka_events_sensor observes "
+                "their retained records and bronze's lag behind them (records not landed yet), per topic.",
+)
+
+
 @dg.asset(
     partitions_def=hourly_events,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[kafka_event_topics],
     group_name="bronze",
     kinds={"kafka", "spark", "delta"},
     pool=EVENT_HOURS_POOL,

@@ -144,6 +144,8 @@ def download(url: str, downloads: Path, log: Log) -> tuple[Path, str]:
 def _member_target(name: str, strip: str, target: Path) -> Path | None:
     """Where an archive member lands, or an error if it would escape `target`."""
     posix = PurePosixPath(name)
+    if not posix.parts:
+        raise MovieLensError(f"archive member {name!r} names no file or folder: refused")
     if posix.is_absolute() or ".." in posix.parts or "\\" in name or ":" in posix.parts[0]:
         raise MovieLensError(f"archive member {name!r} would escape the target folder: refused")
     parts = posix.parts[1:] if strip and posix.parts[0] == strip else posix.parts
@@ -162,7 +164,9 @@ def extract_zip(archive: Path, target: Path) -> None:
             members = zf.infolist()
             if not members:
                 raise MovieLensError(f"{archive} is an empty archive")
-            tops = {PurePosixPath(m.filename).parts[0] for m in members if m.filename.strip("/")}
+            for member in members:
+                _member_target(member.filename, "", target)  # every name is checked before any is used
+            tops = {PurePosixPath(m.filename).parts[0] for m in members}
             strip = tops.pop() if len(tops) == 1 and any(m.is_dir() or "/" in m.filename for m in members) else ""
             if sum(m.file_size for m in members) > MAX_UNCOMPRESSED_BYTES:
                 raise MovieLensError(f"{archive} expands to more than {MAX_UNCOMPRESSED_BYTES:,} bytes: refused")

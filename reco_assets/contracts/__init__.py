@@ -2,16 +2,19 @@
 
 `check_event` is the truth that the Spark check (`reco_assets.silver.event_contract.validate_events`) mirrors. It
 reads a record the way Spark's JSON parser does (strict UTF-8; no duplicate keys, NaN, Infinity or trailing data;
-integers of more than 38 digits read as doubles; the limits below), then validates it with jsonschema.
+integers of more than 38 digits read as doubles; the limits below), then validates it with jsonschema. Given the
+record's broker time, it also bounds the event's time (`out_of_range`).
 """
 
 import functools
 import importlib.resources
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from jsonschema import Draft202012Validator
 
@@ -21,7 +24,14 @@ EVENT_TYPE_BY_TOPIC = {topic: event_type for event_type, topic in TOPICS.items()
 CONTRACT_VERSION = 1
 
 # Rejection reasons, highest priority first.
-REASONS = ("not_utf8", "not_json", "not_object", "missing_field", "unknown_field", "wrong_type", "invalid_value")
+REASONS = ("not_utf8", "not_json", "not_object", "missing_field", "unknown_field", "wrong_type", "invalid_value",
+           "out_of_range")
+
+# How far an event's time may lie from its record's broker time: a week before (the topics' retention; an older
+# event is a replay), and a little after (clock skew). Anything further is `out_of_range`.
+EVENT_TIME_MAX_AGE = timedelta(hours=float(os.environ.get("RECO_EVENT_TIME_MAX_AGE_HOURS",
+                                                         os.environ.get("RECO_RETENTION_HOURS", "168"))))
+EVENT_TIME_MAX_AHEAD = timedelta(seconds=float(os.environ.get("RECO_EVENT_TIME_MAX_AHEAD_SECONDS", "300")))
 
 # Limits of the JSON reader. Spark's parser (Jackson) checks nesting (1000 levels, less the one the Spark check wraps
 # around the value) and key length (50,000 UTF-16 units) the same way on every record, but skips its number-length
@@ -181,8 +191,54 @@ def _order(reason: str, field: str | None) -> tuple[int, int]:
     return _PRIORITY[reason], _FIELD_ORDER.get(field, len(ALL_FIELDS))
 
 
-def check_event(topic: str, value: bytes | None) -> Rejection | None:
-    """Check a record's value against its topic's contract: None when valid, else the highest-priority Rejection."""
+def span(delta: timedelta) -> str:
+    """A bound as people write it: "7 days", "5 minutes", "90 seconds"."""
+    seconds = delta.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def iso_utc(moment: datetime) -> str:
+    """`0001-01-01T00:00:00.000000Z`: microseconds and a four-digit year (as Spark's date_format writes them)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_event_ts(text: str) -> datetime:
+    """A contract-valid `event_ts` as an instant, truncated to microseconds like Spark's timestamps."""
+    stamp, _, fraction = text.removesuffix("Z").removesuffix("+00:00").partition(".")
+    moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return moment + timedelta(microseconds=int((fraction + "000000")[:6]))
+
+
+def event_time_problem(event_ts: datetime, broker_time: datetime) -> Rejection | None:
+    """`out_of_range` when the event's time lies further from its broker time than the bounds allow."""
+    if broker_time.tzinfo is None:
+        raise ValueError("broker_time must carry its time zone (Kafka's timestamps are UTC instants)")
+    earliest, latest = (_shifted(broker_time, -EVENT_TIME_MAX_AGE), _shifted(broker_time, EVENT_TIME_MAX_AHEAD))
+    if event_ts < earliest:
+        side, bound = "before", EVENT_TIME_MAX_AGE
+    elif event_ts > latest:
+        side, bound = "after", EVENT_TIME_MAX_AHEAD
+    else:
+        return None
+    return Rejection("out_of_range", "event_ts", f"event_ts {iso_utc(event_ts)} is more than {span(bound)} {side} "
+                                                 f"its broker time {iso_utc(broker_time)}")
+
+
+def _shifted(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, clamped to the years Python can hold (a bound wider than them bounds nothing)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return (datetime.min if delta < timedelta(0) else datetime.max).replace(tzinfo=UTC)
+
+
+def check_event(topic: str, value: bytes | None, broker_time: datetime | None = None) -> Rejection | None:
+    """Check a record's value against its topic's contract: None when valid, else the highest-priority Rejection.
+    With the record's `broker_time`, an otherwise valid event whose time lies out of bounds is `out_of_range`."""
     if topic not in EVENT_TYPE_BY_TOPIC:
         raise ValueError(f"unknown topic {topic!r}, expected one of {sorted(EVENT_TYPE_BY_TOPIC)}")
     if value is None:
@@ -205,4 +261,6 @@ def check_event(topic: str, value: bytes | None) -> Rejection | None:
         reason, field = _candidate(error, instance)
         if best is None or _order(reason, field) < _order(best.reason, best.field):
             best = Rejection(reason, field, error.message[:DETAIL_CHARS])
+    if best is None and broker_time is not None:
+        return event_time_problem(parse_event_ts(instance["event_ts"]), broker_time)
     return best

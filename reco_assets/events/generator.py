@@ -26,7 +26,9 @@ RATING_VALUES = np.arange(1, 11) / 2
 RATING_WEIGHTS = np.array([1370, 2811, 1791, 7551, 5550, 20047, 13136, 26818, 8551, 13211], dtype=float)
 SESSION_EVENTS = 20  # a user's session rotates after about this many events
 INVALID_KINDS = ("not_json", "not_utf8", "not_object", "missing_field", "unknown_field", "wrong_type",
-                 "invalid_value", "bad_timestamp", "wrong_topic", "duplicate")
+                 "invalid_value", "bad_timestamp", "wrong_topic", "out_of_range", "duplicate")
+# Well-formed event times far from any broker time: a forged old event, and one from the far future.
+OUT_OF_RANGE_TIMES = ("0001-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z")
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ class EventGenerator:
             field_name, bad = {"view": ("device_type", "toaster"), "click": ("click_type", "double"),
                                "rating": ("rating", 7.5)}[event["event_type"]]
             event[field_name] = bad
+        elif kind == "out_of_range":
+            event["event_ts"] = OUT_OF_RANGE_TIMES[self.rng.integers(len(OUT_OF_RANGE_TIMES))]
         elif kind == "bad_timestamp":
             event["event_ts"] = event["event_ts"].replace("Z", "+02:00")
         elif kind == "wrong_topic":

@@ -66,12 +66,13 @@ def movielens_ratings(source: str, limit: int | None = None):
         return con.execute(sql).fetchall()
 
 
-def replay_batch(rows) -> Batch:
-    """Rating events with MovieLens' own times; event ids derive from the rating, so replays deduplicate."""
+def replay_batch(rows, sent_at: datetime) -> Batch:
+    """Rating events stamped `sent_at` (the contract bounds event time by broker time, and MovieLens' own times are
+    years old); event ids derive from the original rating and its time, so a replay of a replay deduplicates."""
     batch = Batch()
+    event_ts = sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{sent_at.microsecond // 1000:03d}Z"
     for user, movie, rating, ts in rows:
         event_id = uuid.uuid5(REPLAY_NAMESPACE, f"{user}:{movie}:{ts}")
-        event_ts = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         batch.topics.append(TOPICS["rating"])
         batch.keys.append(str(user).encode())
         batch.values.append((f'{{"event_id":"{event_id}","event_type":"rating","event_ts":"{event_ts}",'
@@ -83,7 +84,7 @@ def replay_batch(rows) -> Batch:
 
 def replay_movielens(producer: EventProducer, source: str, speedup: float | None, limit: int | None,
                      progress: Progress | None = None) -> int:
-    """Publish MovieLens ratings in time order; with `speedup`, keep their gaps divided by it."""
+    """Publish MovieLens ratings in time order, stamped when sent; with `speedup`, keep their gaps divided by it."""
     producer.check_reachable()
     rows = movielens_ratings(source, limit)
     started = time.monotonic()
@@ -102,7 +103,7 @@ def replay_movielens(producer: EventProducer, source: str, speedup: float | None
                     continue
             else:
                 j = min(i + CHUNK, len(rows))
-            producer.send(replay_batch(rows[i:j]))
+            producer.send(replay_batch(rows[i:j], datetime.now(UTC)))
             i = j
             if progress:
                 progress.tick()

@@ -1,7 +1,7 @@
 """Gold: ALS recommendations, similar movies, the popularity baseline, the hybrid and the offline evaluation."""
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import numpy as np
@@ -15,7 +15,7 @@ from reco_assets.gold import als, hybrid
 from reco_assets.gold.hybrid import HybridWeights
 from reco_assets.gold.ranking import ItemIndex
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets.lakehouse.duck import connect, scalar
+from reco_assets.lakehouse.duck import scalar
 from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import silver_movies, silver_ratings, silver_tags
 from reco_assets.silver.events import silver_events
@@ -41,6 +41,18 @@ class ModelConfig(als.ALSConfig):
         default_factory=HybridWeights,
         description="the hybrid's weights for the evaluation (gold_hybrid_recommendations has the served ones)",
     )
+    require_beating_popularity: bool = Field(
+        default=True,
+        description="train and serve the model only when ALS beats popularity on the hold-out (nDCG@K); false "
+                    "serves it anyway",
+    )
+
+
+MODEL_GATE = dg.AssetCheckSpec(
+    "als_beats_popularity", asset="gold_reco_evaluation", blocking=True,
+    description="ALS beats the popularity baseline on nDCG@K; when it does not, no new model is trained or served "
+                "and the previous one stays",
+)
 
 
 def _evaluation_rows(
@@ -118,11 +130,13 @@ def _evaluation_rows(
             "als_model",
             group_name="gold",
             kinds={"spark", "mllib"},
-            deps=[silver_ratings, silver_events],
+            # Trained only once its settings passed the evaluation's gate (als_beats_popularity).
+            deps=[silver_ratings, silver_events, "gold_reco_evaluation"],
+            skippable=True,
             description=(
                 "Spark MLlib ALS model trained on all silver ratings plus the streamed ratings, views and clicks "
                 "of every silver_events hour: its user and item factors in gold.als_factors, with the versions of "
-                "the silver tables it trained on."
+                "the silver tables it trained on. Not retrained when its settings lose to popularity."
             ),
         ),
         dg.AssetSpec(
@@ -136,12 +150,14 @@ def _evaluation_rows(
             ),
         ),
     ],
+    check_specs=[MODEL_GATE],
     can_subset=False,
 )
 def als_model_and_evaluation(
     context: dg.AssetExecutionContext, config: ModelConfig, lakehouse: LakehouseResource, pyspark: LazyPySparkResource
 ):
-    """Evaluate the ALS settings on a hold-out, then train the served model with them on every rating and event."""
+    """Evaluate the ALS settings on a hold-out; when ALS beats popularity, train the served model with them on every
+    rating and event. When it does not, the gate fails the run and the previous model stays in gold.als_factors."""
     spark = pyspark.spark_session
     ratings_table = lakehouse.table("silver.ratings")
     ratings, ratings_version = ratings_table.pinned(spark)
@@ -198,6 +214,20 @@ def als_model_and_evaluation(
     for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als")):
         ratio = by_model[model]["ndcg"] / by_model[baseline]["ndcg"] if by_model[baseline]["ndcg"] else float("nan")
         metrics[f"ndcg_ratio_{model}_vs_{baseline}"] = dg.MetadataValue.float(round(ratio, 3))
+    beats = by_model["als"]["ndcg"] > by_model["popularity"]["ndcg"]
+    gate = dg.AssetCheckResult(
+        check_name=MODEL_GATE.name,
+        passed=beats,
+        # A warning does not block: with the override, the losing model is trained and served, and the UI says so.
+        severity=dg.AssetCheckSeverity.ERROR if config.require_beating_popularity else dg.AssetCheckSeverity.WARN,
+        description=None if beats else (
+            f"ALS ({by_model['als']['ndcg']:.4f}) does not beat popularity ({by_model['popularity']['ndcg']:.4f}) on "
+            f"nDCG@{config.eval_k}: " + ("the previous model stays served" if config.require_beating_popularity
+                                          else "served anyway (require_beating_popularity is false)")),
+        metadata={"als_ndcg": metrics[f"als_ndcg_at_{config.eval_k}"],
+                  "popularity_ndcg": metrics[f"popularity_ndcg_at_{config.eval_k}"],
+                  "ratio": metrics["ndcg_ratio_als_vs_popularity"], "model_version": version},
+    )
     yield dg.MaterializeResult(
         asset_key="gold_reco_evaluation",
         metadata={
@@ -213,7 +243,11 @@ def als_model_and_evaluation(
             "seconds": round(time.monotonic() - started, 2),
             "stage_seconds": dg.MetadataValue.json(stage_seconds),
         },
+        check_results=[gate],
     )
+    if not beats and config.require_beating_popularity:
+        context.log.error(f"{gate.description}; als_model is not retrained")
+        return
 
     started = time.monotonic()
     training = als.interactions(ratings, events).cache()
@@ -259,7 +293,13 @@ class RecommendationsConfig(dg.Config):
     k: int = Field(default=20, description="movies recommended per user")
 
 
-@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies, silver_events])
+# Retrained daily (daily_als_retrain, 03:00 UTC): the UI warns when a day's retrain was missed, or its model was
+# not served (the model gate), and fails after two.
+RETRAIN_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
+
+
+@dg.asset(group_name="gold", kinds=GOLD_KINDS, deps=["als_model", silver_ratings, silver_movies, silver_events],
+          freshness_policy=RETRAIN_FRESHNESS)
 def gold_recommendations(
     context: dg.AssetExecutionContext, config: RecommendationsConfig, lakehouse: LakehouseResource,
     pyspark: LazyPySparkResource,
@@ -358,18 +398,6 @@ def gold_popular_movies(context: dg.AssetExecutionContext, lakehouse: LakehouseR
     return dg.MaterializeResult(metadata=commit_metadata(table, table.overwrite(df, context.log), df, started))
 
 
-@dg.asset_check(asset="gold_reco_evaluation", blocking=False, description="ALS beats the popularity baseline on nDCG@K")
-def als_beats_popularity(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    with connect() as con:
-        ndcg = dict(con.execute(f"SELECT model, ndcg FROM {lakehouse.table('gold.reco_evaluation').duckdb()}")
-                    .fetchall())
-    ratio = ndcg["als"] / ndcg["popularity"] if ndcg.get("popularity") else float("inf")
-    return dg.AssetCheckResult(
-        passed=ndcg["als"] > ndcg["popularity"],
-        metadata={"als_ndcg": ndcg["als"], "popularity_ndcg": ndcg["popularity"], "ratio": round(ratio, 3)},
-    )
-
-
 @dg.asset_check(asset=gold_recommendations, blocking=True, description="no user is recommended a movie they rated")
 def recommendations_exclude_rated(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
     already_rated = scalar(
@@ -396,7 +424,6 @@ gold_assets = [
     hybrid.gold_hybrid_recommendations,
 ]
 gold_checks = [
-    als_beats_popularity,
     recommendations_exclude_rated,
     recommendations_cover_every_user,
     hybrid.hybrid_excludes_seen,

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 import dagster as dg
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from reco_assets.contracts import TOPICS
@@ -75,7 +75,8 @@ class KafkaResource(dg.ConfigurableResource):
                       else "org.apache.kafka.common.security.scram.ScramLoginModule")
             options["kafka.sasl.mechanism"] = self.sasl_mechanism
             options["kafka.sasl.jaas.config"] = (
-                f'{module} required username="{self.sasl_username}" password="{self.sasl_password}";')
+                f"{module} required username={jaas_quoted(self.sasl_username or '')} "
+                f"password={jaas_quoted(self.sasl_password or '')};")
         if self.ssl_ca_location:
             options["kafka.ssl.truststore.type"] = "PEM"
             options["kafka.ssl.truststore.location"] = self.ssl_ca_location
@@ -86,6 +87,29 @@ class KafkaResource(dg.ConfigurableResource):
 
     def offsets(self) -> "Offsets":
         return Offsets(self.admin(), self.request_timeout_s, self.bootstrap_servers)
+
+
+def lag_by_topic(end: dict[TopicPartitionKey, int], start: dict[TopicPartitionKey, int],
+                 landed: dict[TopicPartitionKey, int]) -> dict[str, tuple[int, int, int]]:
+    """Per event topic: (records in Kafka's logs, of them landed in bronze, lag: the records not landed yet). `landed`
+    is, per topic-partition, the offset up to which bronze holds the log; records retention deleted count as
+    neither. Bronze holding offsets past the log's end means it holds another log (the broker lost its data, or
+    the topic was recreated): then none of this log counts as landed."""
+    found = {}
+    for topic in EVENT_TOPICS:
+        mine = [tp for tp in end if tp[0] == topic]
+        taken = {tp: max(landed.get(tp, 0), start[tp]) if landed.get(tp, 0) <= end[tp] else start[tp]
+                 for tp in mine}
+        found[topic] = (sum(end[tp] - start[tp] for tp in mine), sum(taken[tp] - start[tp] for tp in mine),
+                        sum(end[tp] - taken[tp] for tp in mine))
+    return found
+
+
+def jaas_quoted(value: str) -> str:
+    """`value` as a quoted JAAS option value: Kafka's JaasConfig reads it with a StreamTokenizer, so a backslash, a
+    quote or a line break inside must be escaped, or it would end the value and start other options."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
 
 
 KAFKA_ENV = {
@@ -117,6 +141,7 @@ class Offsets:
         self.admin = admin
         self.timeout_s = timeout_s
         self.where = where
+        self.cluster_id: str | None = None  # known once `partitions` has asked
 
     def _wait(self, futures: dict, what: str) -> dict:
         try:
@@ -136,7 +161,15 @@ class Offsets:
         if missing:
             raise KafkaSetupError(f"topics {missing} do not exist on {self.where}; "
                                   "run `reco-assets kafka create-topics` (or `reco-assets kafka up`)")
+        self.cluster_id = metadata.cluster_id
         return sorted((topic, p) for topic in topics for p in metadata.topics[topic].partitions)
+
+    def log_ids(self, topics=EVENT_TOPICS) -> dict[str, str]:
+        """Which logs these are: the cluster's id and each topic's (a recreated topic gets a new one)."""
+        ids = {"cluster": self.cluster_id or self.admin.list_topics(timeout=self.timeout_s).cluster_id}
+        described = self._wait(self.admin.describe_topics(TopicCollection(list(topics)),
+                                                          request_timeout=self.timeout_s), "topic ids")
+        return ids | {topic: str(description.topic_id) for topic, description in described.items()}
 
     def _list(self, specs: dict[TopicPartitionKey, OffsetSpec], what: str) -> dict[TopicPartitionKey, object]:
         futures = self.admin.list_offsets({TopicPartition(t, p): spec for (t, p), spec in specs.items()},

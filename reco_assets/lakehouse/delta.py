@@ -55,6 +55,11 @@ def history(uri: str, limit: int = 20) -> list[dict]:
     return DeltaTable(uri).history(limit)
 
 
+def exists(uri: str) -> bool:
+    """Whether a Delta table with at least one commit is at `uri`."""
+    return DeltaTable.is_deltatable(uri)
+
+
 def version(uri: str) -> int:
     return DeltaTable(uri).version()
 
@@ -64,9 +69,12 @@ def head(uri: str, version: int, n: int):
     return DeltaTable(uri, version=version).to_pyarrow_dataset().head(n).to_pandas()
 
 
-def rows(uri: str, column: str, values: list[str]) -> list[dict]:
-    """The rows of a small table whose partition `column` is one of `values`, at its latest version."""
-    return DeltaTable(uri).to_pyarrow_table(filters=[(column, "in", values)]).to_pylist()
+def rows(uri: str, column: str | None = None, values: list[str] | None = None,
+         columns: list[str] | None = None) -> list[dict]:
+    """The rows of a small table (those whose partition `column` is one of `values`, if given) at its latest
+    version, with `columns` (default all)."""
+    filters = [(column, "in", values)] if column else None
+    return DeltaTable(uri).to_pyarrow_table(columns=columns, filters=filters).to_pylist()
 
 
 def is_conflict(error: Exception) -> bool:

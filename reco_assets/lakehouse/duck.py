@@ -1,5 +1,7 @@
 """DuckDB over the Delta tables: the Delta extension from the `duckdb-ext-delta` package, never downloaded."""
 
+import json
+import re
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -48,6 +50,74 @@ def sql_string(value: str) -> str:
 def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that can `delta_scan`; waits briefly while another process holds a file's write lock."""
     return with_lock_retry(lambda: load_delta(duckdb.connect(database, read_only=read_only, config=NO_AUTOLOAD)))
+
+
+class RefusedQuery(ValueError):
+    """A statement that a read-only catalog connection does not run; the message says why in one line."""
+
+
+READ_STATEMENTS = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN"
+# Table functions that read neither files nor settings; every other one (read_csv, glob, query, ...) is refused.
+SAFE_TABLE_FUNCTIONS = frozenset({
+    "range", "generate_series", "unnest", "duckdb_columns", "duckdb_constraints", "duckdb_databases",
+    "duckdb_functions", "duckdb_keywords", "duckdb_schemas", "duckdb_tables", "duckdb_types", "duckdb_views"})
+
+
+def connect_read_only(database: str, readable_dirs: list[str]) -> duckdb.DuckDBPyConnection:
+    """The catalog for reading only: file access off except below `readable_dirs` (where the views read the
+    lakehouse), configuration locked, no extension installed or loaded besides Delta. Run user SQL through
+    `check_read_only` first: a read-only database alone still lets `COPY`, `ATTACH` and file readers through."""
+    allowed = ", ".join(sql_string(d.rstrip("/") + "/") for d in readable_dirs)
+
+    def open_locked() -> duckdb.DuckDBPyConnection:
+        con = load_delta(duckdb.connect(database, read_only=True, config=NO_AUTOLOAD))
+        con.execute(f"SET allowed_directories = [{allowed}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
+
+    return with_lock_retry(open_locked)
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse (`RefusedQuery`) anything but one read statement over the catalog's views: no second statement, no
+    COPY, ATTACH, INSTALL, LOAD, SET, PRAGMA, EXPORT or CALL, no file path as a table, no table function that reads
+    files or settings."""
+    statements = con.extract_statements(sql)
+    if len(statements) != 1:
+        raise RefusedQuery(f"read-only: one statement at a time, got {len(statements)}")
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        explained = re.match(r"(?is)\s*explain\s+(?:analyze\s+)?(.+)", statement.query)
+        if not explained:
+            raise RefusedQuery("only EXPLAIN [ANALYZE] of a read statement runs")
+        check_read_only(con, explained.group(1))
+        return
+    keyword = (statement.query.split() or ["?"])[0].upper()
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone()[0])
+    if statement.type != duckdb.StatementType.SELECT or tree.get("error"):
+        raise RefusedQuery(f"read-only: {keyword} does not run here, only {READ_STATEMENTS}")
+    _check_sources(tree["statements"])
+
+
+def _check_sources(node) -> None:
+    if isinstance(node, list):
+        for child in node:
+            _check_sources(child)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "TABLE_FUNCTION":
+        name = node["function"].get("function_name", "?")
+        if name.lower() not in SAFE_TABLE_FUNCTIONS:
+            raise RefusedQuery(f"read-only: {name}() reads outside the catalog; query its views instead "
+                               "(SHOW ALL TABLES lists them)")
+    if node.get("type") == "BASE_TABLE":
+        name = ".".join(p for p in (node.get("catalog_name"), node.get("schema_name"), node.get("table_name")) if p)
+        if any(ch in (node.get("table_name") or "") for ch in "/\\.:"):
+            raise RefusedQuery(f"read-only: {name!r} is a file, not a view of the catalog")
+    for child in node.values():
+        _check_sources(child)
 
 
 def with_lock_retry(open_connection: Callable[[], duckdb.DuckDBPyConnection]) -> duckdb.DuckDBPyConnection:

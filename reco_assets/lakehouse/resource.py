@@ -37,7 +37,7 @@ class Table:
 
     def exists(self) -> bool:
         """Whether the table has a commit (a first write killed before it leaves only data files)."""
-        return any((Path(self.uri) / "_delta_log").glob("*.json"))
+        return delta.exists(self.uri)
 
     def read(self, spark: SparkSession, version: int | None = None, view: str | None = None) -> DataFrame:
         """The table at `version` (default: the latest), or what one of its catalog views shows of it."""
@@ -132,6 +132,16 @@ class LakehouseResource(dg.ConfigurableResource):
     def existing_tables(self) -> dict[str, str]:
         """Qualified name -> URI of every table written so far."""
         return {name: table.uri for name in TABLES if (table := self.table(name)).exists()}
+
+    def bronze_offsets(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), the offset up to which bronze holds the log (read from bronze.event_ranges
+        without Spark: milliseconds)."""
+        table = self.table("bronze.event_ranges")
+        held: dict[tuple[str, int], int] = {}
+        for row in delta.rows(table.uri, columns=["topic", "partition", "end_offset"]) if table.exists() else []:
+            key = (row["topic"], row["partition"])
+            held[key] = max(held.get(key, 0), row["end_offset"])
+        return held
 
     def refresh_catalog(self, log=None) -> tuple[list[str], list[str]]:
         """Rebuild every view of the DuckDB catalog: (views created, views missing). With `log`, best effort: when

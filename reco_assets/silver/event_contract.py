@@ -8,6 +8,7 @@ matching Spark rule fails at once.
 
 import json
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 from jsonschema import Draft202012Validator
@@ -416,8 +417,30 @@ def _projections() -> tuple[list[dict[str, Column]], dict[str, Column]]:
     return _PROJECTIONS[key]
 
 
-def validate_events(df: DataFrame) -> DataFrame:
-    """Check Kafka records (`topic` string, `value` binary) against their topic's contract.
+def _event_time_bounds(broker_time: Column) -> dict[str, Column]:
+    """`out_of_range` for a valid event whose time lies further from `broker_time` than the contract's bounds (as
+    `contracts.event_time_problem` decides); the typed columns are then null, as for any rejected record."""
+    event_us, broker_us = F.unix_micros("event_ts"), F.unix_micros(broker_time)
+    # In microseconds, clamped so that the arithmetic stays in a BIGINT (a wider bound bounds nothing anyway).
+    max_age = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
+    max_ahead = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
+    early, late = event_us < broker_us - max_age, event_us > broker_us + max_ahead
+    out = F.col("reject_reason").isNull() & F.coalesce(early | late, F.lit(False))
+    iso = lambda c: F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")  # noqa: E731
+    detail = F.concat(F.lit("event_ts "), iso(F.col("event_ts")), F.lit(" is more than "), F.when(
+        early, F.lit(f"{contracts.span(contracts.EVENT_TIME_MAX_AGE)} before")).otherwise(
+        F.lit(f"{contracts.span(contracts.EVENT_TIME_MAX_AHEAD)} after")), F.lit(" its broker time "), iso(broker_time))
+    return {
+        **{field: F.when(~out, F.col(field)) for field in contracts.ALL_FIELDS},
+        "reject_reason": F.when(out, F.lit("out_of_range")).otherwise(F.col("reject_reason")),
+        "reject_field": F.when(out, F.lit("event_ts")).otherwise(F.col("reject_field")),
+        "reject_detail": F.when(out, detail).otherwise(F.col("reject_detail")),
+    }
+
+
+def validate_events(df: DataFrame, broker_time: str | None = None) -> DataFrame:
+    """Check Kafka records (`topic` string, `value` binary) against their topic's contract; with `broker_time`, the
+    name of the records' broker timestamp column, also bound each valid event's time by it (`out_of_range`).
 
     Adds the typed event columns (null for rejected records) and reject_reason / reject_field / reject_detail (null
     for valid records). A topic without a contract fails the query, as `check_event` raises.
@@ -427,5 +450,7 @@ def validate_events(df: DataFrame) -> DataFrame:
     for columns in stages:
         out = out.withColumns({f"{_TMP}{name}": column for name, column in columns.items()})
     out = out.withColumns(outputs)
+    if broker_time is not None:
+        out = out.withColumns(_event_time_bounds(F.col(broker_time)))
     # Named, not read from `out.columns`: over Spark Connect that would cost a round trip to analyze the plan.
     return out.drop(*[f"{_TMP}{name}" for columns in stages for name in columns])

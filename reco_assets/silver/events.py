@@ -183,7 +183,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     # a duplicate's come from bronze. Event ids are compared in lower case (the contract accepts either).
     raw_if_rejected = {c: F.when(F.col("reject_reason").isNotNull(), F.col(c)) for c in ("key", "value")}
     event_id = F.lower("event_id")
-    checked = (validate_events(bronze).withColumns(raw_if_rejected)
+    checked = (validate_events(bronze, broker_time="received_at").withColumns(raw_if_rejected)
                .withColumns({"event_id": event_id, "event_hash": F.xxhash64(event_id)}).localCheckpoint())
     try:
         # Small: computed by the write, kept for it.

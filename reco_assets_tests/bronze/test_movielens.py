@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -102,6 +103,18 @@ def test_absolute_member_is_refused(tmp_path):
         zf.writestr("/etc/evil", "owned")
     with pytest.raises(MovieLensError, match="would escape"):
         land(str(archive), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["./", ".", "/"])
+def test_member_naming_no_file_is_refused_by_name(tmp_path, name):
+    archive = tmp_path / "dot.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for member, content in TINY.items():
+            zf.writestr(f"ml-tiny/{member}", content)
+        zf.writestr(name, "")
+    with pytest.raises(MovieLensError, match=rf"archive member '{re.escape(name)}' (names no file|would escape)"):
+        land(str(archive), tmp_path)
+    assert not (tmp_path / "landed" / "movies.csv").exists()
 
 
 def test_corrupt_archive_is_refused(tmp_path):

@@ -26,7 +26,8 @@ def test_population_comes_from_movielens_activity(population):
 
 def test_events_follow_the_contracts_and_the_default_mix(population):
     batch = EventGenerator(population, seed=1).batch(20_000)
-    assert all(check_event(t, v) is None for t, v in zip(batch.topics, batch.values, strict=True))
+    now = datetime.now(UTC)
+    assert all(check_event(t, v, now) is None for t, v in zip(batch.topics, batch.values, strict=True))
     types = Counter(json.loads(v)["event_type"] for v in batch.values)
     assert types["view"] / 20_000 == pytest.approx(0.6, abs=0.02)
     assert types["click"] / 20_000 == pytest.approx(0.3, abs=0.02)
@@ -64,11 +65,12 @@ def test_invalid_events_of_every_kind_are_rejected_by_the_contract(population):
     invalid = [(t, v) for t, v, label in zip(batch.topics, batch.values, batch.labels, strict=True)
                if label == "invalid"]
     assert len(invalid) == sum(n for k, n in batch.kinds.items() if k.startswith("invalid:"))
-    reasons = Counter(problem.reason for problem in (check_event(t, v) for t, v in invalid) if problem)
+    now = datetime.now(UTC)
+    reasons = Counter(problem.reason for problem in (check_event(t, v, now) for t, v in invalid) if problem)
     # Every malformed event is rejected, except duplicates, which are valid copies caught later by event_id.
     assert sum(reasons.values()) == len(invalid) - batch.kinds["invalid:duplicate"]
     assert set(reasons) >= {"not_utf8", "not_json", "not_object", "missing_field", "unknown_field", "wrong_type",
-                            "invalid_value"}
+                            "invalid_value", "out_of_range"}
 
 
 def test_pacing_holds_the_rate_without_drift():

@@ -2,11 +2,17 @@
 
 import json
 import time
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.cli import main
+from reco_assets.contracts import check_event
+from reco_assets.events.generator import ratings_source
+from reco_assets.events.publish import REPLAY_NAMESPACE, movielens_ratings
 from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import EVENT_TOPICS
 
@@ -52,7 +58,7 @@ def test_a_broker_that_is_down_gives_a_clear_error_and_sends_nothing(monkeypatch
     assert err.startswith("reco-assets: error: Kafka at 127.0.0.1:") and "0 events sent" in err
 
 
-def test_replay_publishes_movielens_ratings_in_time_order(cli, kafka, capsys):
+def test_replay_publishes_movielens_ratings_in_time_order(cli, kafka, capsys, tmp_path):
     before = retained(kafka)["events_ratings"]
     assert cli("replay-movielens", "--limit", "1000") == 0
     assert "1000 MovieLens ratings" in capsys.readouterr().out
@@ -69,8 +75,15 @@ def test_replay_publishes_movielens_ratings_in_time_order(cli, kafka, capsys):
         assert message is not None and message.error() is None
         events.append((message.partition(), json.loads(message.value())))
     consumer.close()
-    replayed = [e for _, e in events if e["event_ts"] < "2019"]
-    assert replayed and all(e["event_ts"].endswith("Z") for e in replayed)
-    for partition in {p for p, _ in events}:
-        stamps = [e["event_ts"] for p, e in events if p == partition and e["event_ts"] < "2019"]
+    # The ratings are stamped when sent (within the contract's bounds); ids derive from the original ratings.
+    replayed = [(p, e) for p, e in events if uuid.UUID(e["event_id"]).version == 5]
+    assert replayed and all(e["event_ts"].endswith("Z") for _, e in replayed)
+    assert all(check_event("events_ratings", json.dumps(e).encode(), datetime.now(UTC)) is None for _, e in replayed)
+    # In MovieLens' time order: each partition holds its ratings in the order of their original times.
+    order = {str(uuid.uuid5(REPLAY_NAMESPACE, f"{user}:{movie}:{ts}")): i for i, (user, movie, _, ts) in enumerate(
+        movielens_ratings(ratings_source(str(tmp_path), BUNDLED_SAMPLE), 1000))}
+    for partition in {p for p, _ in replayed}:
+        positions = [order[e["event_id"]] for p, e in replayed if p == partition]
+        assert len(positions) > 10 and positions == sorted(positions)
+        stamps = [e["event_ts"] for p, e in replayed if p == partition]
         assert stamps == sorted(stamps)

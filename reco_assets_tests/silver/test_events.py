@@ -13,15 +13,16 @@ EARLY, LATE = "2026-11-05-10:00", "2026-11-05-11:00"
 THREE_DAYS_LATER, EIGHT_DAYS_LATER = "2026-11-08-11:00", "2026-11-13-12:00"
 
 
-def view(event_id: str, minute: int) -> bytes:
-    return json.dumps({"event_id": event_id, "event_type": "view", "event_ts": f"2026-11-05T10:{minute:02d}:00Z",
+def view(event_id: str, minute: int, at: str = "2026-11-05T10") -> bytes:
+    return json.dumps({"event_id": event_id, "event_type": "view", "event_ts": f"{at}:{minute:02d}:00Z",
                        "user_id": 1, "movie_id": 1, "device_type": "mobile"}).encode()
 
 
 def write_bronze(spark, lakehouse: LakehouseResource, hour: str, values: list[bytes]) -> None:
     """A bronze hour as bronze_events lands it: its records and its offset range, in the two Delta tables."""
     start = hour_start(hour)
-    rows = [("events_views", 0, i, start + timedelta(seconds=i), b"1", v) for i, v in enumerate(values)]
+    # Received in the hour's last minute: after every event the tests stamp within the hour.
+    rows = [("events_views", 0, i, start + timedelta(minutes=59, seconds=i), b"1", v) for i, v in enumerate(values)]
     records = spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA)
     lakehouse.table("bronze.events").replace_hours(records.selectExpr("*", f"'{hour_value(hour)}' AS hour"), [hour])
     ranges = [("events_views", 0, 0, len(values), len(values), True, True, start, "test", hour_value(hour))]
@@ -48,12 +49,14 @@ def outcomes(spark, lakehouse: LakehouseResource, hour: str) -> tuple[list[str],
 def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(tmp_path, dagster_instance, spark):
     """The late hour, landed first, keeps an event retried across the boundary; the early hour, materialized after
     it, sends its copy to the dead letter naming the late hour. A replay three days later (one id in upper case)
-    is all duplicates; eight days later, past the 7-day window, the same event counts again."""
+    is all duplicates. Eight days later, past the 7-day window, the same event sent again is out of range (its time
+    is more than 7 days before its broker time), and the same event id with a new time counts again."""
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
     write_bronze(spark, lakehouse, EARLY, [view(uuid(1), 1), view(uuid(2), 59)])
     write_bronze(spark, lakehouse, LATE, [view(uuid(2), 59), view(uuid(3), 5)])
     write_bronze(spark, lakehouse, THREE_DAYS_LATER, [view(uuid(1).upper(), 1), view(uuid(3), 5)])
-    write_bronze(spark, lakehouse, EIGHT_DAYS_LATER, [view(uuid(3), 5)])
+    restamped = view(uuid(3), 59, at="2026-11-13T11")
+    write_bronze(spark, lakehouse, EIGHT_DAYS_LATER, [view(uuid(3), 5), restamped])
 
     for hour in (LATE, EARLY, THREE_DAYS_LATER, EIGHT_DAYS_LATER):
         passed, metadata = check(materialize(SILVER, tmp_path, dagster_instance, partition_key=hour))
@@ -65,7 +68,9 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(tmp_path
     assert outcomes(spark, lakehouse, THREE_DAYS_LATER) == ([], [
         (uuid(1), "duplicate", f"event_id already in hour {EARLY}", view(uuid(1).upper(), 1)),
         (uuid(3), "duplicate", f"event_id already in hour {LATE}", view(uuid(3), 5))])
-    assert outcomes(spark, lakehouse, EIGHT_DAYS_LATER) == ([uuid(3)], [])
+    assert outcomes(spark, lakehouse, EIGHT_DAYS_LATER) == ([uuid(3)], [
+        (None, "out_of_range", "event_ts 2026-11-05T10:05:00.000000Z is more than 7 days before its broker time "
+                               "2026-11-13T12:59:00.000000Z", view(uuid(3), 5))])
 
     # Re-materializing an hour reaches the same outcome: its own earlier rows do not count as copies.
     assert check(materialize(SILVER, tmp_path, dagster_instance, partition_key=LATE))[0]

@@ -1,0 +1,81 @@
+"""`make run` for real, in its own process group as a terminal runs it: Ctrl+C (SIGINT to the group) stops every
+Dagster process within 10 s and says what keeps running."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reco_assets.kafka.broker import LocalBroker, free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process in process group `pgid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append((int(stat.parent.name), cmdline.strip()))
+    return found
+
+
+def location_loaded(base_url: str) -> bool:
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
+    request = urllib.request.Request(f"{base_url}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+    except OSError:
+        return False
+    return bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)
+
+
+def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path):
+    port, kafka_port = free_port(), free_port()
+    data_dir = tmp_path / "data"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("SPARK_REMOTE", "DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
+    env |= {"RECO_DATA_DIR": str(data_dir), "DAGSTER_PORT": str(port), "KAFKA_PORT": str(kafka_port),
+            "RECO_SPARK_CONNECT": "0"}
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("w") as log:
+        make = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not location_loaded(f"http://127.0.0.1:{port}"):
+            assert make.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(1)
+        members = group_members(make.pid)
+        commands = " | ".join(command for _, command in members)
+        for process in ("dagster dev", "dagster._daemon", "dagster_webserver", "code-server"):
+            assert process in commands, (process, commands[:3000])
+
+        os.killpg(make.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+        stopped = time.monotonic()
+        while group_members(make.pid) and time.monotonic() - stopped < 10:
+            time.sleep(0.2)
+        left = group_members(make.pid)
+        assert not left, f"still running {time.monotonic() - stopped:.0f} s after Ctrl+C: {left}"
+        output = log_path.read_text()
+        assert "[run] Dagster stopped. Still running, for the next start: the Kafka broker" in output, output[-2000:]
+        assert "make stop" in output
+    finally:
+        if group_members(make.pid):
+            os.killpg(make.pid, signal.SIGKILL)
+        make.wait(timeout=30)
+        LocalBroker(data_dir, port=kafka_port).down(log=lambda message: None)

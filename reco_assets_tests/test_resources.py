@@ -1,0 +1,15 @@
+"""How Spark is reached: a local session stays on the loopback."""
+
+import ipaddress
+
+from reco_assets_tests.sockets import listening
+
+
+def test_local_spark_listens_on_the_loopback_only(spark):
+    """The driver, its block manager and its UI: no socket of the session's JVM is reachable from another host."""
+    spark.range(10).count()  # the block manager and the UI are up once a job ran
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    sockets = listening(pid)
+    assert len(sockets) >= 2, sockets  # at least the driver's RPC endpoint and the UI
+    assert all(ipaddress.ip_address(host).is_loopback for host, _ in sockets), sockets
+    assert spark.conf.get("spark.driver.bindAddress") == "127.0.0.1"
