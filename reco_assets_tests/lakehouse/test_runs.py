@@ -199,9 +199,12 @@ def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_ev
     assert content(tmp_path, hour) == content(baseline, hour)
 
 
-def test_two_runs_of_one_hour_at_once_lose_nothing(hour_of_events, tmp_path):
+def test_two_runs_of_one_hour_at_once_lose_nothing(hour_of_events, connect_server, tmp_path):
+    """Two run processes of one hour, each a client of the warm Spark Connect server with a session of its own, as
+    `make run` launches them."""
     kafka, hour, baseline = hour_of_events
-    runs = [run(tmp_path, kafka, hour, HOURLY[:3]) for _ in range(2)]
+    runs = [run(tmp_path, kafka, hour, HOURLY[:3], remote=f"{connect_server.url}/;session_id={uuid.uuid4()}")
+            for _ in range(2)]
     codes = [r.wait(timeout=600) for r in runs]
     outputs = [r.log_path.read_text() for r in runs]
     # Each run either commits (retrying on top of the other's version after a conflict) or fails naming the hour.
