@@ -18,6 +18,7 @@ from reco_assets.kafka.broker import LocalBroker, free_port
 from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.resources import spark_config
+from reco_assets.spark_connect import ConnectServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,22 @@ def kafka_broker(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kafka(kafka_broker) -> KafkaResource:
     return KafkaResource(bootstrap_servers=kafka_broker.bootstrap_servers)
+
+
+@pytest.fixture(scope="session")
+def spark_connect(tmp_path_factory) -> Iterator[ConnectServer]:
+    """One Spark Connect server for every test that runs Connect clients, started on first use (`.up()` is a no-op
+    while it runs, and starts it again after a test stopped it)."""
+    server = ConnectServer(tmp_path_factory.mktemp("connect"), port=free_port())
+    yield server
+    server.down(log=lambda m: None)
+
+
+@pytest.fixture
+def connect_server(spark_connect) -> ConnectServer:
+    """The shared Spark Connect server, running."""
+    spark_connect.up(log=lambda m: None)
+    return spark_connect
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,14 @@
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
 import pytest
 from confluent_kafka import TopicPartition
 
+from reco_assets.bronze import events as bronze_events_module
 from reco_assets.bronze.events import RANGES_SCHEMA
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.cli import main
@@ -279,27 +280,57 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
     assert {r[0] for r in rows(data_dir, "events", "event_id")} == expected
 
 
-def test_an_hour_whose_run_failed_is_retried_by_the_sensor(stream, kafka_broker, dagster_instance, monkeypatch):
-    """The broker stops during the hour's run: the run fails; once the broker is back, the sensor requests the
-    hour again (after its backoff) and the retry lands it whole."""
+def test_a_closed_hour_whose_final_run_loses_the_broker_is_retried(stream, kafka_broker, dagster_instance,
+                                                                  monkeypatch):
+    """The hour closes and the sensor requests its final run; the broker stops while that run's bronze step reads
+    Kafka, and the run fails (within seconds: the source's timeouts follow the resource's). Once the broker is back,
+    the sensor requests the hour again, after its backoff, and the retry lands it whole."""
     data_dir, kafka, hour = stream["data_dir"], stream["kafka"], stream["hours"][-1]
     monkeypatch.setattr("reco_assets.sensors.RETRY_BASE_S", 0.0)
-    job = hourly_job(data_dir, kafka)
+    real_datetime = datetime
+
+    class HourLater(real_datetime):  # the sensor's clock, past the hour's close
+        @classmethod
+        def now(cls, tz=None):
+            return real_datetime.now(tz) + timedelta(hours=1, minutes=10)
+
+    monkeypatch.setattr("reco_assets.sensors.datetime", HourLater)
     before = rows(data_dir, "events", "*")
-    cursor = tick(dagster_instance, kafka, stream["cursor"], data_dir).cursor  # past every record sent so far
-    kafka_broker.down()
+    result = tick(dagster_instance, kafka, stream["cursor"], data_dir)
+    final = next(r for r in result.run_requests if r.partition_key == hour)
+    assert final.tags["reco/hour_state"] == "closed" and "reco/retry" not in final.tags
+
+    read_kafka_ranges = bronze_events_module.read_kafka_ranges
+
+    def broker_stops_now(*args):
+        kafka_broker.down()
+        return read_kafka_ranges(*args)
+
+    monkeypatch.setattr(bronze_events_module, "read_kafka_ranges", broker_stops_now)
+    fast = KafkaResource(bootstrap_servers=kafka.bootstrap_servers, request_timeout_s=2.0)
+    started = time.monotonic()
     try:
-        failed = job.execute_in_process(instance=dagster_instance, partition_key=hour, raise_on_error=False)
+        failed = hourly_job(data_dir, fast).execute_in_process(
+            instance=dagster_instance, partition_key=hour, tags=final.tags, raise_on_error=False)
     finally:
+        monkeypatch.setattr(bronze_events_module, "read_kafka_ranges", read_kafka_ranges)
         kafka_broker.up()
-    assert not failed.success
-    result = tick(dagster_instance, kafka, cursor, data_dir)
-    retries = [request for request in result.run_requests if "reco/retry" in request.tags]
-    assert [(r.partition_key, r.tags["reco/retry"]) for r in retries] == [(hour, "1")]
-    assert job.execute_in_process(instance=dagster_instance, partition_key=hour, tags=retries[0].tags).success
+    assert not failed.success and time.monotonic() - started < 60
+    error = next(e for e in failed.all_events if e.is_step_failure).step_failure_data.error.to_string()
+    assert "TimeoutException" in error
+
+    retried = tick(dagster_instance, kafka, result.cursor, data_dir)
+    retries = [request for request in retried.run_requests if "reco/retry" in request.tags]
+    assert [(r.partition_key, r.tags["reco/retry"], r.tags["reco/hour_state"]) for r in retries] == [
+        (hour, "1", "closed")]
+    landed = hourly_job(data_dir, kafka).execute_in_process(instance=dagster_instance, partition_key=hour,
+                                                           tags=retries[0].tags)
+    assert landed.success
+    checks = {e.check_name: e.passed for e in landed.get_asset_check_evaluations()}
+    assert checks == HOURLY_CHECKS
     assert rows(data_dir, "events", "*") == before
-    again = tick(dagster_instance, kafka, result.cursor, data_dir)
-    assert not [request for request in again.run_requests if "reco/retry" in request.tags]
+    again = tick(dagster_instance, kafka, retried.cursor, data_dir)
+    assert not [request for request in again.run_requests if request.partition_key == hour]
 
 
 def test_an_hour_cut_by_retention_never_replaces_a_complete_bronze_partition(stream, dagster_instance, spark):

@@ -1,5 +1,6 @@
-"""`make run` for real, in its own process group as a terminal runs it: Ctrl+C (SIGINT to the group) stops every
-Dagster process within 10 s and says what keeps running."""
+"""`make run` for real, in its own process group as a terminal runs it: Ctrl+C (SIGINT to the group) while a
+sensor-launched run works stops every Dagster process within 10 s, leaves no run marked as running, and says what
+keeps running."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from reco_assets.kafka.broker import LocalBroker, free_port
@@ -32,34 +34,50 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
     return found
 
 
-def location_loaded(base_url: str) -> bool:
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
+def graphql(base_url: str, query: str) -> dict:
     request = urllib.request.Request(f"{base_url}/graphql", data=json.dumps({"query": query}).encode(),
                                      headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)["data"]
+
+
+def location_loaded(base_url: str) -> bool:
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+        entries = graphql(base_url, "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")[
+            "workspaceOrError"]["locationEntries"]
     except OSError:
         return False
     return bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)
 
 
-def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path):
+def started_runs(base_url: str) -> list[str]:
+    query = "{ runsOrError(filter: {statuses: [STARTED]}) { ... on Runs { results { runId } } } }"
+    return [run["runId"] for run in graphql(base_url, query)["runsOrError"]["results"]]
+
+
+def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path, connect_server):
+    """Runs go to the session's Spark Connect server, as `make run` sends them to its own."""
     port, kafka_port = free_port(), free_port()
-    data_dir = tmp_path / "data"
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("SPARK_REMOTE", "DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
+    data_dir, base_url = tmp_path / "data", f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if key not in ("DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
     env |= {"RECO_DATA_DIR": str(data_dir), "DAGSTER_PORT": str(port), "KAFKA_PORT": str(kafka_port),
-            "RECO_SPARK_CONNECT": "0"}
+            "SPARK_REMOTE": connect_server.url}
     log_path = tmp_path / "make-run.log"
     with log_path.open("w") as log:
         make = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not location_loaded(f"http://127.0.0.1:{port}"):
+        while not location_loaded(base_url):
             assert make.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(1)
+        # Events for the sensor: Ctrl+C comes while the run it launches works.
+        subprocess.run([str(ROOT / ".venv/bin/reco-assets"), "generate-events", "--num-events", "3000"],
+                       env=env | {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}"}, check=True, timeout=120)
+        while not (running := started_runs(base_url)):
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(3)
         members = group_members(make.pid)
         commands = " | ".join(command for _, command in members)
         for process in ("dagster dev", "dagster._daemon", "dagster_webserver", "code-server"):
@@ -71,6 +89,10 @@ def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path
             time.sleep(0.2)
         left = group_members(make.pid)
         assert not left, f"still running {time.monotonic() - stopped:.0f} s after Ctrl+C: {left}"
+        with dg.DagsterInstance.from_config(str(data_dir / "dagster_home")) as instance:
+            status = instance.get_run_by_id(running[0]).status
+        print(f"the run interrupted by Ctrl+C ended as {status.value}")
+        assert status.value in ("CANCELED", "FAILURE"), status  # not left STARTED: its hour is run again
         output = log_path.read_text()
         assert "[run] Dagster stopped. Still running, for the next start: the Kafka broker" in output, output[-2000:]
         assert "make stop" in output

@@ -29,12 +29,13 @@ def test_headless_batch_graph_ran_every_asset(batch_graph):
     assert command.removeprefix(".venv/bin/") in recipe.replace("\\\n", " "), (command, recipe)
 
 
-def test_headless_event_hours(kafka, tmp_path):
-    """One hour, then a range of hours in one run, against the real broker. The commands and the runs are what is
-    tested (the hours hold few records, if any); the event path itself is tested in test_events_pipeline."""
+def test_headless_event_hours(kafka, connect_server, tmp_path):
+    """One hour, then a range of hours in one run, against the real broker and, as in a shell of `make run`, the
+    warm Spark Connect server. The commands and the runs are what is tested (the hours hold few records, if any);
+    the event path itself is tested in test_events_pipeline, and the headless batch job runs in local Spark."""
     folder = checkout_like(tmp_path)
     setup = "\n".join(line for line in readme_blocks("Headless")[0].splitlines() if not line.startswith(".venv/"))
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "SPARK_REMOTE": connect_server.url}
     run_readme(setup + "\n" + readme_blocks("Headless")[1], folder, env, timeout=600)
     with dg.DagsterInstance.from_config(str(folder / "data" / "dagster_home")) as instance:
         runs = instance.get_runs()

@@ -39,17 +39,12 @@ REPO = Path(__file__).resolve().parent.parent
 HOUR_ASSETS = ["bronze_events", "silver_events", "silver_events_rejected"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    connect = ConnectServer(tmp_path_factory.mktemp("connect"), port=free_port())
-    started = time.monotonic()
-    try:
-        status = connect.up()
-        print(f"Spark Connect answered a query {time.monotonic() - started:.1f} s after start")
-        assert status.running and status.pid == connect.read_pid()
-        yield connect
-    finally:
-        connect.down()
+@pytest.fixture
+def server(connect_server):
+    """The session's Spark Connect server (this module's last test stops it)."""
+    status = connect_server.status()
+    assert status.running and status.pid == connect_server.read_pid()
+    return connect_server
 
 
 def over_connect(server: ConnectServer, function: str, *args: str, timeout: float = 180) -> dict:

@@ -9,6 +9,7 @@ package, which reads the log directly: milliseconds instead of a Spark job (abou
 import uuid
 from dataclasses import dataclass
 
+import pyarrow as pa
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -75,6 +76,19 @@ def rows(uri: str, column: str | None = None, values: list[str] | None = None,
     version, with `columns` (default all)."""
     filters = [(column, "in", values)] if column else None
     return DeltaTable(uri).to_pyarrow_table(columns=columns, filters=filters).to_pylist()
+
+
+def partition_counts(uri: str, version: int, columns: tuple[str, ...]) -> dict[tuple, int]:
+    """Rows per value of the partition `columns` at `version`, summed from the log's file statistics (no data file
+    is read). Delta writers record every file's row count; a file without one is an error, not a zero."""
+    files = pa.table(DeltaTable(uri, version=version).get_add_actions(flatten=True))
+    counts: dict[tuple, int] = {}
+    for row in files.select(["path", "num_records", *(f"partition.{c}" for c in columns)]).to_pylist():
+        if row["num_records"] is None:
+            raise ValueError(f"{uri} version {version}: {row['path']} has no row count in the Delta log")
+        key = tuple(row[f"partition.{c}"] for c in columns)
+        counts[key] = counts.get(key, 0) + row["num_records"]
+    return counts
 
 
 def is_conflict(error: Exception) -> bool:

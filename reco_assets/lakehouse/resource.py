@@ -59,6 +59,15 @@ class Table:
         Empty when the table does not exist yet."""
         return delta.rows(self.uri, HOUR_COLUMN, [hour_value(k) for k in partition_keys]) if self.exists() else []
 
+    def hour_counts(self, partition_keys: list[str], version: int, by: str | None = None) -> dict:
+        """Rows per hour of `partition_keys` at `version` (per hour and value of the partition column `by`, if
+        given), from the Delta log alone: milliseconds, whatever the hours hold."""
+        columns = (HOUR_COLUMN,) if by is None else (HOUR_COLUMN, by)
+        counts = delta.partition_counts(self.uri, version, columns)
+        wanted = {hour_value(k): k for k in partition_keys}
+        return {(wanted[key[0]], *key[1:]) if by else wanted[key[0]]: n
+                for key, n in counts.items() if key[0] in wanted}
+
     def pinned(self, spark: SparkSession, view: str | None = None) -> tuple[DataFrame | None, int | None]:
         """(the table at its current version, that version): every action on it reads the same snapshot, whatever
         other runs commit meanwhile. (None, None) when the table does not exist yet."""

@@ -173,7 +173,8 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
               if history_version is not None else None)
     # One bronze version for the count, the check and the duplicates' raw bytes, whatever bronze runs commit.
     events = lakehouse.table("bronze.events")
-    bronze = events.read_hours(spark, [partition_key], events.version()).drop(HOUR_COLUMN) \
+    bronze_version = events.version()
+    bronze = events.read_hours(spark, [partition_key], bronze_version).drop(HOUR_COLUMN) \
         .withColumnRenamed("timestamp", "received_at")
     records = bronze.count()  # from the Delta log's statistics
     broadcast = records <= BROADCAST_RECORDS
@@ -216,7 +217,23 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     reasons = {row["reason"]: row["count"] for row in counts if row["rejected"]}
     return {"bronze": records, "silver": sum(r["count"] for r in counts if not r["rejected"]),
             "rejected": sum(reasons.values()), "reasons": dict(sorted(reasons.items())),
-            "duplicate_ids": accepted + overlap, "version": commit.version}
+            "duplicate_ids": accepted + overlap, "version": commit.version,
+            "bronze_version": bronze_version}
+
+
+def reconciliation(lakehouse: LakehouseResource, partition_keys: list[str], bronze_version: int,
+                   outcomes_version: int) -> dg.AssetCheckResult:
+    """`reconciles_with_bronze`: per hour, bronze.events' records = silver rows + dead-letter rows, counted from the
+    two tables' Delta logs at the versions the run read and wrote (independently of the run's own counts)."""
+    bronze = lakehouse.table("bronze.events").hour_counts(partition_keys, bronze_version)
+    outcomes = lakehouse.table("silver.event_outcomes").hour_counts(partition_keys, outcomes_version, by="rejected")
+    hours = {k: (bronze.get(k, 0), outcomes.get((k, False), 0), outcomes.get((k, True), 0)) for k in partition_keys}
+    unbalanced = [f"{k} (bronze {b}, silver {s}, rejected {r})" for k, (b, s, r) in hours.items() if b != s + r]
+    return dg.AssetCheckResult(
+        check_name="reconciles_with_bronze", passed=not unbalanced,
+        metadata={"bronze": sum(h[0] for h in hours.values()), "silver": sum(h[1] for h in hours.values()),
+                  "rejected": sum(h[2] for h in hours.values()), "bronze_version": bronze_version,
+                  "silver_version": outcomes_version, "unbalanced_hours": "; ".join(unbalanced) or "none"})
 
 
 @dg.multi_asset(
@@ -253,7 +270,6 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     seconds = round(time.monotonic() - started, 2)
     total = {k: sum(h[k] for h in hours.values()) for k in ("bronze", "silver", "rejected", "duplicate_ids")}
     version = max(h["version"] for h in hours.values())
-    unbalanced = [k for k, h in hours.items() if h["bronze"] != h["silver"] + h["rejected"]]
     table = "\n".join(["| hour | bronze | silver | rejected | reasons | version |", "|---|---|---|---|---|---|"]
                       + [f"| {k} | {h['bronze']} | {h['silver']} | {h['rejected']} | {h['reasons']} | {h['version']} |"
                          for k, h in hours.items()])
@@ -276,10 +292,8 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             dg.AssetCheckResult(check_name="event_id_unique", passed=total["duplicate_ids"] == 0,
                                 metadata={"duplicate_event_ids": total["duplicate_ids"],
                                           "window_hours": RETENTION_HOURS}),
-            dg.AssetCheckResult(check_name="reconciles_with_bronze", passed=not unbalanced,
-                                metadata={"bronze": total["bronze"], "silver": total["silver"],
-                                          "rejected": total["rejected"],
-                                          "unbalanced_hours": ", ".join(unbalanced) or "none"}),
+            reconciliation(lakehouse, context.partition_keys, max(h["bronze_version"] for h in hours.values()),
+                           version),
         ],
     )
     yield dg.MaterializeResult(

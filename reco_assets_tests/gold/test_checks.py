@@ -7,6 +7,7 @@ from deltalake import write_deltalake
 
 from reco_assets.gold.assets import recommendations_cover_every_user, recommendations_exclude_rated
 from reco_assets.gold.hybrid import hybrid_excludes_seen
+from reco_assets.gold.stream import rank_violations
 from reco_assets.lakehouse import LakehouseResource
 
 RATINGS = pa.table({"user_id": pa.array([1, 1, 2], pa.int32()), "movie_id": pa.array([1, 2, 1], pa.int32()),
@@ -62,3 +63,29 @@ def test_hybrid_recommendations_of_a_rated_movie_fail(tmp_path):
         assert outcome(hybrid_excludes_seen(context, lakehouse=good))[0]
         bad = lakehouse_with(tmp_path / "bad", hybrid_recommendations=lists((1, 1, 2), (2, 1, 3)))
         assert outcome(hybrid_excludes_seen(context, lakehouse=bad)) == (False, {"recommendations_already_seen": 1})
+
+
+def trending(*rows: tuple[str, int, dict[str, int]]) -> pa.Table:
+    """(hour, rank, genre ranks) rows of gold.trending."""
+    hours, ranks, genres = zip(*rows, strict=True)
+    return pa.table({"hour": list(hours), "rank": pa.array(ranks, pa.int32()),
+                     "movie_id": pa.array(range(len(rows)), pa.int32()),
+                     "genre_ranks": pa.array([list(g.items()) for g in genres], pa.map_(pa.string(), pa.int32()))})
+
+
+def test_trending_ranks_that_are_not_one_to_n_fail(tmp_path, spark):
+    lakehouse = LakehouseResource(data_dir=str(tmp_path))
+    table = lakehouse.table("gold.trending")
+    hours = ["2026-11-23-12:00", "2026-11-23-13:00"]
+    write_deltalake(table.uri, trending(
+        ("2026-11-23-12", 1, {"Drama": 1, "Comedy": 1}), ("2026-11-23-12", 2, {"Drama": 2}),
+        ("2026-11-23-13", 1, {"Drama": 1}), ("2026-11-23-13", 2, {"Drama": 2}),
+        ("2026-11-23-14", 1, {"Drama": 1}), ("2026-11-23-14", 1, {"Drama": 1})), partition_by=["hour"])
+    assert rank_violations(spark, table, 0, hours) == {"hours_with_broken_ranks": 0,
+                                                      "hour_genres_with_broken_ranks": 0}
+    write_deltalake(table.uri, trending(
+        ("2026-11-23-12", 1, {"Drama": 1}), ("2026-11-23-12", 1, {"Drama": 2}),  # two firsts overall
+        ("2026-11-23-13", 2, {"Drama": 1, "Comedy": 2}), ("2026-11-23-13", 3, {"Drama": 1})),  # no 1; Drama twice 1
+        mode="overwrite", partition_by=["hour"])
+    assert rank_violations(spark, table, 1, hours) == {"hours_with_broken_ranks": 2,
+                                                      "hour_genres_with_broken_ranks": 2}

@@ -18,11 +18,9 @@ import pytest
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
-from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import KafkaResource
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_key, hour_value
-from reco_assets.spark_connect import ConnectServer
 from reco_assets_tests.conftest import materialize, running_broker
 
 pytestmark = pytest.mark.integration
@@ -54,14 +52,6 @@ def hour_of_events(tmp_path_factory, dagster_instance):
     assert materialize(HOURLY, baseline, dagster_instance, partition_key=hour, kafka=kafka).success
     yield kafka, hour, baseline
     next(brokers, None)
-
-
-@pytest.fixture(scope="module")
-def connect_server(tmp_path_factory):
-    server = ConnectServer(tmp_path_factory.mktemp("connect"), port=free_port())
-    server.up(log=lambda m: None)
-    yield server
-    server.down(log=lambda m: None)
 
 
 def content(data_dir: Path, hour: str) -> dict[str, list]:

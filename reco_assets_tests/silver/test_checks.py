@@ -6,6 +6,7 @@ from deltalake import write_deltalake
 
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.silver.assets import ratings_movies_exist, ratings_on_half_star_scale, silver_checks
+from reco_assets.silver.events import reconciliation
 
 MOVIES = pa.table({"movie_id": pa.array([1, 2, 3], pa.int32()), "title": ["A", "B", "C"]})
 RATINGS = pa.table({"user_id": pa.array([1, 1, 2], pa.int32()), "movie_id": pa.array([1, 2, 1], pa.int32()),
@@ -57,3 +58,23 @@ def test_a_rating_of_an_unknown_movie_fails(tmp_path):
                                                   "movie_id": pa.array([99], pa.int32()), "rating": [3.0]})])
     assert outcome(ratings_movies_exist, lakehouse_with(tmp_path, ratings=orphan)) == (
         False, {"ratings_with_unknown_movie": 1})
+
+
+def test_an_hour_whose_outcomes_do_not_add_up_to_bronze_fails(tmp_path):
+    """reconciles_with_bronze counts both tables from their Delta logs, whatever the run itself counted."""
+    lakehouse = LakehouseResource(data_dir=str(tmp_path))
+    hours = ["2026-11-23-12:00", "2026-11-23-13:00"]
+    write_deltalake(lakehouse.table("bronze.events").uri, pa.table(
+        {"offset": list(range(5)), "hour": ["2026-11-23-12"] * 3 + ["2026-11-23-13"] * 2}), partition_by=["hour"])
+    outcomes = lakehouse.table("silver.event_outcomes").uri
+    write_deltalake(outcomes, pa.table({"offset": list(range(5)), "rejected": [False, False, True, False, True],
+                                        "hour": ["2026-11-23-12"] * 3 + ["2026-11-23-13"] * 2}),
+                    partition_by=["hour", "rejected"])
+    assert outcome(lambda lakehouse: reconciliation(lakehouse, hours, 0, 0), lakehouse) == (True, {
+        "bronze": 5, "silver": 3, "rejected": 2, "bronze_version": 0, "silver_version": 0, "unbalanced_hours": "none"})
+    # A rerun of hour 13 that lost a record: its dead-letter row is gone from version 1.
+    write_deltalake(outcomes, pa.table({"offset": [3], "rejected": [False], "hour": ["2026-11-23-13"]}),
+                    mode="overwrite", predicate="hour = '2026-11-23-13'", partition_by=["hour", "rejected"])
+    assert outcome(lambda lakehouse: reconciliation(lakehouse, hours, 0, 1), lakehouse) == (False, {
+        "bronze": 5, "silver": 3, "rejected": 1, "bronze_version": 0, "silver_version": 1,
+        "unbalanced_hours": "2026-11-23-13:00 (bronze 2, silver 1, rejected 0)"})
