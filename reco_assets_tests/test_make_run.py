@@ -1,5 +1,5 @@
 """`make run` for real, in its own process group as a terminal runs it: Ctrl+C (SIGINT to the group) while a
-sensor-launched run works stops every Dagster process within 10 s, leaves no run marked as running, and says what
+sensor-launched run works stops every Dagster process and the HTTP API within 10 s, leaves no run marked as running, and says what
 keeps running."""
 
 import json
@@ -57,11 +57,11 @@ def started_runs(base_url: str) -> list[str]:
 
 def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path, connect_server):
     """Runs go to the session's Spark Connect server, as `make run` sends them to its own."""
-    port, kafka_port = free_port(), free_port()
+    port, kafka_port, api_port = free_port(), free_port(), free_port()
     data_dir, base_url = tmp_path / "data", f"http://127.0.0.1:{port}"
     env = {key: value for key, value in os.environ.items() if key not in ("DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
     env |= {"RECO_DATA_DIR": str(data_dir), "DAGSTER_PORT": str(port), "KAFKA_PORT": str(kafka_port),
-            "SPARK_REMOTE": connect_server.url}
+            "SPARK_REMOTE": connect_server.url, "RECO_API_PORT": str(api_port)}
     log_path = tmp_path / "make-run.log"
     with log_path.open("w") as log:
         make = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -80,7 +80,9 @@ def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path
         time.sleep(3)
         members = group_members(make.pid)
         commands = " | ".join(command for _, command in members)
-        for process in ("dagster dev", "dagster._daemon", "dagster_webserver", "code-server"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/openapi.json", timeout=10) as api:
+            assert api.status == 200  # the HTTP API started beside Dagster
+        for process in ("dagster dev", "dagster._daemon", "dagster_webserver", "code-server", "reco-assets serve"):
             assert process in commands, (process, commands[:3000])
 
         os.killpg(make.pid, signal.SIGINT)  # what a terminal's Ctrl+C does

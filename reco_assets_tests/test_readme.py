@@ -1,12 +1,16 @@
 """README's commands, as written, run in a folder set up like a checkout: each fails the test when it fails."""
 
+import json
 import os
 import re
 import subprocess
+import time
+import urllib.request
 
 import dagster as dg
 import pytest
 
+from reco_assets.kafka.broker import free_port
 from reco_assets_tests.conftest import ROOT, checkout_like, readme_blocks, run_readme
 
 pytestmark = pytest.mark.integration
@@ -64,3 +68,37 @@ def test_time_travel(batch_checkout):
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
     done = run_readme(snippet, batch_checkout, env, timeout=300)
     assert "WRITE" in done.stdout and "|user_id|" in done.stdout.replace(" ", "")
+
+
+def test_the_http_api(batch_checkout, kafka):
+    """"The HTTP API": every curl command, against `reco-assets serve` over the batch graph (on a free port)."""
+    block, = readme_blocks("The HTTP API")
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    server = subprocess.Popen([str(ROOT / ".venv/bin/reco-assets"), "serve", "--port", str(port)], cwd=batch_checkout,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr and server.stderr.read()
+                time.sleep(0.2)
+        done = run_readme(block.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), batch_checkout, env, timeout=120)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    answers, text, decoder = [], done.stdout, json.JSONDecoder()
+    while text.strip():
+        answer, end = decoder.raw_decode(text.strip())
+        answers.append(answer)
+        text = text.strip()[end:]
+    assert [a.get("source") for a in answers[:5]] == ["als", "hybrid", "popular", "similar", "popular"], answers
+    assert "materialize silver_events" in answers[5]["detail"]  # no events in the batch graph
+    health = answers[6]
+    assert health["kafka"]["reachable"] and all(health["tables"][t]["version"] == 0 for t in (
+        "gold.recommendations", "gold.similar_movies", "gold.popular_movies", "silver.movies")), health
+    # The session's broker holds other tests' records, which this checkout's bronze does not: they wait.
+    assert all("records wait in Kafka" in problem for problem in health["problems"]), health

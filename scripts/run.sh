@@ -43,5 +43,10 @@ still_running() {
     echo "[run] Dagster stopped."
   fi
 }
-trap still_running EXIT
+# The HTTP API beside Dagster, in the same process group: Ctrl+C stops both.
+.venv/bin/reco-assets serve &
+api=$!
+echo "[run] the API on http://${RECO_API_HOST:-127.0.0.1}:${RECO_API_PORT:-8000} (docs at /docs)"
+stop_api() { kill "$api" 2>/dev/null || true; wait "$api" 2>/dev/null || true; still_running; }
+trap stop_api EXIT
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

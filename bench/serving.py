@@ -1,0 +1,195 @@
+"""HTTP API latency and throughput over the 25M-shaped gold tables, against a bare DuckDB point query.
+
+    .venv/bin/python bench/batch_graph.py --sizes 25000000 --workdir /tmp/reco-bench     # once: the gold tables
+    .venv/bin/python bench/serving.py --data-dir /tmp/reco-bench/25M --out bench/results/serving.md
+
+It starts `reco-assets serve` over the data directory and, from one load-generator process (asyncio on uvloop,
+one keep-alive connection per client, on the same 2 cores as the server), measures for recommendations, similar
+movies and trending:
+
+- closed loop, 1 and 32 clients: each client sends its next request when the previous answer arrives, so the
+  requests/s is the API's capacity and the latency includes the queue in front of it;
+- open loop, 32 clients sending 1,500 requests/s together on a fixed schedule: the latency at that rate, counted
+  from each request's scheduled time (a late send counts against the API).
+
+Baselines in the same script, the same queries without HTTP: the point query on the serving copy's kind of table
+(in-memory DuckDB, sorted by the key), and on the catalog's view (`delta_scan` of the Delta files).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+from deltalake import DeltaTable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reco_assets.kafka.broker import free_port  # noqa: E402
+from reco_assets.lakehouse import LakehouseResource, duck  # noqa: E402
+from reco_assets.serving import queries  # noqa: E402
+from reco_assets.serving.copy import ServingCopy  # noqa: E402
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def client(host: str, port: int, paths: list[str], until: float, latencies: list[float], errors: list[str],
+                 interval: float | None = None, offset: float = 0.0) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    loop = asyncio.get_running_loop()
+    scheduled = loop.time() + offset
+    try:
+        while True:
+            if interval is not None:
+                scheduled += interval
+                delay = scheduled - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                started = scheduled
+            else:
+                started = loop.time()
+            if started >= until:
+                return
+            path = random.choice(paths)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            latencies.append(loop.time() - started)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(head.split(b"\r\n")[0].decode())
+    finally:
+        writer.close()
+
+
+async def load(host: str, port: int, paths: list[str], clients: int, seconds: float,
+               rate: float | None = None) -> dict:
+    latencies, errors = [], []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    until = started + seconds
+    interval = clients / rate if rate else None
+    await asyncio.gather(*[client(host, port, paths, until, latencies, errors, interval,
+                                  offset=(i * interval / clients) if interval else 0.0) for i in range(clients)])
+    elapsed = loop.time() - started
+    return {"requests": len(latencies), "errors": len(errors), "rps": round(len(latencies) / elapsed),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2)}
+
+
+def bare_queries(data_dir: Path, users: list[int], n: int) -> dict:
+    """p50/p99 (ms) of the recommendations point query without HTTP: on an in-memory table sorted by user_id (what
+    the API's serving copy holds), and on the catalog's kind of view (delta_scan of the Delta files)."""
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
+    copy = ServingCopy(lakehouse)
+    copy.refresh()
+    results = {}
+    con = duckdb.connect(config=duck.NO_AUTOLOAD)
+    duck.load_delta(con)
+    con.execute("CREATE SCHEMA gold")
+    con.execute(f"CREATE VIEW gold.recommendations AS SELECT * FROM delta_scan("
+                f"{duck.sql_string(lakehouse.table('gold.recommendations').uri)})")
+    for label, source in (("serving copy (in-memory, sorted)", copy.cursor()), ("catalog view (delta_scan)", con)):
+        times = []
+        for user in random.sample(users, min(n, len(users))):
+            started = time.perf_counter()
+            queries.recommendations(source, user, 10)
+            times.append(time.perf_counter() - started)
+        results[label] = {"p50_ms": round(percentile(times, 50) * 1000, 3),
+                          "p99_ms": round(percentile(times, 99) * 1000, 3), "queries": len(times)}
+    copy.stop()
+    return results
+
+
+def start_api(data_dir: Path, port: int) -> subprocess.Popen:
+    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # no broker: /health is not measured
+    process = subprocess.Popen([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "serve",
+                                "--port", str(port)], env=env)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/users/1/recommendations", timeout=5) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the API did not start")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="a data directory with the gold tables materialized")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
+    parser.add_argument("--rate", type=float, default=1500.0, help="open-loop rate, requests/s (default 1500)")
+    parser.add_argument("--out", help="write the report here (markdown)")
+    args = parser.parse_args()
+    data_dir = Path(args.data_dir)
+    recommendations = DeltaTable(LakehouseResource(data_dir=str(data_dir)).table("gold.recommendations").uri)
+    users = sorted(set(recommendations.to_pyarrow_table(columns=["user_id"])["user_id"].to_pylist()))
+    movies = DeltaTable(LakehouseResource(data_dir=str(data_dir)).table("gold.similar_movies").uri) \
+        .to_pyarrow_table(columns=["movie_id"])["movie_id"].unique().to_pylist()
+    rows = recommendations.to_pyarrow_table(columns=["user_id"]).num_rows
+    print(f"[bench] {len(users):,} users, {rows:,} recommendation rows, {len(movies):,} movies with neighbours",
+          flush=True)
+    random.seed(7)
+    bare = bare_queries(data_dir, users, 2000)
+    print(f"[bench] bare queries: {bare}", flush=True)
+
+    port = free_port()
+    started = time.monotonic()
+    api = start_api(data_dir, port)
+    print(f"[bench] the API answered {time.monotonic() - started:.1f} s after its start (copy loaded)", flush=True)
+    endpoints = {
+        "recommendations": [f"/users/{u}/recommendations?k=10" for u in random.sample(users, 5000)],
+        "similar": [f"/movies/{m}/similar?k=10" for m in random.sample(movies, min(5000, len(movies)))],
+        "trending": ["/trending?limit=10"],
+    }
+    results = {}
+    try:
+        import uvloop
+        for name, paths in endpoints.items():
+            asyncio.run(load("127.0.0.1", port, paths, 4, 2), loop_factory=uvloop.new_event_loop)  # warm-up
+            for label, clients, rate in (("1 client", 1, None), ("32 clients", 32, None),
+                                         (f"32 clients at {args.rate:,.0f}/s", 32, args.rate)):
+                results[(name, label)] = asyncio.run(load("127.0.0.1", port, paths, clients, args.seconds, rate),
+                                                     loop_factory=uvloop.new_event_loop)
+                print(f"[bench] {name}, {label}: {results[(name, label)]}", flush=True)
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+    copy_p50 = bare["serving copy (in-memory, sorted)"]["p50_ms"]
+    lines = [f"# HTTP API on {len(users):,} users × 20 recommendations ({rows:,} rows)", "",
+             f"`bench/serving.py --data-dir {data_dir} --seconds {args.seconds:g}` on {time.strftime('%Y-%m-%d')}, "
+             "2 cores shared by the server and the load generator.", "",
+             "| endpoint | load | requests/s | p50 ms | p99 ms | errors | p50 ÷ bare query p50 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (name, label), r in results.items():
+        ratio = f"{r['p50_ms'] / copy_p50:.1f}×" if name == "recommendations" else ""
+        lines.append(f"| {name} | {label} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {ratio} |")
+    lines += ["", "Bare recommendations point query, without HTTP (the baseline, same script):", "",
+              "| source | p50 ms | p99 ms |", "|---|---:|---:|"]
+    lines += [f"| {label} | {r['p50_ms']} | {r['p99_ms']} |" for label, r in bare.items()]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(
+            {"bare": bare, "api": {f"{n} / {label}": r for (n, label), r in results.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
