@@ -73,7 +73,7 @@ def test_trending_without_events_falls_back_to_popular_movies_of_the_genre(cli, 
         (["sql", "SELEC 1"], "syntax error"),
         (["sql", "DROP VIEW silver.movies"], "read-only"),
         (["trending", "--genre", "Nope"], "no genre 'Nope'; genres: Action, Adventure"),
-        (["stats"], "no events in the lakehouse yet"),
+        (["stats"], "silver.events is not materialized yet: materialize silver_events"),
     ],
 )
 def test_errors_are_one_line(cli, capsys, args, message):
