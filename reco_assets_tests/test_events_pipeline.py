@@ -307,7 +307,7 @@ def test_a_closed_hour_whose_final_run_loses_the_broker_is_retried(stream, kafka
         return read_kafka_ranges(*args)
 
     monkeypatch.setattr(bronze_events_module, "read_kafka_ranges", broker_stops_now)
-    fast = KafkaResource(bootstrap_servers=kafka.bootstrap_servers, request_timeout_s=2.0)
+    fast = KafkaResource(bootstrap_servers=kafka.bootstrap_servers, request_timeout_s=1.0)
     started = time.monotonic()
     try:
         failed = hourly_job(data_dir, fast).execute_in_process(

@@ -1,27 +1,23 @@
 """The HTTP API over the gold tables (`reco-assets serve`): recommendations, similar movies, trending, stats and
 health, read-only, from the serving copy (reco_assets.serving.copy). OpenAPI docs at /docs."""
 
+import json
 import os
-import threading
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import duckdb
 from fastapi import FastAPI, HTTPException, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from reco_assets.kafka.client import KafkaResource, kafka_resource
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.serving import health, queries
-from reco_assets.serving.copy import COPIED, ServingCopy, versions
+from reco_assets.serving.copy import COPIED, REQUIRED, ServingCopy
 
 Id = Annotated[int, Path(ge=1, le=2**31 - 1, description="a MovieLens id (1 or more)")]
 K = Annotated[int, Query(ge=1, le=100, description="how many movies (1-100)")]
-# The lists the API serves, and what each answer's `table_version` is the Delta version of.
-TABLE_OF = {"als": "gold.recommendations", "hybrid": "gold.hybrid_recommendations", "popular": "gold.popular_movies",
-            "similar": "gold.similar_movies", "trending": "gold.trending_now"}
 
 
 class MovieList(BaseModel):
@@ -45,10 +41,13 @@ class Health(BaseModel):
     freshness: dict[str, Any]
 
 
+def _encode(value):
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: float = 1.0) -> FastAPI:
     lakehouse = LakehouseResource(data_dir=data_dir)
     kafka = kafka or kafka_resource(resolve=True)
-    local = threading.local()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -59,57 +58,45 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
     app = FastAPI(title="reco_assets", version="1", lifespan=lifespan,
                   description="Read-only answers from the gold tables of the reco_assets lakehouse.")
 
-    def connection() -> duckdb.DuckDBPyConnection:
-        """This worker thread's connection to the serving copy."""
-        con = getattr(local, "con", None)
-        if con is None or getattr(local, "copy", None) is not app.state.copy:
-            con = local.con = app.state.copy.cursor()
-            local.copy = app.state.copy
-        return con
-
-    def answer(question, source_table: str | None = None) -> MovieList:
-        """Run `question(con)` in one transaction: each table it reads is at one version."""
-        con = connection()
-        con.execute("BEGIN TRANSACTION")
+    def answer(question) -> Response:
+        """The listing `question()` returns, from the one snapshot of the table it read, as a MovieList (encoded
+        directly: the lookups take microseconds, model validation would cost more than they do)."""
         try:
-            listing = question(con)
-            served = versions(con)
+            table, listing = question()
         except queries.Unavailable as error:
             raise HTTPException(503, str(error)) from None
         except queries.NotFound as error:
             raise HTTPException(404, str(error)) from None
-        finally:
-            con.execute("ROLLBACK")
-        table = source_table or TABLE_OF[listing.source]
-        return MovieList(source=listing.source, table=table, table_version=served.get(table, -1),
-                         note=listing.note, about=listing.about, movies=listing.records())
+        body = {"source": listing.source, "table": table.name, "table_version": table.version, "note": listing.note,
+                "about": listing.about, "movies": listing.records()}
+        return Response(json.dumps(body, default=_encode, separators=(",", ":")), media_type="application/json")
 
     @app.get("/users/{user_id}/recommendations", response_model=MovieList, tags=["recommendations"])
-    def recommendations(user_id: Id, k: K = 10, model: Literal["als", "hybrid"] = "als") -> MovieList:
+    async def recommendations(user_id: Id, k: K = 10, model: Literal["als", "hybrid"] = "als") -> Response:
         """A user's top `k` movies from the ALS model or the hybrid ranker, with scores, ranks and the model
         version; a user with no list gets the popular movies they have not rated (`source: popular`)."""
-        return answer(lambda con: queries.recommendations(con, user_id, k, model))
+        return answer(lambda: app.state.copy.recommendations(user_id, k, model))
 
     @app.get("/movies/{movie_id}/similar", response_model=MovieList, tags=["recommendations"])
-    def similar(movie_id: Id, k: K = 10) -> MovieList:
+    async def similar(movie_id: Id, k: K = 10) -> Response:
         """The movies closest to a movie in the ALS item factors (cosine). 404 for an unknown movie."""
-        return answer(lambda con: queries.similar(con, movie_id, k))
+        return answer(lambda: app.state.copy.similar(movie_id, k))
 
     @app.get("/trending", response_model=MovieList, tags=["trending"])
-    def trending(genre: Annotated[str | None, Query(max_length=64, description="e.g. Comedy")] = None,
-                 limit: K = 10) -> MovieList:
+    async def trending(genre: Annotated[str | None, Query(max_length=64, description="e.g. Comedy")] = None,
+                 limit: K = 10) -> Response:
         """What is trending now (gold.trending_now), overall or in one genre; popular movies while nothing is."""
-        return answer(lambda con: queries.trending(con, genre, limit))
+        return answer(lambda: app.state.copy.trending(genre, limit))
 
     @app.get("/stats", tags=["status"])
     def stats() -> dict[str, Any]:
         """What `reco-assets stats` prints: event totals, per type, users, movies, the last event, freshness, the
         dead letter, and Kafka's lag behind bronze per topic."""
-        con = connection()
-        try:
-            result = queries.event_stats(con)
-        except queries.Unavailable as error:
-            raise HTTPException(503, str(error)) from None
+        with app.state.copy.cursor() as con:
+            try:
+                result = queries.event_stats(con)
+            except queries.Unavailable as error:
+                raise HTTPException(503, str(error)) from None
         lag, problem = health.kafka_lag(kafka, lakehouse)
         return {**result, "kafka_lag": [dict(zip(health.LAG_COLUMNS, row, strict=True)) for row in lag],
                 "kafka_problem": problem}
@@ -122,14 +109,13 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
         copy: ServingCopy = app.state.copy
         problems, tables = [], {}
         for name in COPIED:
-            served = copy.served.get(name)
+            served = copy.snapshots.get(name)
             tables[name] = ({"version": served.version, "committed_at": served.committed_at.isoformat()}
                             if served else {"version": None})
             if name in copy.errors:
                 tables[name]["error"] = copy.errors[name]
                 problems.append(f"{name}: the serving copy could not be refreshed ({copy.errors[name]})")
-            elif served is None and name in ("gold.recommendations", "gold.similar_movies", "gold.popular_movies",
-                                             "silver.movies"):
+            elif served is None and name in REQUIRED:
                 problems.append(f"{name} is not materialized yet: materialize {queries.WRITERS[name]}")
         lag, kafka_problem = health.kafka_lag(kafka, lakehouse)
         waiting = sum(row[3] for row in lag)
@@ -138,9 +124,8 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
         connect = health.spark_connect(os.environ.get("SPARK_REMOTE"))
         if connect["used"] and not connect["reachable"]:
             problems.append(f"Spark Connect at {connect['url']} {connect['detail']}")
-        trending = copy.served.get("gold.trending_now")
-        age = None if trending is None else round((datetime.now(trending.committed_at.tzinfo)
-                                                   - trending.committed_at).total_seconds(), 1)
+        trending = copy.snapshots.get("gold.trending_now")
+        age = None if trending is None else round((datetime.now(UTC) - trending.committed_at).total_seconds(), 1)
         if waiting and (age is None or age > health.STALE_AFTER_S):
             problems.append(f"{waiting} records wait in Kafka and gold.trending_now was last updated "
                             f"{'never' if age is None else f'{age:.0f} s ago'}: are the sensor and its runs on?")

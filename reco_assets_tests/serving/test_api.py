@@ -210,10 +210,9 @@ def test_answers_stay_whole_while_the_tables_are_replaced(served, spark, dagster
         client.start()
     try:
         time.sleep(1)
-        assert materialize(["gold_recommendations"], served.data_dir, dagster_instance,
-                           run_config={"ops": {"gold_recommendations": {"config": {"k": 5}}}}).success
-        top["ops"]["gold_trending_now"]["config"]["top_n"] = 2
-        assert materialize(["gold_trending_now"], served.data_dir, dagster_instance, run_config=top).success
+        assert materialize(["gold_recommendations", "gold_trending_now"], served.data_dir, dagster_instance,
+                           run_config={"ops": {"gold_recommendations": {"config": {"k": 5}},
+                                               "gold_trending_now": {"config": {"top_n": 2}}}}).success
         time.sleep(1.5)  # the copy follows the logs every 0.2 s
     finally:
         stop.set()
