@@ -14,7 +14,8 @@ movies and trending:
 
 Baselines in the same script, without HTTP: the bare DuckDB point query of one user's top 10 on an in-memory table
 sorted by user_id (the ratio's baseline) and on the catalog's view (`delta_scan` of the Delta files), and the
-serving copy's own lookup.
+serving copy's own lookup. And the ceiling: the same stack (FastAPI on uvicorn, one process) answering a fixed
+1 KB JSON with no lookup, under the same loads.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import duckdb
+import uvloop
 from deltalake import DeltaTable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +123,36 @@ def bare_queries(data_dir: Path, users: list[int], n: int) -> dict:
     return results
 
 
+# The ceiling: the same stack (FastAPI on uvicorn, one process) answering a fixed 1 KB JSON, no lookup at all.
+CEILING_APP = """
+import sys, uvicorn
+from fastapi import FastAPI
+from fastapi.responses import Response
+body = b'{"movies":[' + b",".join(b'{"rank":%d,"movie_id":%d,"title":"A movie title (1999)","score":0.5}' % (i, i)
+                                  for i in range(1, 11)) + b']}'
+app = FastAPI()
+
+@app.get("/users/{user_id}/recommendations")
+async def answer(user_id: int, k: int = 10) -> Response:
+    return Response(body, media_type="application/json")
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def start_ceiling(port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", CEILING_APP, str(port)])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/users/1/recommendations", timeout=5).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the ceiling app did not start") from None
+            time.sleep(0.2)
+
+
 def start_api(data_dir: Path, port: int) -> subprocess.Popen:
     env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # no broker: /health is not measured
     process = subprocess.Popen([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "serve",
@@ -168,7 +200,6 @@ def main() -> None:
     }
     results = {}
     try:
-        import uvloop
         for name, paths in endpoints.items():
             uvloop.run(load("127.0.0.1", port, paths, 4, 2))  # warm-up
             for label, clients, rate in (("1 client", 1, None), ("32 clients", 32, None),
@@ -178,6 +209,19 @@ def main() -> None:
     finally:
         api.terminate()
         api.wait(timeout=30)
+    ceiling_port = free_port()
+    ceiling = start_ceiling(ceiling_port)
+    try:
+        paths = [f"/users/{u}/recommendations?k=10" for u in random.sample(users, 5000)]
+        uvloop.run(load("127.0.0.1", ceiling_port, paths, 4, 2))
+        for label, clients, rate in (("1 client", 1, None), ("32 clients", 32, None),
+                                     (f"32 clients at {args.rate:,.0f}/s", 32, args.rate)):
+            results[("ceiling: fixed answer, no lookup", label)] = uvloop.run(
+                load("127.0.0.1", ceiling_port, paths, clients, args.seconds, rate))
+            print(f"[bench] ceiling, {label}: {results[('ceiling: fixed answer, no lookup', label)]}", flush=True)
+    finally:
+        ceiling.terminate()
+        ceiling.wait(timeout=30)
 
     copy_p50 = bare["DuckDB point query, in-memory table sorted by user_id"]["p50_ms"]
     lines = [f"# HTTP API on {len(users):,} users × 20 recommendations ({rows:,} rows)", "",

@@ -77,6 +77,9 @@ def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path
         while not (running := started_runs(base_url)):
             assert time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.5)
+        # Into the run's step: a Ctrl+C in the first moment of a run's start once left the code server waiting for
+        # the run worker past 10 s (issue 16's note), which this test does not cover.
+        time.sleep(3)
         members = group_members(make.pid)
         commands = " | ".join(command for _, command in members)
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/openapi.json", timeout=10) as api:

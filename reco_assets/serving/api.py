@@ -35,6 +35,7 @@ class MovieList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     problems: list[str]
+    catalog: dict[str, Any]
     tables: dict[str, dict[str, Any]]
     kafka: dict[str, Any]
     spark_connect: dict[str, Any]
@@ -104,8 +105,9 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
     @app.get("/health", response_model=Health, tags=["status"],
              responses={503: {"model": Health, "description": "something is wrong: see `problems`"}})
     def check_health():
-        """The serving copy of each gold table (Delta version, last commit), the Kafka broker and bronze's lag, the
-        Spark Connect server, and the freshness of trending; 503 with the problems when something is wrong."""
+        """The DuckDB catalog (for the CLI and your own queries), the serving copy of each gold table (Delta
+        version, last commit), the Kafka broker and bronze's lag, the Spark Connect server, and the freshness of
+        trending; 503 with the problems when something is wrong."""
         copy: ServingCopy = app.state.copy
         problems, tables = [], {}
         for name in COPIED:
@@ -129,7 +131,10 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
         if waiting and (age is None or age > health.STALE_AFTER_S):
             problems.append(f"{waiting} records wait in Kafka and gold.trending_now was last updated "
                             f"{'never' if age is None else f'{age:.0f} s ago'}: are the sensor and its runs on?")
-        body = Health(status="unavailable" if problems else "ok", problems=problems, tables=tables,
+        warehouse = lakehouse.warehouse_path
+        catalog = {"path": str(warehouse), "exists": warehouse.is_file(), "updated_at": datetime.fromtimestamp(
+            warehouse.stat().st_mtime, UTC).isoformat() if warehouse.is_file() else None}
+        body = Health(status="unavailable" if problems else "ok", problems=problems, catalog=catalog, tables=tables,
                       kafka={"bootstrap_servers": kafka.bootstrap_servers, "reachable": kafka_problem is None,
                              "records_waiting": waiting, "lag": [dict(zip(health.LAG_COLUMNS, row, strict=True))
                                                                  for row in lag]},

@@ -243,3 +243,4 @@ def test_health_is_ok_once_trending_is_fresh(served):
     assert {name: body["tables"][name]["version"] for name in ("gold.recommendations", "gold.trending_now")} == {
         "gold.recommendations": 1, "gold.trending_now": 1}
     assert body["freshness"]["trending_now_age_seconds"] < body["freshness"]["stale_after_seconds"]
+    assert body["catalog"]["exists"] and body["catalog"]["path"] == str(served.data_dir / "warehouse.duckdb")
