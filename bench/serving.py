@@ -3,7 +3,8 @@
     .venv/bin/python bench/batch_graph.py --sizes 25000000 --workdir /tmp/reco-bench     # once: the gold tables
     .venv/bin/python bench/serving.py --data-dir /tmp/reco-bench/25M --out bench/results/serving.md
 
-It starts `reco-assets serve` over the data directory and, from one load-generator process (asyncio on uvloop,
+It starts `reco-assets serve` over the data directory, with 1 and with 2 worker processes (one per core; each
+holds its own serving copy), and, from one load-generator process (asyncio on uvloop,
 one keep-alive connection per client, on the same 2 cores as the server), measures for recommendations, similar
 movies and trending:
 
@@ -14,17 +15,19 @@ movies and trending:
 
 Baselines in the same script, without HTTP: the bare DuckDB point query of one user's top 10 on an in-memory table
 sorted by user_id (the ratio's baseline) and on the catalog's view (`delta_scan` of the Delta files), and the
-serving copy's own lookup. And the ceiling: the same stack (FastAPI on uvicorn, one process) answering a fixed
-1 KB JSON with no lookup, under the same loads.
+serving copy's own lookup. And the ceiling: the same stack (FastAPI on uvicorn, as many workers) answering a
+fixed 1 KB JSON with no lookup, under the same loads.
 """
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from reco_assets.kafka.broker import free_port  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource, duck  # noqa: E402
+from reco_assets.serving import queries  # noqa: E402
 from reco_assets.serving.copy import ServingCopy  # noqa: E402
 
 
@@ -76,9 +80,18 @@ async def client(host: str, port: int, paths: list[str], until: float, latencies
         writer.close()
 
 
+def cpu_times() -> list[int]:
+    return [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 async def load(host: str, port: int, paths: list[str], clients: int, seconds: float,
                rate: float | None = None) -> dict:
+    """One measurement; `steal_pct` is the share of CPU time the hypervisor took from this VM meanwhile (a
+    stolen core stalls server and clients alike: the p99 moves with it)."""
     latencies, errors = [], []
+    before = cpu_times()
+    gc.collect()
+    gc.freeze()  # the load generator's own collections would delay its sends, and count against the API
     loop = asyncio.get_running_loop()
     started = loop.time()
     until = started + seconds
@@ -86,8 +99,10 @@ async def load(host: str, port: int, paths: list[str], clients: int, seconds: fl
     await asyncio.gather(*[client(host, port, paths, until, latencies, errors, interval,
                                   offset=(i * interval / clients) if interval else 0.0) for i in range(clients)])
     elapsed = loop.time() - started
+    spent = [after - then for after, then in zip(cpu_times(), before, strict=True)]
     return {"requests": len(latencies), "errors": len(errors), "rps": round(len(latencies) / elapsed),
-            "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2)}
+            "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+            "steal_pct": round(100 * spent[7] / max(1, sum(spent)), 1)}
 
 
 def bare_queries(data_dir: Path, users: list[int], n: int) -> dict:
@@ -109,7 +124,7 @@ def bare_queries(data_dir: Path, users: list[int], n: int) -> dict:
            "ORDER BY rank LIMIT 10")
     askers = {"DuckDB point query, in-memory table sorted by user_id": lambda u: memory.execute(sql, (u,)).fetchall(),
               "DuckDB point query, catalog view (delta_scan)": lambda u: files.execute(sql, (u,)).fetchall(),
-              "the API's serving copy (binary search), no HTTP": lambda u: copy.recommendations(u, 10, "als")}
+              "the API's serving copy (binary search), no HTTP": lambda u: queries.recommendations(copy, u, 10, "als")}
     results = {}
     for label, ask in askers.items():
         times = []
@@ -123,9 +138,8 @@ def bare_queries(data_dir: Path, users: list[int], n: int) -> dict:
     return results
 
 
-# The ceiling: the same stack (FastAPI on uvicorn, one process) answering a fixed 1 KB JSON, no lookup at all.
+# The ceiling: the same stack (FastAPI on uvicorn) answering a fixed 1 KB JSON, no lookup at all.
 CEILING_APP = """
-import sys, uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 body = b'{"movies":[' + b",".join(b'{"rank":%d,"movie_id":%d,"title":"A movie title (1999)","score":0.5}' % (i, i)
@@ -135,28 +149,12 @@ app = FastAPI()
 @app.get("/users/{user_id}/recommendations")
 async def answer(user_id: int, k: int = 10) -> Response:
     return Response(body, media_type="application/json")
-
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
 
 
-def start_ceiling(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", CEILING_APP, str(port)])
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/users/1/recommendations", timeout=5).close()
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the ceiling app did not start") from None
-            time.sleep(0.2)
-
-
-def start_api(data_dir: Path, port: int) -> subprocess.Popen:
-    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # no broker: /health is not measured
-    process = subprocess.Popen([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "serve",
-                                "--port", str(port)], env=env)
+def start(command: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+    """Start a server and wait until it answers a recommendation."""
+    process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 300
     while True:
         try:
@@ -166,8 +164,25 @@ def start_api(data_dir: Path, port: int) -> subprocess.Popen:
         except OSError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the API did not start")
+            raise SystemExit(f"{command[0]} did not start")
         time.sleep(0.5)
+
+
+def start_api(data_dir: Path, port: int, workers: int) -> subprocess.Popen:
+    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # no broker: /health is not measured
+    return start([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "serve", "--port", str(port),
+                  "--workers", str(workers)], port, env)
+
+
+def start_ceiling(port: int, workers: int, app_dir: Path) -> subprocess.Popen:
+    (app_dir / "ceiling.py").write_text(CEILING_APP)
+    return start([sys.executable, "-m", "uvicorn", "ceiling:app", "--app-dir", str(app_dir), "--port", str(port),
+                  "--workers", str(workers), "--log-level", "warning", "--no-access-log"], port)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=60)
 
 
 def main() -> None:
@@ -175,6 +190,10 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="a data directory with the gold tables materialized")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
     parser.add_argument("--rate", type=float, default=1500.0, help="open-loop rate, requests/s (default 1500)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="open-loop measurements per endpoint (default 3): the p99 moves with the host's noise")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="the server's worker processes, one measurement each (default 1 2)")
     parser.add_argument("--out", help="write the report here (markdown)")
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
@@ -189,49 +208,53 @@ def main() -> None:
     bare = bare_queries(data_dir, users, 2000)
     print(f"[bench] bare queries: {bare}", flush=True)
 
-    port = free_port()
-    started = time.monotonic()
-    api = start_api(data_dir, port)
-    print(f"[bench] the API answered {time.monotonic() - started:.1f} s after its start (copy loaded)", flush=True)
     endpoints = {
         "recommendations": [f"/users/{u}/recommendations?k=10" for u in random.sample(users, 5000)],
         "similar": [f"/movies/{m}/similar?k=10" for m in random.sample(movies, min(5000, len(movies)))],
         "trending": ["/trending?limit=10"],
     }
+    loads = (("1 client", 1, None), ("32 clients", 32, None), (f"32 clients at {args.rate:,.0f}/s", 32, args.rate))
     results = {}
-    try:
-        for name, paths in endpoints.items():
-            uvloop.run(load("127.0.0.1", port, paths, 4, 2))  # warm-up
-            for label, clients, rate in (("1 client", 1, None), ("32 clients", 32, None),
-                                         (f"32 clients at {args.rate:,.0f}/s", 32, args.rate)):
-                results[(name, label)] = uvloop.run(load("127.0.0.1", port, paths, clients, args.seconds, rate))
-                print(f"[bench] {name}, {label}: {results[(name, label)]}", flush=True)
-    finally:
-        api.terminate()
-        api.wait(timeout=30)
-    ceiling_port = free_port()
-    ceiling = start_ceiling(ceiling_port)
-    try:
-        paths = [f"/users/{u}/recommendations?k=10" for u in random.sample(users, 5000)]
-        uvloop.run(load("127.0.0.1", ceiling_port, paths, 4, 2))
-        for label, clients, rate in (("1 client", 1, None), ("32 clients", 32, None),
-                                     (f"32 clients at {args.rate:,.0f}/s", 32, args.rate)):
-            results[("ceiling: fixed answer, no lookup", label)] = uvloop.run(
-                load("127.0.0.1", ceiling_port, paths, clients, args.seconds, rate))
-            print(f"[bench] ceiling, {label}: {results[('ceiling: fixed answer, no lookup', label)]}", flush=True)
-    finally:
-        ceiling.terminate()
-        ceiling.wait(timeout=30)
+
+    def measure(name: str, port: int, paths: list[str]) -> None:
+        uvloop.run(load("127.0.0.1", port, paths, 32, 2))  # warm-up: every worker, every connection
+        for label, clients, rate in loads:
+            for repeat in range(args.repeat if rate else 1):
+                row = (name, label if rate is None else f"{label}, run {repeat + 1}")
+                results[row] = uvloop.run(load("127.0.0.1", port, paths, clients, args.seconds, rate))
+                print(f"[bench] {', '.join(row)}: {results[row]}", flush=True)
+
+    for workers in args.workers:
+        port = free_port()
+        started = time.monotonic()
+        api = start_api(data_dir, port, workers)
+        print(f"[bench] the API ({workers} worker(s)) answered {time.monotonic() - started:.1f} s after its start "
+              "(copy loaded)", flush=True)
+        try:
+            for name, paths in endpoints.items():
+                measure(f"{name}, {workers} worker{'s' if workers > 1 else ''}", port, paths)
+        finally:
+            stop(api)
+        port = free_port()
+        with tempfile.TemporaryDirectory() as app_dir:
+            ceiling = start_ceiling(port, workers, Path(app_dir))
+            try:
+                measure(f"ceiling (fixed answer, no lookup), {workers} worker{'s' if workers > 1 else ''}", port,
+                        endpoints["recommendations"])
+            finally:
+                stop(ceiling)
 
     copy_p50 = bare["DuckDB point query, in-memory table sorted by user_id"]["p50_ms"]
     lines = [f"# HTTP API on {len(users):,} users × 20 recommendations ({rows:,} rows)", "",
-             f"`bench/serving.py --data-dir {data_dir} --seconds {args.seconds:g}` on {time.strftime('%Y-%m-%d')}, "
+             f"`bench/serving.py --data-dir {data_dir} --seconds {args.seconds:g} --repeat {args.repeat}` on "
+             f"{time.strftime('%Y-%m-%d')}, "
              "2 cores shared by the server and the load generator.", "",
-             "| endpoint | load | requests/s | p50 ms | p99 ms | errors | p50 ÷ bare query p50 |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| endpoint | load | requests/s | p50 ms | p99 ms | errors | CPU steal % | p50 ÷ bare query p50 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for (name, label), r in results.items():
-        ratio = f"{r['p50_ms'] / copy_p50:.1f}×" if name == "recommendations" else ""
-        lines.append(f"| {name} | {label} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {ratio} |")
+        ratio = f"{r['p50_ms'] / copy_p50:.1f}×" if name.startswith("recommendations") else ""
+        lines.append(f"| {name} | {label} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
+                     f"{r['steal_pct']} | {ratio} |")
     lines += ["", "One user's top 10 without HTTP (same script; the baseline of the ratio is the first row):", "",
               "| source | p50 ms | p99 ms |", "|---|---:|---:|"]
     lines += [f"| {label} | {r['p50_ms']} | {r['p99_ms']} |" for label, r in bare.items()]

@@ -2,10 +2,14 @@
 
 import functools
 import http.server
+import json
 import os
 import re
 import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +114,39 @@ def run_readme(commands: str, cwd: Path, env: dict[str, str], timeout: float) ->
                           text=True, timeout=timeout)
     assert done.returncode == 0, f"README commands failed ({done.returncode}):\n{commands}\n{done.stderr[-3000:]}"
     return done
+
+
+class Api:
+    """A `reco-assets serve` process on a free port over `data_dir` (its output in `log`), and requests to it."""
+
+    def __init__(self, data_dir: Path, kafka_servers: str, log: Path, *serve_args: str):
+        self.data_dir = data_dir
+        self.base = f"http://127.0.0.1:{free_port()}"
+        env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": kafka_servers}
+        env.pop("SPARK_REMOTE", None)
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "serve", "--port",
+                 self.base.rsplit(":", 1)[1], *serve_args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.get("/openapi.json")
+                return
+            except OSError:
+                assert self.process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+
+    def get(self, path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
 
 
 class HeadlessRun:

@@ -4,14 +4,11 @@ import json
 import os
 import re
 import subprocess
-import time
-import urllib.request
 
 import dagster as dg
 import pytest
 
-from reco_assets.kafka.broker import free_port
-from reco_assets_tests.conftest import ROOT, checkout_like, readme_blocks, run_readme
+from reco_assets_tests.conftest import ROOT, Api, checkout_like, readme_blocks, run_readme
 
 pytestmark = pytest.mark.integration
 
@@ -73,23 +70,12 @@ def test_time_travel(batch_checkout):
 def test_the_http_api(batch_checkout, kafka):
     """"The HTTP API": every curl command, against `reco-assets serve` over the batch graph (on a free port)."""
     block, = readme_blocks("The HTTP API")
-    port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
-    server = subprocess.Popen([str(ROOT / ".venv/bin/reco-assets"), "serve", "--port", str(port)], cwd=batch_checkout,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    api = Api(batch_checkout / "data", kafka.bootstrap_servers, batch_checkout / "serve.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr and server.stderr.read()
-                time.sleep(0.2)
-        done = run_readme(block.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), batch_checkout, env, timeout=120)
+        done = run_readme(block.replace("http://127.0.0.1:8000", api.base), batch_checkout, env, timeout=120)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        api.stop()
     answers, text, decoder = [], done.stdout, json.JSONDecoder()
     while text.strip():
         answer, end = decoder.raw_decode(text.strip())

@@ -28,6 +28,8 @@ else
   echo "[run] RECO_SPARK_CONNECT=0: each run starts its own local Spark"
 fi
 echo "[run] RECO_DATA_DIR=$RECO_DATA_DIR DAGSTER_HOME=$DAGSTER_HOME"
+# A run left STARTED by a Dagster that was killed or a machine that rebooted would hold its hour for good.
+.venv/bin/reco-assets cancel-orphaned-runs
 echo "[run] open http://127.0.0.1:${DAGSTER_PORT:-3000} and materialize the asset graph; Ctrl+C stops Dagster"
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -47,6 +49,13 @@ still_running() {
 .venv/bin/reco-assets serve &
 api=$!
 echo "[run] the API on http://${RECO_API_HOST:-127.0.0.1}:${RECO_API_PORT:-8000} (docs at /docs)"
-stop_api() { kill "$api" 2>/dev/null || true; wait "$api" 2>/dev/null || true; still_running; }
-trap stop_api EXIT
+stop_all() {
+  kill "$api" 2>/dev/null || true
+  wait "$api" 2>/dev/null || true
+  # A run worker that was starting at Ctrl+C defers the interrupt to its first step and keeps its code server up:
+  # 2 s more, then kill them and mark the run canceled, so the sensor runs its hour again.
+  .venv/bin/reco-assets cancel-orphaned-runs --kill-group "$(ps -o pgid= $$ | tr -d ' ')" --grace 2 >/dev/null || true
+  still_running
+}
+trap stop_all EXIT
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

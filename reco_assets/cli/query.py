@@ -39,16 +39,16 @@ def with_source(listing: queries.Listing, source: str) -> queries.Listing:
 
 
 def cmd_recommend(con, args) -> None:
-    listing = asked(lambda: queries.recommendations(con, args.user_id, args.k, args.model))
+    listing = asked(lambda: queries.recommendations(queries.CatalogSource(con), args.user_id, args.k, args.model))
     show(with_source(listing, listing.about.get("model_version", listing.source)), args.format)
 
 
 def cmd_similar(con, args) -> None:
-    show(asked(lambda: queries.similar(con, args.movie_id, args.k)), args.format)
+    show(asked(lambda: queries.similar(queries.CatalogSource(con), args.movie_id, args.k)), args.format)
 
 
 def cmd_trending(con, args) -> None:
-    listing = asked(lambda: queries.trending(con, args.genre, args.limit))
+    listing = asked(lambda: queries.trending(queries.CatalogSource(con), args.genre, args.limit))
     if listing.source == "trending":
         print(f"trending {'overall' if args.genre is None else 'in ' + args.genre} as of {listing.about['as_of']} "
               f"UTC (table updated {listing.about['age_seconds']:.0f} s ago)", file=sys.stderr)

@@ -3,6 +3,7 @@
 import os
 import sys
 import time
+from pathlib import Path
 
 from reco_assets.cli.common import CliError, emit, positive_int
 
@@ -80,12 +81,29 @@ def show_topics(kafka) -> None:
 def cmd_serve(args) -> None:
     import uvicorn
 
-    from reco_assets.serving.api import create_app
+    print(f"[serve] the API on http://{args.host}:{args.port} (docs at /docs), reading {args.data_dir}, "
+          f"{args.workers} worker process{'es' if args.workers > 1 else ''}", file=sys.stderr)
+    os.environ.update(RECO_DATA_DIR=str(args.data_dir), RECO_API_REFRESH_S=str(args.refresh))
+    uvicorn.run("reco_assets.serving.api:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
 
-    print(f"[serve] the API on http://{args.host}:{args.port} (docs at /docs), reading {args.data_dir}",
-          file=sys.stderr)
-    uvicorn.run(create_app(args.data_dir, refresh_s=args.refresh), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+
+def cmd_cancel_orphaned_runs(args) -> None:
+    from reco_assets import orphaned_runs
+
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    if args.kill_group:
+        orphaned_runs.kill_group_leftovers(args.kill_group, args.grace, log)
+    import dagster as dg
+
+    home = Path(os.environ.get("DAGSTER_HOME") or Path(args.data_dir) / "dagster_home")
+    if not (home / "dagster.yaml").is_file():
+        print(f"no Dagster instance at {home}: no runs to look at")
+        return
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        cancelled = orphaned_runs.cancel_orphaned_runs(instance, log)
+    print(f"{len(cancelled)} run(s) whose run worker is gone marked canceled" if cancelled else
+          "no run lost its run worker")
 
 
 def register(add) -> None:
@@ -101,6 +119,12 @@ def register(add) -> None:
     spark.add_argument("action", choices=["up", "down", "status"])
     spark.add_argument("--port", type=positive_int, default=int(os.environ.get("SPARK_CONNECT_PORT", "15002")),
                        help="server port (default $SPARK_CONNECT_PORT or 15002)")
+    orphans = add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTED run whose run "
+                  "worker is gone (Dagster stopped mid-run, a killed process, a reboot), so the sensor runs its hour "
+                  "again; `make run` calls it when it starts and when it stops", catalog=False)
+    orphans.add_argument("--kill-group", type=positive_int, metavar="PGID",
+                         help="first kill the Dagster processes of this process group still alive after --grace")
+    orphans.add_argument("--grace", type=float, default=2.0, help="seconds to wait before killing (default 2)")
     serve = add("serve", cmd_serve, "the read-only HTTP API over the gold tables (OpenAPI docs at /docs)",
                 catalog=False)
     serve.add_argument("--host", default=os.environ.get("RECO_API_HOST", "127.0.0.1"),
@@ -109,3 +133,6 @@ def register(add) -> None:
                        help="port (default $RECO_API_PORT or 8000)")
     serve.add_argument("--refresh", type=float, default=1.0,
                        help="seconds between looks at the gold tables' Delta logs (default 1)")
+    serve.add_argument("--workers", type=positive_int, default=int(os.environ.get("RECO_API_WORKERS", "1")),
+                       help="worker processes, each with its own serving copy (default $RECO_API_WORKERS or 1; "
+                            "one per core to serve more requests/s)")

@@ -1,6 +1,7 @@
 """The HTTP API over the gold tables (`reco-assets serve`): recommendations, similar movies, trending, stats and
 health, read-only, from the serving copy (reco_assets.serving.copy). OpenAPI docs at /docs."""
 
+import gc
 import json
 import os
 from contextlib import asynccontextmanager
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
@@ -53,41 +55,45 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.copy = ServingCopy(lakehouse, refresh_s).start()
+        gc.freeze()  # the start-up's objects (Dagster's, FastAPI's): a full collection no longer walks them
         yield
         app.state.copy.stop()
 
     app = FastAPI(title="reco_assets", version="1", lifespan=lifespan,
                   description="Read-only answers from the gold tables of the reco_assets lakehouse.")
 
-    def answer(question) -> Response:
-        """The listing `question()` returns, from the one snapshot of the table it read, as a MovieList (encoded
+    def answer(question, *args) -> Response:
+        """The listing `question(copy, *args)` returns, read from one snapshot of its table, as a MovieList (encoded
         directly: the lookups take microseconds, model validation would cost more than they do)."""
         try:
-            table, listing = question()
+            listing = question(app.state.copy, *args)
         except queries.Unavailable as error:
             raise HTTPException(503, str(error)) from None
         except queries.NotFound as error:
             raise HTTPException(404, str(error)) from None
-        body = {"source": listing.source, "table": table.name, "table_version": table.version, "note": listing.note,
-                "about": listing.about, "movies": listing.records()}
+        body = {"source": listing.source, "table": listing.table, "table_version": listing.version,
+                "note": listing.note, "about": listing.about, "movies": listing.records()}
         return Response(json.dumps(body, default=_encode, separators=(",", ":")), media_type="application/json")
 
     @app.get("/users/{user_id}/recommendations", response_model=MovieList, tags=["recommendations"])
     async def recommendations(user_id: Id, k: K = 10, model: Literal["als", "hybrid"] = "als") -> Response:
         """A user's top `k` movies from the ALS model or the hybrid ranker, with scores, ranks and the model
         version; a user with no list gets the popular movies they have not rated (`source: popular`)."""
-        return answer(lambda: app.state.copy.recommendations(user_id, k, model))
+        if app.state.copy.has_key(queries.MODELS[model], user_id):
+            return answer(queries.recommendations, user_id, k, model)
+        # The cold-start fallback reads the user's ratings through DuckDB: off the event loop.
+        return await run_in_threadpool(answer, queries.recommendations, user_id, k, model)
 
     @app.get("/movies/{movie_id}/similar", response_model=MovieList, tags=["recommendations"])
     async def similar(movie_id: Id, k: K = 10) -> Response:
         """The movies closest to a movie in the ALS item factors (cosine). 404 for an unknown movie."""
-        return answer(lambda: app.state.copy.similar(movie_id, k))
+        return answer(queries.similar, movie_id, k)
 
     @app.get("/trending", response_model=MovieList, tags=["trending"])
     async def trending(genre: Annotated[str | None, Query(max_length=64, description="e.g. Comedy")] = None,
-                 limit: K = 10) -> Response:
+                       limit: K = 10) -> Response:
         """What is trending now (gold.trending_now), overall or in one genre; popular movies while nothing is."""
-        return answer(lambda: app.state.copy.trending(genre, limit))
+        return answer(queries.trending, genre, limit)
 
     @app.get("/stats", tags=["status"])
     def stats() -> dict[str, Any]:
@@ -143,3 +149,8 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
         return JSONResponse(body.model_dump(mode="json"), status_code=503 if problems else 200)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of `reco-assets serve` in each of its worker processes: settings from the environment."""
+    return create_app(os.environ["RECO_DATA_DIR"], refresh_s=float(os.environ.get("RECO_API_REFRESH_S", "1")))

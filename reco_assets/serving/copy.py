@@ -6,13 +6,12 @@ table's snapshot once and reads only it, so every answer comes from one version 
 never a mix. A lookup is a binary search and a slice of Arrow arrays (microseconds), where one DuckDB point query on
 an in-memory table of 3.2M rows took 3.3 ms here and `delta_scan` of the files 16 ms (bench/serving.py). Tables that
 only rare requests read (ratings for a cold-start user, events for /stats) stay DuckDB views over the current Delta
-snapshot, as in the catalog, and are asked the CLI's questions (reco_assets.serving.queries).
+snapshot, as in the catalog. The copy is a source of reco_assets.serving.queries: the API asks the CLI's questions.
 """
 
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -23,18 +22,10 @@ from deltalake import DeltaTable
 from reco_assets.lakehouse import LakehouseResource, duck
 from reco_assets.lakehouse.catalog import view_sql
 from reco_assets.lakehouse.tables import TABLES
-from reco_assets.serving.queries import WRITERS, Listing, NotFound, Unavailable
+from reco_assets.serving.queries import LOOKUPS, POPULAR_COLUMNS, Rows, unavailable
 
 # Copied tables: (lookup key or None, the columns kept, in answer order after the key).
-COPIED = {
-    "gold.recommendations": ("user_id", ["rank", "movie_id", "title", "year", "score", "model_version"]),
-    "gold.hybrid_recommendations": ("user_id", ["rank", "movie_id", "title", "source", "score", "model_version"]),
-    "gold.similar_movies": ("movie_id", ["rank", "similar_movie_id", "similar_title", "score"]),
-    "gold.popular_movies": (None, ["rank", "movie_id", "title", "year", "num_ratings"]),
-    "gold.trending_now": ("genre", ["rank", "movie_id", "title", "trend_score", "events", "views", "clicks",
-                                    "ratings", "unique_users", "last_event_at", "as_of", "updated_at"]),
-    "silver.movies": ("movie_id", ["title", "genres"]),
-}
+COPIED = {**LOOKUPS, "gold.popular_movies": (None, POPULAR_COLUMNS), "silver.movies": ("movie_id", ["title", "genres"])}
 # What /health requires: the batch graph's tables.
 REQUIRED = ("gold.recommendations", "gold.similar_movies", "gold.popular_movies", "silver.movies")
 # Read through DuckDB views over their current Delta snapshot.
@@ -51,11 +42,6 @@ class Snapshot:
     committed_at: datetime
     rows: pa.Table
     keys: np.ndarray | None
-
-    @cached_property
-    def genres(self) -> list[str]:
-        """silver.movies: every genre, sorted (computed once per version)."""
-        return sorted({g for genres in self.rows["genres"].to_pylist() for g in genres or []})
 
     def lookup(self, key, limit: int) -> list[dict]:
         """The rows of `key` (all rows for a table without key), at most `limit`."""
@@ -97,6 +83,7 @@ class ServingCopy:
         for schema in ("gold", "silver"):
             self.db.execute(f"CREATE SCHEMA {schema}")
         self.views: set[str] = set()
+        self._genres: tuple[Snapshot | None, list[str]] = (None, [])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -104,7 +91,7 @@ class ServingCopy:
         """The table's current snapshot; Unavailable (naming the asset to materialize) before its first commit."""
         found = self.snapshots.get(name)
         if found is None:
-            raise Unavailable(f"{name} is not materialized yet: materialize {WRITERS[name]}")
+            raise unavailable(name)
         return found
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -155,68 +142,47 @@ class ServingCopy:
             self._thread.join(timeout=30)
         self.db.close()
 
-    # The API's questions, answered from the snapshots (the CLI asks the same ones in SQL: serving.queries).
+    # The lookups of the questions (reco_assets.serving.queries), from the snapshots.
 
-    def popular(self, k: int, exclude: set[int] = frozenset(), genre: str | None = None) -> tuple[Snapshot, list]:
-        """The `k` most-rated movies, not in `exclude`, of `genre` if given (read in batches, top first)."""
+    def has(self, table: str) -> bool:
+        return table in self.snapshots or (table in VIEWED and table in self.views)
+
+    def has_key(self, table: str, key) -> bool:
+        """Whether `table` is copied and holds rows of `key` (microseconds: no DuckDB)."""
+        return table in self.snapshots and bool(self.snapshots[table].lookup(key, 1))
+
+    def ranked(self, table: str, key, limit: int) -> Rows:
+        snapshot = self.get(table)
+        return Rows(table, snapshot.version, snapshot.lookup(OVERALL if key is None else key, limit))
+
+    def rated(self, user_id: int) -> set[int]:
+        if "silver.ratings" not in self.views:
+            return set()
+        with self.cursor() as con:
+            return {m for (m,) in con.execute("SELECT movie_id FROM silver.ratings WHERE user_id = ?",
+                                              (user_id,)).fetchall()}
+
+    def popular(self, limit: int, exclude: set[int], genre: str | None) -> Rows:
         table = self.get("gold.popular_movies")
         movies = self.get("silver.movies") if genre is not None else None
-        found, offset, batch = [], 0, k + len(exclude)
-        while len(found) < k and offset < table.rows.num_rows:
+        found, offset, batch = [], 0, limit + len(exclude)
+        while len(found) < limit and offset < table.rows.num_rows:  # in batches, top first
             for row in table.rows.slice(offset, batch).to_pylist():
                 if row["movie_id"] in exclude or (movies is not None and genre not in (
                         next(iter(movies.lookup(row["movie_id"], 1)), {}).get("genres") or [])):
                     continue
                 found.append({**row, "rank": len(found) + 1})
-                if len(found) == k:
+                if len(found) == limit:
                     break
             offset, batch = offset + batch, batch * 4
-        return table, found
+        return Rows(table.name, table.version, found)
 
-    def recommendations(self, user_id: int, k: int, model: str) -> tuple[Snapshot, Listing]:
-        table = self.get("gold.recommendations" if model == "als" else "gold.hybrid_recommendations")
-        rows = table.lookup(user_id, k)
-        if rows:
-            version = rows[0]["model_version"]
-            return table, Listing([c for c in rows[0] if c != "model_version"],
-                                  [tuple(v for c, v in r.items() if c != "model_version") for r in rows], model,
-                                  about={"model_version": version})
-        rated = set()
-        if "silver.ratings" in self.views:
-            with self.cursor() as con:
-                rated = {m for (m,) in con.execute("SELECT movie_id FROM silver.ratings WHERE user_id = ?",
-                                                   (user_id,)).fetchall()}
-        reason = f"no {model} recommendations yet" if rated else "no history"
-        popular, rows = self.popular(k, rated)
-        return popular, Listing(["rank", "movie_id", "title", "year", "num_ratings"],
-                                [tuple(r.values()) for r in rows], "popular",
-                                f"user {user_id} has {reason}: popular movies (cold-start fallback)")
+    def title(self, movie_id: int) -> str | None:
+        found = self.get("silver.movies").lookup(movie_id, 1)
+        return found[0]["title"] if found else None
 
-    def similar(self, movie_id: int, k: int) -> tuple[Snapshot, Listing]:
-        movie = self.get("silver.movies").lookup(movie_id, 1)
-        if not movie:
-            raise NotFound(f"movie {movie_id} is not in silver.movies")
-        table = self.get("gold.similar_movies")
-        rows = table.lookup(movie_id, k)
-        note = None if rows else f"movie {movie_id} ({movie[0]['title']}) has no ALS factors (no ratings yet)"
-        return table, Listing(["rank", "movie_id", "title", "cosine"], [tuple(r.values()) for r in rows], "similar",
-                              note, about={"title": movie[0]["title"]})
-
-    def trending(self, genre: str | None, limit: int) -> tuple[Snapshot, Listing]:
-        if "gold.trending_now" in self.snapshots:
-            table = self.snapshots["gold.trending_now"]
-            rows = table.lookup(OVERALL if genre is None else genre, limit)
-            if rows:
-                columns = [c for c in rows[0] if c not in ("as_of", "updated_at")]
-                age = round((datetime.now(UTC) - rows[0]["updated_at"].replace(tzinfo=UTC)).total_seconds(), 1)
-                return table, Listing(columns, [tuple(r[c] for c in columns) for r in rows], "trending",
-                                      about={"as_of": rows[0]["as_of"], "updated_at": rows[0]["updated_at"],
-                                             "age_seconds": age})
-        if genre is not None:
-            genres = self.get("silver.movies").genres
-            if genre not in genres:
-                raise NotFound(f"no genre {genre!r}; genres: {', '.join(genres)}")
-        popular, rows = self.popular(limit, genre=genre)
-        return popular, Listing(["rank", "movie_id", "title", "num_ratings"],
-                                [(r["rank"], r["movie_id"], r["title"], r["num_ratings"]) for r in rows], "popular",
-                                "nothing is trending (no events streamed yet): popular movies (fallback)")
+    def genres(self) -> list[str]:
+        movies = self.get("silver.movies")
+        if self._genres[0] is not movies:  # once per version of silver.movies
+            self._genres = (movies, sorted({g for genres in movies.rows["genres"].to_pylist() for g in genres or []}))
+        return self._genres[1]

@@ -2,9 +2,9 @@
 requests, the answers checked against the Delta tables they come from."""
 
 import functools
-import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -21,45 +21,11 @@ from deltalake import DeltaTable
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
-from reco_assets.kafka.broker import free_port
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets_tests.conftest import materialize, write_silver_events
+from reco_assets_tests.conftest import Api, materialize, write_silver_events
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Api:
-    """A `reco-assets serve` process and requests to it."""
-
-    def __init__(self, data_dir: Path, kafka_servers: str, log: Path):
-        self.data_dir = data_dir
-        self.base = f"http://127.0.0.1:{free_port()}"
-        env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": kafka_servers}
-        env.pop("SPARK_REMOTE", None)
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                [str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "serve", "--port",
-                 self.base.rsplit(":", 1)[1], "--refresh", "0.2"], env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.get("/openapi.json")
-                return
-            except OSError:
-                assert self.process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-
-    def get(self, path: str) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=30) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as error:
-            return error.code, json.load(error)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +33,7 @@ def served(batch_graph, kafka, tmp_path_factory):
     """The API over a copy of the batch graph's data directory (the tests re-materialize some of its tables)."""
     data_dir = tmp_path_factory.mktemp("served") / "data"
     shutil.copytree(batch_graph[1], data_dir, ignore=shutil.ignore_patterns("dagster_home"))
-    api = Api(data_dir, kafka.bootstrap_servers, data_dir.parent / "serve.log")
+    api = Api(data_dir, kafka.bootstrap_servers, data_dir.parent / "serve.log", "--refresh", "0.2")
     yield api
     api.stop()
 
@@ -160,7 +126,7 @@ def test_health_says_when_records_wait_and_trending_is_not_updated(served, kafka
 
 
 def test_an_empty_lakehouse_answers_503_with_what_to_materialize(kafka, tmp_path):
-    api = Api(tmp_path / "data", "127.0.0.1:1", tmp_path / "serve.log")  # no tables, no broker
+    api = Api(tmp_path / "data", "127.0.0.1:1", tmp_path / "serve.log", "--refresh", "0.2")  # no tables, no broker
     try:
         status, body = api.get("/users/1/recommendations")
         assert status == 503 and body["detail"] == ("gold.recommendations is not materialized yet: materialize "
@@ -175,6 +141,30 @@ def test_an_empty_lakehouse_answers_503_with_what_to_materialize(kafka, tmp_path
             body["problems"]
     finally:
         api.stop()
+
+
+def test_worker_processes_answer_alike_and_stop_on_ctrl_c(served, kafka, tmp_path):
+    """`serve --workers 2`: two worker processes, each with its own copy, give the same answers as one; SIGINT to
+    the process group, as Ctrl+C sends it, stops them all."""
+    api = Api(served.data_dir, kafka.bootstrap_servers, tmp_path / "serve.log", "--workers", "2")
+    try:
+        workers = subprocess.run(["pgrep", "-P", str(api.process.pid), "-f", "multiprocessing.spawn"],
+                                 capture_output=True, text=True).stdout.split()
+        assert len(workers) == 2, (tmp_path / "serve.log").read_text()
+        expected = served.get("/users/1/recommendations?k=5")[1]["movies"]
+        answers = [api.get("/users/1/recommendations?k=5") for _ in range(40)]
+        assert all(status == 200 and body["movies"] == expected for status, body in answers)
+        group = [api.process.pid, *map(int, workers)]
+        for pid in group:
+            os.kill(pid, signal.SIGINT)
+        api.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        if api.process.poll() is None:
+            api.stop()
 
 
 def recent_events(movies: list[int], per_movie: list[int]) -> pd.DataFrame:

@@ -1,0 +1,73 @@
+"""Runs whose worker is gone, and Dagster processes left in a process group: real processes, a real instance."""
+
+import subprocess
+import time
+
+import dagster as dg
+import pytest
+from dagster._core.events import EngineEventData
+
+from reco_assets.orphaned_runs import cancel_orphaned_runs, group_members, kill_group_leftovers, worker_pid
+from reco_assets.processes import pid_alive
+
+
+@dg.op
+def noop() -> None:
+    pass
+
+
+@dg.job
+def one_step():
+    noop()
+
+
+def started_run(instance: dg.DagsterInstance, worker: int) -> dg.DagsterRun:
+    """A STARTED run whose worker process `worker` recorded its start, as Dagster's run workers do."""
+    run = instance.create_run_for_job(one_step, status=dg.DagsterRunStatus.STARTED)
+    instance.report_engine_event(f"Started process for run (pid: {worker}).", run,
+                                 EngineEventData.in_process(worker))
+    return run
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        yield instance
+
+
+def test_a_started_run_whose_worker_is_gone_is_canceled_and_a_live_one_is_not(instance):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        orphan, running = started_run(instance, gone.pid), started_run(instance, alive.pid)
+        assert worker_pid(instance, orphan.run_id) == gone.pid
+        logged = []
+        assert cancel_orphaned_runs(instance, logged.append) == [orphan.run_id]
+        assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.CANCELED
+        assert instance.get_run_by_id(running.run_id).status == dg.DagsterRunStatus.STARTED
+        assert f"lost its run worker (pid {gone.pid}): marked canceled" in logged[0]
+        assert cancel_orphaned_runs(instance, logged.append) == []  # once
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_only_the_dagster_processes_left_in_the_group_are_killed():
+    # A group like make run's after `dagster dev` exited: a code server that waits, and something else.
+    group = subprocess.Popen(["bash", "-c", "sleep 60 & exec -a 'dagster code-server start' sleep 60"],
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(group_members(group.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        members = group_members(group.pid)
+        other = next(pid for pid, command in members.items() if command == "sleep 60")
+        logged, started = [], time.monotonic()
+        assert kill_group_leftovers(group.pid, 0.5, logged.append) == [group.pid]
+        assert time.monotonic() - started >= 0.5  # the grace first
+        group.wait(timeout=5)
+        assert pid_alive(other) and not pid_alive(group.pid)
+        assert "dagster code-server start 60 (pid" in logged[0] and "killing it" in logged[0]
+    finally:
+        subprocess.run(["pkill", "-KILL", "-g", str(group.pid)], check=False)
