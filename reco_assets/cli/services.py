@@ -79,13 +79,14 @@ def show_topics(kafka) -> None:
 
 
 def cmd_serve(args) -> None:
-    import uvicorn
+    from reco_assets.serving.api import PortTaken, serve
 
-    print(f"[serve] the API on http://{args.host}:{args.port} (docs at /docs), reading {args.data_dir}, "
-          f"{args.workers} worker process{'es' if args.workers > 1 else ''}", file=sys.stderr)
-    os.environ.update(RECO_DATA_DIR=str(args.data_dir), RECO_API_REFRESH_S=str(args.refresh))
-    uvicorn.run("reco_assets.serving.api:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+    try:
+        failed = serve(args.host, args.port, str(args.data_dir), args.refresh, args.workers)
+    except PortTaken as error:
+        raise CliError(str(error)) from None
+    if failed:
+        raise CliError("a worker of the API died (see above); the others were stopped")
 
 
 def cmd_cancel_orphaned_runs(args) -> None:

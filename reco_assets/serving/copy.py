@@ -43,16 +43,19 @@ class Snapshot:
     rows: pa.Table
     keys: np.ndarray | None
 
-    def lookup(self, key, limit: int) -> list[dict]:
-        """The rows of `key` (all rows for a table without key), at most `limit`."""
+    def span(self, key) -> tuple[int, int]:
+        """The row range of `key` (all rows for a table without key)."""
         if self.keys is None:
-            return self.rows.slice(0, limit).to_pylist()
+            return 0, self.rows.num_rows
         if self.keys.dtype.kind in "iu":
             if not np.iinfo(self.keys.dtype).min <= key <= np.iinfo(self.keys.dtype).max:
-                return []
+                return 0, 0
             key = self.keys.dtype.type(key)  # of the keys' own type: numpy would copy them all to compare otherwise
-        start = int(np.searchsorted(self.keys, key, "left"))
-        end = int(np.searchsorted(self.keys, key, "right"))
+        return int(np.searchsorted(self.keys, key, "left")), int(np.searchsorted(self.keys, key, "right"))
+
+    def lookup(self, key, limit: int) -> list[dict]:
+        """The rows of `key` (all rows for a table without key), at most `limit`."""
+        start, end = self.span(key)
         return self.rows.slice(start, min(end - start, limit)).to_pylist()
 
 
@@ -149,7 +152,8 @@ class ServingCopy:
 
     def has_key(self, table: str, key) -> bool:
         """Whether `table` is copied and holds rows of `key` (microseconds: no DuckDB)."""
-        return table in self.snapshots and bool(self.snapshots[table].lookup(key, 1))
+        start, end = self.snapshots[table].span(key) if table in self.snapshots else (0, 0)
+        return end > start
 
     def ranked(self, table: str, key, limit: int) -> Rows:
         snapshot = self.get(table)

@@ -5,6 +5,7 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -165,6 +166,18 @@ def test_worker_processes_answer_alike_and_stop_on_ctrl_c(served, kafka, tmp_pat
     finally:
         if api.process.poll() is None:
             api.stop()
+
+
+def test_a_taken_port_is_refused_with_the_reason(tmp_path):
+    """The workers bind with SO_REUSEPORT, which would share a port with another server: a taken one is refused."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(tmp_path), "serve", "--port",
+                               str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"127.0.0.1:{port} is taken by another process (Address already in use)" in done.stderr
 
 
 def recent_events(movies: list[int], per_movie: list[int]) -> pd.DataFrame:
