@@ -32,11 +32,10 @@ from confluent_kafka import Producer
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
-from reco_assets.kafka.broker import LocalBroker, free_port
 from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.sensors import events_job
-from reco_assets.spark_connect import ConnectServer
+from reco_assets.services import ConnectServer, LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

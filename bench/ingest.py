@@ -33,11 +33,11 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
 from reco_assets.events.producer import EventProducer  # noqa: E402
 from reco_assets.events.publish import generate_batch  # noqa: E402
-from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
 from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, ensure_topics  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource  # noqa: E402
 from reco_assets.lakehouse.hours import hour_key, hourly_events  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
+from reco_assets.services import LocalBroker, free_port  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
 
 

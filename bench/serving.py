@@ -39,8 +39,8 @@ from deltalake import DeltaTable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reco_assets.kafka.broker import free_port  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource, duck  # noqa: E402
+from reco_assets.services import free_port  # noqa: E402
 from reco_assets.serving import queries  # noqa: E402
 from reco_assets.serving.copy import ServingCopy  # noqa: E402
 

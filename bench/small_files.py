@@ -33,12 +33,12 @@ from reco_assets.events.generator import EventGenerator, load_population  # noqa
 from reco_assets.events.producer import EventProducer  # noqa: E402
 from reco_assets.gold import trending  # noqa: E402
 from reco_assets.gold.stream import top_now  # noqa: E402
-from reco_assets.kafka.broker import LocalBroker, free_port  # noqa: E402
 from reco_assets.kafka.client import EVENT_TOPICS, TOPIC_PARTITIONS, KafkaResource  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource  # noqa: E402
 from reco_assets.lakehouse.hours import hour_key, hour_start, hour_value  # noqa: E402
 from reco_assets.lakehouse.maintenance import compact_closed_hours, live_files_per_hour, stored_files, vacuum  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
+from reco_assets.services import LocalBroker, free_port  # noqa: E402
 from reco_assets.silver import events as silver_events  # noqa: E402
 
 TABLES = ("bronze.events", "bronze.event_ranges", "silver.event_outcomes", "gold.trending_now")

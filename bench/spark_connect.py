@@ -1,5 +1,5 @@
 """Benchmark: a fresh-process, Dagster-style Spark run with its own local Spark against the same over a warm Spark
-Connect server (`reco_assets.spark_connect`).
+Connect server (`reco_assets.services.spark_connect`).
 
 Each run is a new interpreter, as every Dagster run is: it imports the project's resources (and so Dagster), gets its
 session from dagster-pyspark's builder with `spark_config()`, and runs a small query (ratings per movie of the bundled
@@ -62,8 +62,7 @@ def main() -> None:
         print(json.dumps(run_once()))
         return
 
-    from reco_assets.kafka.broker import free_port
-    from reco_assets.spark_connect import ConnectServer
+    from reco_assets.services import ConnectServer, free_port
 
     server, remote = None, args.remote
     with tempfile.TemporaryDirectory(prefix="bench-connect-") as home:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from reco_assets.processes import pid_alive
+from reco_assets.services import pid_alive
 
 # What Dagster's processes look like on a command line (the run worker and its resource tracker are
 # multiprocessing children of the code server).
@@ -31,20 +31,30 @@ def group_members(pgid: int) -> dict[int, str]:
     return found
 
 
-def kill_group_leftovers(pgid: int, grace_s: float, log) -> list[int]:
-    """SIGKILL the Dagster processes of group `pgid` still alive after `grace_s` seconds; return their pids."""
+def marked(pid: int, mark: str) -> bool:
+    """Whether the process's environment carries `mark` (NAME=value), as everything `make run` started does."""
+    try:
+        return mark.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def kill_leftovers(pgid: int, mark: str, grace_s: float, log) -> list[int]:
+    """SIGKILL the Dagster processes of group `pgid` whose environment carries `mark` and that are still alive
+    after `grace_s` seconds; return their pids. Services started from the same shell run in sessions of their own,
+    and other members of the group (a `tee` of the output, say) carry no Dagster command line: both are spared."""
     own = {os.getpid(), os.getppid()}
 
     def leftovers() -> dict[int, str]:
         return {pid: command for pid, command in group_members(pgid).items()
-                if pid not in own and any(name in command for name in DAGSTER_PROCESS)}
+                if pid not in own and any(name in command for name in DAGSTER_PROCESS) and marked(pid, mark)}
 
     deadline = time.monotonic() + grace_s
     while leftovers() and time.monotonic() < deadline:
         time.sleep(0.1)
     killed = leftovers()
     for pid, command in killed.items():
-        log(f"[run] {command[:100]} (pid {pid}) did not stop within {grace_s:g} s of Dagster's exit: killing it")
+        log(f"[run] {command[:100]} (pid {pid}) was still running after Dagster's exit: killing it")
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -52,23 +62,42 @@ def kill_group_leftovers(pgid: int, grace_s: float, log) -> list[int]:
     return list(killed)
 
 
-def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid of the run's worker process, as its "Started process for run" event recorded it."""
+def started_at(pid: int) -> float | None:
+    """When the process started (epoch seconds), or None when it does not run."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid of the run's worker process and when it said so, from its "Started process for run" event."""
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
         event = record.event_log_entry.dagster_event
         pid = event and event.engine_event_data and event.engine_event_data.metadata.get("pid")
         if pid is not None:
-            return int(pid.value)
+            return int(pid.value), record.event_log_entry.timestamp
     return None
+
+
+def worker_alive(pid: int, reported_at: float) -> bool:
+    """Whether the process that reported itself as the run worker still runs (not another one that got its pid
+    after a reboot: that one started after the report)."""
+    started = started_at(pid) if pid_alive(pid) else None
+    return started is not None and started <= reported_at + 1.0
 
 
 def cancel_orphaned_runs(instance: dg.DagsterInstance, log) -> list[str]:
     """Mark CANCELED every STARTED run whose recorded run worker is no longer alive; return their ids."""
     cancelled = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-        pid = worker_pid(instance, run.run_id)
-        if pid is None or pid_alive(pid):
+        worker = worker_pid(instance, run.run_id)
+        if worker is None or worker_alive(*worker):
             continue
+        pid = worker[0]
         instance.report_run_canceled(run, message=f"Run worker (pid {pid}) is gone: Dagster was stopped (Ctrl+C on "
                                                   "`make run`) or the process was killed. Marked canceled so that "
                                                   "the sensor runs its hour again.")

@@ -24,7 +24,7 @@ def spark_config(remote: bool | None = None) -> dict[str, str]:
 
     Two modes. Local (`remote=False`, or `SPARK_REMOTE` unset): everything a session started in this process needs,
     master, driver memory and jars included. Spark Connect (`remote=True`, or `SPARK_REMOTE=sc://…` set, as
-    `scripts/run.sh` does for the warm server of `reco_assets.spark_connect`): only the runtime SQL settings
+    `scripts/run.sh` does for the warm server of `reco_assets.services.spark_connect`): only the runtime SQL settings
     (`spark.sql.*`), the only ones a Connect client may send; the static ones (master, driver memory, jars, Python)
     belong to the server, which `ConnectServer` starts with the local-mode settings.
     """

@@ -18,11 +18,10 @@ import pytest
 from dagster_pyspark.resources import spark_session_from_config
 
 from reco_assets.definitions import defs
-from reco_assets.kafka.broker import LocalBroker, free_port
 from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.resources import spark_config
-from reco_assets.spark_connect import ConnectServer
+from reco_assets.services import ConnectServer, LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

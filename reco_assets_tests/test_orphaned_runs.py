@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 from dagster._core.events import EngineEventData
 
-from reco_assets.orphaned_runs import cancel_orphaned_runs, group_members, kill_group_leftovers, worker_pid
-from reco_assets.processes import pid_alive
+from reco_assets.orphaned_runs import cancel_orphaned_runs, group_members, kill_leftovers, worker_alive, worker_pid
+from reco_assets.services import pid_alive
 
 
 @dg.op
@@ -41,7 +41,10 @@ def test_a_started_run_whose_worker_is_gone_is_canceled_and_a_live_one_is_not(in
     alive = subprocess.Popen(["sleep", "60"])
     try:
         orphan, running = started_run(instance, gone.pid), started_run(instance, alive.pid)
-        assert worker_pid(instance, orphan.run_id) == gone.pid
+        assert worker_pid(instance, orphan.run_id)[0] == gone.pid
+        # A live process that started after the run reported its worker is another one (a pid reused after a
+        # reboot): the worker is gone.
+        assert worker_alive(alive.pid, time.time()) and not worker_alive(alive.pid, time.time() - 3600)
         logged = []
         assert cancel_orphaned_runs(instance, logged.append) == [orphan.run_id]
         assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.CANCELED
@@ -53,21 +56,25 @@ def test_a_started_run_whose_worker_is_gone_is_canceled_and_a_live_one_is_not(in
         alive.wait()
 
 
-def test_only_the_dagster_processes_left_in_the_group_are_killed():
-    # A group like make run's after `dagster dev` exited: a code server that waits, and something else.
-    group = subprocess.Popen(["bash", "-c", "sleep 60 & exec -a 'dagster code-server start' sleep 60"],
-                             start_new_session=True)
+def test_only_the_marked_dagster_processes_left_in_the_group_are_killed():
+    # A group like make run's after `dagster dev` exited: a code server that waits (marked, with a Dagster command
+    # line), a marked process that is not Dagster's (a `tee`), and a Dagster process of someone else (unmarked).
+    script = ("RECO_RUN_MARK=other exec -a 'dagster api grpc' sleep 60 & "
+              "RECO_RUN_MARK=make-run-1 sleep 60 & "
+              "RECO_RUN_MARK=make-run-1 exec -a 'dagster code-server start' sleep 60")
+    group = subprocess.Popen(["bash", "-c", script], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while len(group_members(group.pid)) < 2 and time.monotonic() < deadline:
+        while len(group_members(group.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         members = group_members(group.pid)
-        other = next(pid for pid, command in members.items() if command == "sleep 60")
+        spared = [pid for pid in members if pid != group.pid]
+        assert len(spared) == 2, members
         logged, started = [], time.monotonic()
-        assert kill_group_leftovers(group.pid, 0.5, logged.append) == [group.pid]
+        assert kill_leftovers(group.pid, "RECO_RUN_MARK=make-run-1", 0.5, logged.append) == [group.pid]
         assert time.monotonic() - started >= 0.5  # the grace first
         group.wait(timeout=5)
-        assert pid_alive(other) and not pid_alive(group.pid)
+        assert all(pid_alive(pid) for pid in spared) and not pid_alive(group.pid)
         assert "dagster code-server start 60 (pid" in logged[0] and "killing it" in logged[0]
     finally:
         subprocess.run(["pkill", "-KILL", "-g", str(group.pid)], check=False)

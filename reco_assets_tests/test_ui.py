@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from reco_assets.definitions import defs
-from reco_assets.kafka.broker import free_port
+from reco_assets.services import free_port
 
 pytestmark = pytest.mark.integration
 

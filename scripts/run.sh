@@ -45,16 +45,21 @@ still_running() {
     echo "[run] Dagster stopped."
   fi
 }
+# Everything started from here on carries this mark, so that the stop below kills only this make run's processes.
+export RECO_RUN_MARK="make-run-$$"
 # The HTTP API beside Dagster, in the same process group: Ctrl+C stops both.
 .venv/bin/reco-assets serve &
 api=$!
 echo "[run] the API on http://${RECO_API_HOST:-127.0.0.1}:${RECO_API_PORT:-8000} (docs at /docs)"
 stop_all() {
   kill "$api" 2>/dev/null || true
-  wait "$api" 2>/dev/null || true
-  # A run worker that was starting at Ctrl+C defers the interrupt to its first step and keeps its code server up:
-  # 2 s more, then kill them and mark the run canceled, so the sensor runs its hour again.
-  .venv/bin/reco-assets cancel-orphaned-runs --kill-group "$(ps -o pgid= $$ | tr -d ' ')" --grace 2 >/dev/null || true
+  for _ in $(seq 50); do kill -0 "$api" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$api" 2>/dev/null || true
+  # A run worker that was starting at Ctrl+C defers the interrupt to its first step and keeps its code server up.
+  # What is left about 3 s after Dagster's exit (the command's start-up, then 1 s) is killed, and its run marked
+  # canceled, so the sensor runs its hour again.
+  .venv/bin/reco-assets cancel-orphaned-runs --kill-group "$(ps -o pgid= $$ | tr -d ' ')" \
+    --mark "RECO_RUN_MARK=$RECO_RUN_MARK" >/dev/null || true
   still_running
 }
 trap stop_all EXIT

@@ -1,4 +1,4 @@
-"""The project's local services: the Kafka broker, the Spark Connect server and the HTTP API."""
+"""The project's local services: the Kafka broker, the Spark Connect server, the S3 server and the HTTP API."""
 
 import os
 import sys
@@ -8,57 +8,75 @@ from pathlib import Path
 from reco_assets.cli.common import CliError, emit, positive_int
 
 
-def cmd_kafka(args) -> None:
+def run_service(service, action: str) -> None:
+    """`up`, `down` or `status` of a local service (reco_assets.services), as every service command has them."""
     from reco_assets import jars
-    from reco_assets.kafka.broker import BrokerError, LocalBroker
-    from reco_assets.kafka.client import KafkaResource, KafkaSetupError, ensure_topics, kafka_resource
+    from reco_assets.services import ServiceError
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    try:
+        if action == "up":
+            started = time.monotonic()
+            status = service.up(log=log)
+            print(f"{service.title} runs on {status.address} (pid {status.pid}), ready after "
+                  f"{time.monotonic() - started:.1f} s; state and logs in {status.home}")
+        elif action == "down":
+            print("stopped" if service.down(log=log) else "not running")
+        else:
+            status = service.status()
+            print(f"{service.title}: {status.detail}" + (f" (pid {status.pid}, {status.address}, state in "
+                                                         f"{status.home})" if status.pid else ""))
+    except (ServiceError, jars.JarResolutionError) as error:
+        raise CliError(str(error)) from None
+
+
+def cmd_kafka(args) -> None:
+    from reco_assets import jars
+    from reco_assets.kafka.client import KafkaResource, KafkaSetupError, ensure_topics, kafka_resource
+    from reco_assets.services import LocalBroker
+
     broker = LocalBroker(args.data_dir, port=args.port)
     try:
         if args.action == "install":
             for name in [*jars.SPARK] if args.spark_only else [*jars.SPARK, jars.BROKER]:
-                print(f"{name}: {jars.resolve(name, log=log)}")
-        elif args.action == "up":
-            status = broker.up(log=log)
-            created = ensure_topics(KafkaResource(bootstrap_servers=status.bootstrap_servers).admin())
-            print(f"Kafka runs on {status.bootstrap_servers} (pid {status.pid}); topics created: "
-                  f"{', '.join(created) or 'none (they exist)'}")
-        elif args.action == "down":
-            print("stopped" if broker.down(log=log) else "not running")
+                print(f"{name}: {jars.resolve(name, log=lambda message: print(message, file=sys.stderr))}")
         elif args.action == "create-topics":
             created = ensure_topics(kafka_resource(resolve=True).admin())
             print(f"topics created: {', '.join(created) or 'none (they exist)'}")
         else:
-            status = broker.status()
-            print(f"local broker: {status.detail}" + (f" (pid {status.pid}, {status.bootstrap_servers}, "
-                                                       f"state in {status.home})" if status.pid else ""))
-            show_topics(kafka_resource(resolve=True) if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-                        else KafkaResource(bootstrap_servers=broker.bootstrap_servers))
-    except (BrokerError, KafkaSetupError, jars.JarResolutionError) as error:
+            run_service(broker, args.action)
+            if args.action == "up":
+                created = ensure_topics(KafkaResource(bootstrap_servers=broker.bootstrap_servers).admin())
+                print(f"topics created: {', '.join(created) or 'none (they exist)'}")
+            elif args.action == "status":
+                show_topics(kafka_resource(resolve=True) if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+                            else KafkaResource(bootstrap_servers=broker.bootstrap_servers))
+    except (KafkaSetupError, jars.JarResolutionError) as error:
         raise CliError(str(error)) from None
 
 
 def cmd_spark(args) -> None:
-    from reco_assets import jars
-    from reco_assets.spark_connect import ConnectServer, ConnectServerError
+    from reco_assets.services import ConnectServer
 
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     server = ConnectServer(args.data_dir, port=args.port)
-    try:
-        if args.action == "up":
-            started = time.monotonic()
-            status = server.up(log=log)
-            print(f"Spark Connect runs on {status.url} (pid {status.pid}), answered a query after "
-                  f"{time.monotonic() - started:.1f} s; runs use it with SPARK_REMOTE={status.url}")
-        elif args.action == "down":
-            print("stopped" if server.down(log=log) else "not running")
-        else:
-            status = server.status()
-            print(f"Spark Connect server: {status.detail}" + (f" (pid {status.pid}, {status.url}, state in "
-                                                              f"{status.home})" if status.pid else ""))
-    except (ConnectServerError, jars.JarResolutionError) as error:
-        raise CliError(str(error)) from None
+    run_service(server, args.action)
+    if args.action == "up":
+        print(f"runs use it with SPARK_REMOTE={server.url}")
+
+
+def cmd_s3(args) -> None:
+    from reco_assets.services.s3 import S3Server, S3ServerError
+
+    server = S3Server(args.data_dir, port=args.port)
+    run_service(server, args.action)
+    if args.action == "up":
+        try:
+            created = server.create_bucket(args.bucket)
+        except S3ServerError as error:
+            raise CliError(str(error)) from None
+        print(f"bucket {args.bucket}: {'created' if created else 'exists'}; for its clients:")
+        for name, value in server.settings().items():
+            print(f"export {name}={value}")
 
 
 def show_topics(kafka) -> None:
@@ -94,7 +112,10 @@ def cmd_cancel_orphaned_runs(args) -> None:
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.kill_group:
-        orphaned_runs.kill_group_leftovers(args.kill_group, args.grace, log)
+        if not args.mark:
+            raise CliError("--kill-group needs --mark NAME=VALUE: only processes whose environment carries it are "
+                           "killed")
+        orphaned_runs.kill_leftovers(args.kill_group, args.mark, args.grace, log)
     import dagster as dg
 
     home = Path(os.environ.get("DAGSTER_HOME") or Path(args.data_dir) / "dagster_home")
@@ -120,12 +141,20 @@ def register(add) -> None:
     spark.add_argument("action", choices=["up", "down", "status"])
     spark.add_argument("--port", type=positive_int, default=int(os.environ.get("SPARK_CONNECT_PORT", "15002")),
                        help="server port (default $SPARK_CONNECT_PORT or 15002)")
+    s3 = add("s3", cmd_s3, "the project's local S3-compatible server (S3Proxy over $RECO_DATA_DIR/s3/data) on "
+             "127.0.0.1: `up` starts it, creates the bucket and prints the settings to export", catalog=False)
+    s3.add_argument("action", choices=["up", "down", "status"])
+    s3.add_argument("--port", type=positive_int, default=int(os.environ.get("RECO_S3_PORT", "9000")),
+                    help="server port (default $RECO_S3_PORT or 9000)")
+    s3.add_argument("--bucket", default="lake", help="the bucket `up` creates (default lake)")
     orphans = add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTED run whose run "
                   "worker is gone (Dagster stopped mid-run, a killed process, a reboot), so the sensor runs its hour "
                   "again; `make run` calls it when it starts and when it stops", catalog=False)
     orphans.add_argument("--kill-group", type=positive_int, metavar="PGID",
-                         help="first kill the Dagster processes of this process group still alive after --grace")
-    orphans.add_argument("--grace", type=float, default=2.0, help="seconds to wait before killing (default 2)")
+                         help="first kill the Dagster processes of this process group that carry --mark in their "
+                              "environment and are still alive after --grace")
+    orphans.add_argument("--mark", metavar="NAME=VALUE", help="the environment entry of the processes to kill")
+    orphans.add_argument("--grace", type=float, default=1.0, help="seconds to wait before killing (default 1)")
     serve = add("serve", cmd_serve, "the read-only HTTP API over the gold tables (OpenAPI docs at /docs)",
                 catalog=False)
     serve.add_argument("--host", default=os.environ.get("RECO_API_HOST", "127.0.0.1"),

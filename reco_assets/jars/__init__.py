@@ -1,5 +1,5 @@
-"""JVM jars from Maven Central, resolved once into a cache: Apache Kafka's broker, and the jars every Spark session
-of the project loads (Spark's Kafka source, Delta Lake)."""
+"""JVM jars from Maven Central, resolved once into a cache: Apache Kafka's broker, S3Proxy (the local S3 server),
+and the jars every Spark session of the project loads (Spark's Kafka source, Delta Lake)."""
 
 import hashlib
 import os
@@ -11,12 +11,14 @@ from importlib import resources
 from pathlib import Path
 
 BROKER = "broker"
+S3PROXY = "s3proxy"
 SPARK_KAFKA = "spark-kafka"
 DELTA = "delta"
-_POMS = {BROKER: "broker-pom.xml", SPARK_KAFKA: "spark-kafka-pom.xml", DELTA: "delta-pom.xml"}
+_POMS = {BROKER: "broker-pom.xml", S3PROXY: "s3proxy-pom.xml", SPARK_KAFKA: "spark-kafka-pom.xml",
+         DELTA: "delta-pom.xml"}
 # Spark's own jars already carry Scala, Hadoop, Parquet, Jackson and the compression codecs; only the listed jars
 # are added (Delta's transitive Hadoop 3.4, Parquet 1.16 and Jackson 2.13 would clash with them).
-_TRANSITIVE = {BROKER: True, SPARK_KAFKA: False, DELTA: False}
+_TRANSITIVE = {BROKER: True, S3PROXY: True, SPARK_KAFKA: False, DELTA: False}
 # What a Spark session of the project (local or the Spark Connect server) puts on `spark.jars`.
 SPARK = (SPARK_KAFKA, DELTA)
 

@@ -1,6 +1,7 @@
 """The HTTP API over the gold tables (`reco-assets serve`): recommendations, similar movies, trending, stats and
 health, read-only, from the serving copy (reco_assets.serving.copy). OpenAPI docs at /docs."""
 
+import ctypes
 import gc
 import json
 import multiprocessing
@@ -96,7 +97,8 @@ def create_app(data_dir: str, kafka: KafkaResource | None = None, refresh_s: flo
         return answer(queries.similar, movie_id, k)
 
     @app.get("/trending", response_model=MovieList, tags=["trending"])
-    async def trending(genre: Annotated[str | None, Query(max_length=64, description="e.g. Comedy")] = None,
+    async def trending(genre: Annotated[str | None, Query(min_length=1, max_length=64,
+                                                          description="e.g. Comedy")] = None,
                        limit: K = 10) -> Response:
         """What is trending now (gold.trending_now), overall or in one genre; popular movies while nothing is."""
         return answer(queries.trending, genre, limit)
@@ -161,59 +163,81 @@ class PortTaken(Exception):
     """Another process listens on the API's address."""
 
 
+def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to host:port, as uvicorn binds a host (IPv6 only for an address with a colon)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def check_port_free(host: str, port: int) -> None:
     """Refuse a taken address: SO_REUSEPORT alone would share it with another server of this user."""
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as error:
-            raise PortTaken(f"{host}:{port} is taken by another process ({error.strerror}): stop it, or serve on "
-                            "another --port") from None
+    try:
+        bind(host, port, reuse_port=False).close()
+    except OSError as error:
+        raise PortTaken(f"{host}:{port} is taken by another process ({error.strerror}): stop it, or serve on "
+                        "another --port") from None
 
 
-def serve_worker(host: str, port: int, data_dir: str, refresh_s: float) -> None:
-    """One worker: its own listening socket on host:port (SO_REUSEPORT) and its own serving copy."""
-    address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(address[0], socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address[4])
-    config = uvicorn.Config(create_app(data_dir, refresh_s=refresh_s), log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+def serve_worker(host: str, port: int, data_dir: str, refresh_s: float) -> int:
+    """One worker: its own listening socket on host:port (SO_REUSEPORT) and its own serving copy. Returns 0 after a
+    clean stop (Ctrl+C or SIGTERM), 3 when the app did not start."""
+    server = uvicorn.Server(uvicorn.Config(create_app(data_dir, refresh_s=refresh_s), log_level="warning",
+                                           access_log=False))
+    try:
+        server.run(sockets=[bind(host, port, reuse_port=True)])
+    except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
+        pass
+    return 0 if server.started else 3
+
+
+def worker_process(host: str, port: int, data_dir: str, refresh_s: float) -> None:
+    """A worker process of `serve`: it ends with its parent (a killed `serve` leaves no worker on the port)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    sys.exit(serve_worker(host, port, data_dir, refresh_s))
 
 
 def serve(host: str, port: int, data_dir: str, refresh_s: float = 1.0, workers: int = 1) -> int:
     """Serve on host:port with `workers` processes. Each binds its own socket with SO_REUSEPORT, so the kernel
     spreads connections over the workers; with one shared socket (uvicorn's --workers) one worker's event loop
     accepted 29 to 32 of 32 connections here, and its queue set the p99. Returns the exit code: non-zero when a
-    worker died, which stops the others."""
+    worker failed, which stops the others."""
     check_port_free(host, port)
     print(f"[serve] the API on http://{host}:{port} (docs at /docs), reading {data_dir}, {workers} worker "
           f"process{'es' if workers > 1 else ''}", file=sys.stderr)
     if workers == 1:
-        serve_worker(host, port, data_dir, refresh_s)
-        return 0
+        return serve_worker(host, port, data_dir, refresh_s)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=serve_worker, args=(host, port, data_dir, refresh_s), name=f"api-{i}")
+    processes = [context.Process(target=worker_process, args=(host, port, data_dir, refresh_s), name=f"api-{i}")
                  for i in range(workers)]
+
+    def stop(_signum=None, _frame=None) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)  # before the start: a SIGTERM at any time stops every worker
     for process in processes:
         process.start()
-
-    def stop(signum, _frame) -> None:  # SIGTERM to the parent stops every worker; Ctrl+C reaches them all anyway
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
+    # Ctrl+C reaches the workers too (one process group), and each stops by itself; an ignored SIGINT would be
+    # inherited by workers started after this line, so it comes after their start.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while all(process.exitcode is None for process in processes):
         multiprocessing.connection.wait([process.sentinel for process in processes], timeout=1.0)
-    stop(signal.SIGTERM, None)  # one ended: the others too
+    stop()  # one ended: the others too
     for process in processes:
-        process.join()
-    failed = [p for p in processes if p.exitcode not in (0, -signal.SIGINT, -signal.SIGTERM)]
+        process.join(timeout=30)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    failed = [p for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
     for process in failed:
         print(f"[serve] worker {process.name} (pid {process.pid}) exited with {process.exitcode}", file=sys.stderr)
     return 1 if failed else 0

@@ -6,7 +6,8 @@ from urllib.parse import urlparse
 
 from reco_assets.kafka.client import KafkaResource, KafkaSetupError, KafkaUnavailable, lag_by_topic
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets.processes import port_open
+from reco_assets.services import port_open
+from reco_assets.services.spark_connect import DEFAULT_PORT
 
 LAG_COLUMNS = ["topic", "records_in_kafka", "records_in_bronze", "lag"]
 # gold.trending_now is stale when records wait in Kafka and no live run updated it for this long.
@@ -31,7 +32,7 @@ def spark_connect(remote: str | None) -> dict:
     if not remote:
         return {"used": False, "detail": "SPARK_REMOTE is not set: each run starts its own local Spark"}
     url = urlparse(remote.replace("sc://", "http://", 1).split(";")[0])
-    reachable = port_open(url.hostname or "127.0.0.1", url.port or 15002)
+    reachable = port_open(url.hostname or "127.0.0.1", url.port or DEFAULT_PORT)  # sc:// without a port: 15002
     return {"used": True, "url": remote.split(";")[0], "reachable": reachable,
             "detail": "accepts connections" if reachable else "does not accept connections: runs will fail "
                                                                "(`reco-assets spark up` starts the local one)"}

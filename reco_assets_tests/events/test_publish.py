@@ -13,8 +13,8 @@ from reco_assets.cli import main
 from reco_assets.contracts import check_event
 from reco_assets.events.generator import ratings_source
 from reco_assets.events.publish import REPLAY_NAMESPACE, movielens_ratings
-from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import EVENT_TOPICS
+from reco_assets.services import free_port
 
 
 def retained(kafka) -> dict[str, int]:

@@ -66,6 +66,9 @@ def test_recommendations_are_the_users_rows_of_the_model_table(served):
         assert body["table_version"] == DeltaTable(
             LakehouseResource(data_dir=str(served.data_dir)).table(table).uri).version()
         assert body["about"]["model_version"].startswith("als-")
+        columns = {"als": ["rank", "movie_id", "title", "year", "score"],
+                   "hybrid": ["rank", "movie_id", "title", "reason", "score"]}[model]  # the CLI's columns too
+        assert all(list(m) == columns for m in body["movies"])
     assert served.get("/users/1/recommendations")[1]["source"] == "als" and \
         len(served.get("/users/1/recommendations")[1]["movies"]) == 10
 
@@ -75,6 +78,7 @@ def test_a_user_without_history_gets_the_popular_movies(served):
     popular = table_rows(served.data_dir, "gold.popular_movies").sort_values("rank")["movie_id"].head(3).tolist()
     assert status == 200 and body["source"] == "popular" and "no history" in body["note"]
     assert [m["movie_id"] for m in body["movies"]] == popular
+    assert list(body["movies"][0]) == ["rank", "movie_id", "title", "year", "num_ratings"]
 
 
 def test_similar_movies_and_an_unknown_movie(served):
@@ -89,7 +93,7 @@ def test_similar_movies_and_an_unknown_movie(served):
 @pytest.mark.parametrize("path", [
     "/users/abc/recommendations", "/users/0/recommendations", "/users/-3/recommendations",
     "/users/99999999999/recommendations", "/users/1/recommendations?k=0", "/users/1/recommendations?k=101",
-    "/users/1/recommendations?k=ten", "/users/1/recommendations?model=svd", "/movies/1.5/similar",
+    "/users/1/recommendations?k=ten", "/users/1/recommendations?model=svd", "/movies/1.5/similar", "/trending?genre=",
     "/trending?limit=0",
 ])
 def test_malformed_input_gets_a_422_with_the_reason(served, path):
@@ -158,14 +162,25 @@ def test_worker_processes_answer_alike_and_stop_on_ctrl_c(served, kafka, tmp_pat
         group = [api.process.pid, *map(int, workers)]
         for pid in group:
             os.kill(pid, signal.SIGINT)
-        api.process.wait(timeout=10)
+        assert api.process.wait(timeout=10) == 0  # a clean stop, not a crash of its workers
         deadline = time.monotonic() + 10
         while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        assert "Traceback" not in (tmp_path / "serve.log").read_text()
     finally:
         if api.process.poll() is None:
             api.stop()
+
+
+def test_sigterm_to_serve_stops_its_workers(served, kafka, tmp_path):
+    api = Api(served.data_dir, kafka.bootstrap_servers, tmp_path / "serve.log", "--workers", "2")
+    workers = subprocess.run(["pgrep", "-P", str(api.process.pid), "-f", "multiprocessing.spawn"],
+                             capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    api.process.terminate()
+    assert api.process.wait(timeout=30) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 def test_a_taken_port_is_refused_with_the_reason(tmp_path):

@@ -26,16 +26,15 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.contracts import check_event
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
-from reco_assets.kafka.broker import free_port
 from reco_assets.kafka.client import KafkaResource
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_key, hour_start, hour_value
-from reco_assets.processes import pid_alive
-from reco_assets.spark_connect import ConnectServer, _children
+from reco_assets.services import ConnectServer, free_port, pid_alive
+from reco_assets.services.base import children
 from reco_assets_tests.sockets import listening
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOUR_ASSETS = ["bronze_events", "silver_events", "silver_events_rejected"]
 
 
@@ -54,7 +53,7 @@ def over_connect(server: ConnectServer, function: str, *args: str, timeout: floa
     """
     env = os.environ | {"SPARK_REMOTE": server.url, "SPARK_MASTER": "not-a-master-connect-must-be-used",
                         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    code = (f"import json, sys; from reco_assets_tests.test_spark_connect import {function}; "
+    code = (f"import json, sys; from reco_assets_tests.services.test_spark_connect import {function}; "
             f"print('result:', json.dumps({function}(*sys.argv[1:])))")
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
@@ -129,7 +128,7 @@ def client_materialize_hour(data_dir: str, hour: str, bootstrap_servers: str) ->
 
 def test_status_reports_the_running_server(server):
     status = server.status()
-    assert status.running and status.pid == server.read_pid() and status.url == server.url
+    assert status.running and status.pid == server.read_pid() and status.address == server.url
     assert (server.home / "logs" / "server.log").exists()
     assert "Spark Connect server started" in server.log_file.read_text()
 
@@ -215,7 +214,7 @@ def test_one_hour_of_bronze_and_silver_events_materializes_over_connect(server, 
 def test_down_stops_the_server_and_its_workers(server):
     pid = server.read_pid()
     assert pid is not None
-    workers = _children(pid)  # the Python worker daemon, after the query test's UDF
+    workers = children(pid)  # the Python worker daemon, after the query test's UDF
     started = time.monotonic()
     assert server.down()
     print(f"stopped in {time.monotonic() - started:.1f} s (workers {workers})")
@@ -254,7 +253,7 @@ def test_the_server_gets_the_local_settings_and_the_kafka_jars(tmp_path, monkeyp
 
 
 def test_a_server_that_cannot_start_fails_with_its_log(tmp_path, monkeypatch):
-    from reco_assets.spark_connect import ConnectServerError
+    from reco_assets.services import ConnectServerError
 
     monkeypatch.setenv("SPARK_DRIVER_MEMORY", "lots")
     server = ConnectServer(tmp_path, port=free_port())

@@ -5,8 +5,8 @@ import socket
 import pytest
 from confluent_kafka.admin import ConfigResource, NewTopic
 
-from reco_assets.kafka.broker import BrokerError, LocalBroker, free_port
 from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, KafkaSetupError, ensure_topics
+from reco_assets.services import BrokerError, LocalBroker, free_port
 
 
 def test_event_topics_have_three_partitions_broker_time_and_seven_days(kafka):

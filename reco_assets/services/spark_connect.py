@@ -15,19 +15,14 @@ The server keeps its Python workers and their imported modules: after changing c
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from reco_assets import jars
-from reco_assets.processes import pid_alive, port_open, read_pid_file, terminate
+from reco_assets.services.base import LocalService, ServiceError, ServiceStatus, command_line, port_open
 
 DEFAULT_PORT = 15002
-READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 # Variables that would turn the server's own launch into a Connect client.
 _CLIENT_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "SPARK_API_MODE", "MASTER")
@@ -64,17 +59,8 @@ print("reco-assets-probe", spark.range(1).count())
 _PROBE_OK = "reco-assets-probe 1"
 
 
-class ConnectServerError(RuntimeError):
+class ConnectServerError(ServiceError):
     """The Spark Connect server could not be started, reached or stopped."""
-
-
-@dataclass(frozen=True)
-class ConnectStatus:
-    running: bool
-    pid: int | None
-    url: str
-    home: Path
-    detail: str
 
 
 def default_port() -> int:
@@ -94,36 +80,32 @@ def check_client() -> None:
                                  f"`connect` extras: pip install 'pyspark[connect]=={pyspark.__version__}')") from None
 
 
-def _children(pid: int) -> list[int]:
-    """The live child processes of `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(") ", 1)[1].split()[:2]
-        except (OSError, IndexError, ValueError):
-            continue
-        if int(ppid) == pid and state != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _spark_home() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).parent
 
 
-class ConnectServer:
-    """Start, stop and inspect the project's Spark Connect server on 127.0.0.1."""
+class ConnectServer(LocalService):
+    """The project's Spark Connect server on 127.0.0.1; `up()` returns once a client ran a query over sc://."""
+
+    title = "the Spark Connect server"
+    name = "spark-connect"
+    marker = SERVER_CLASS
+    port_variable = "SPARK_CONNECT_PORT"
+    error = ConnectServerError
+    ready_timeout_s = 120.0
 
     def __init__(self, data_dir: str | Path, port: int | None = None):
-        self.home = Path(data_dir).expanduser().resolve() / "spark-connect"
-        self.port = port or default_port()
-        self.host = "127.0.0.1"
+        super().__init__(data_dir, port or default_port())
 
     @property
     def url(self) -> str:
         return f"sc://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return self.url
 
     @property
     def pid_file(self) -> Path:
@@ -131,11 +113,16 @@ class ConnectServer:
 
     @property
     def log_file(self) -> Path:
+        """Spark's log4j output."""
         return self.home / "logs" / "server.log"
 
     @property
-    def out_file(self) -> Path:
-        return self.home / "logs" / "server.out"
+    def log_files(self) -> list[Path]:
+        return [self.log_file, self.out_file]
+
+    @property
+    def workdir(self) -> Path:
+        return self.home / "work"
 
     def command(self) -> list[str]:
         """`spark-submit` of the server class (its scripts `exec` the JVM, so the child's pid is the server's)."""
@@ -164,7 +151,7 @@ class ConnectServer:
             "spark-internal",
         ]
 
-    def _environment(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
         env["SPARK_HOME"] = str(_spark_home())
         env["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
@@ -174,71 +161,31 @@ class ConnectServer:
             env["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
         return env
 
-    def read_pid(self) -> int | None:
-        """The server's pid when it runs (a recycled pid of another program does not count)."""
-        pid = read_pid_file(self.pid_file)
-        if pid is None:
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return pid
-        return pid if SERVER_CLASS in cmdline else None
-
     def running_port(self, pid: int) -> int | None:
         """The port a running server listens on, from its command line."""
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            return None
+        args = (command_line(pid) or "").split("\0")
         prefix = "spark.connect.grpc.binding.port="
         return next((int(arg[len(prefix):]) for arg in args if arg.startswith(prefix)), None)
 
-    def up(self, timeout: float = READY_TIMEOUT_S, log=print) -> ConnectStatus:
-        """Start the server unless it runs already; return once a client ran `spark.range(1).count()` over sc://."""
+    def prepare(self, log) -> None:
         check_client()
-        pid = self.read_pid()
-        if pid is not None:
-            port = self.running_port(pid)
-            if port not in (None, self.port):
-                raise ConnectServerError(f"the Spark Connect server (pid {pid}) already runs on port {port}; "
-                                         f"use that port or stop it first (`reco-assets spark down`)")
-        else:
-            if port_open(self.host, self.port):
-                raise ConnectServerError(f"port {self.port} on {self.host} is taken by another process; "
-                                         "stop it or set SPARK_CONNECT_PORT to another port")
-            if not jars.spark_jars():  # resolved once from Maven Central
-                raise ConnectServerError(f"no Spark jars in {jars.cache_dir() / 'jars'}")
-            (self.home / "logs").mkdir(parents=True, exist_ok=True)
-            (self.home / "work").mkdir(parents=True, exist_ok=True)
-            (self.home / "log4j2.properties").write_text(_LOG4J2.format(logs=self.home / "logs"))
-            out = self.out_file.open("ab")
-            try:
-                proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=self.home / "work", env=self._environment(),
-                                        start_new_session=True)
-            except OSError as error:
-                raise ConnectServerError(f"could not launch spark-submit: {error}") from None
-            finally:
-                out.close()
-            pid = proc.pid
-            self.pid_file.write_text(str(pid))
-            log(f"started the Spark Connect server (pid {pid}) on {self.url}; logs in {self.home / 'logs'}")
-        started = time.monotonic()
-        deadline = started + timeout
-        problem = "it did not listen"
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                self.pid_file.unlink(missing_ok=True)
-                raise ConnectServerError(f"the Spark Connect server exited during start-up; see {self.home / 'logs'}:"
-                                         f"\n{self.log_tail()}")
-            if port_open(self.host, self.port):
-                problem = self._probe(timeout=max(5.0, deadline - time.monotonic()))
-                if problem is None:
-                    return self.status()
-            time.sleep(0.3)
-        raise ConnectServerError(f"the Spark Connect server (pid {pid}) did not answer a query within {timeout:.0f} s "
-                                 f"({problem}); see {self.home / 'logs'}:\n{self.log_tail()}")
+        if not jars.spark_jars():  # resolved once from Maven Central
+            raise ConnectServerError(f"no Spark jars in {jars.cache_dir() / 'jars'}")
+        (self.home / "work").mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        (self.home / "log4j2.properties").write_text(_LOG4J2.format(logs=self.home / "logs"))
+
+    def check_running(self, pid: int) -> None:
+        check_client()
+        port = self.running_port(pid)
+        if port not in (None, self.port):
+            raise ConnectServerError(f"the Spark Connect server (pid {pid}) already runs on port {port}; "
+                                     f"use that port or stop it first (`reco-assets spark down`)")
+
+    def not_ready(self, timeout: float) -> str | None:
+        if not port_open(self.host, self.port):
+            return "it did not listen"
+        return self._probe(timeout=max(5.0, timeout))
 
     def _probe(self, timeout: float) -> str | None:
         """Run `spark.range(1).count()` over sc:// in a fresh interpreter; None when it answered 1, else why not."""
@@ -254,43 +201,12 @@ class ConnectServer:
         return next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1] if lines
                     else f"the probe exited {done.returncode}")
 
-    def down(self, timeout: float = STOP_TIMEOUT_S, log=print) -> bool:
-        """Stop the server cleanly (SIGTERM: Spark stops its context; SIGKILL after `timeout`). False if not running."""
+    def status(self) -> ServiceStatus:
+        """Whether the server runs and listens, on the port it was started with (`up()` proves that queries run)."""
         pid = self.read_pid()
         if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        workers = _children(pid)  # the Python worker daemon (it runs in a process group of its own)
-        terminate(pid, timeout, "the Spark Connect server", log)
-        # The workers exit when the JVM has gone; kill any that did not within a few seconds.
-        deadline = time.monotonic() + 5.0
-        while any(pid_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for worker in workers:
-            if pid_alive(worker):
-                os.kill(worker, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
-        log(f"stopped the Spark Connect server (pid {pid})")
-        return True
-
-    def status(self) -> ConnectStatus:
-        """Whether the server runs and listens (`up()` is what proves that a query runs)."""
-        pid = self.read_pid()
-        if pid is None:
-            return ConnectStatus(False, None, self.url, self.home, "not running")
-        port = self.running_port(pid) or self.port
-        url = f"sc://{self.host}:{port}"
-        if port_open(self.host, port):
-            return ConnectStatus(True, pid, url, self.home, "running, accepts connections")
-        return ConnectStatus(False, pid, url, self.home, "process alive but not listening yet")
-
-    def log_tail(self, lines: int = 20) -> str:
-        tails = []
-        for path in (self.log_file, self.out_file):
-            try:
-                text = path.read_text(errors="replace").strip().splitlines()[-lines:]
-            except OSError:
-                continue
-            if text:
-                tails.append(f"--- {path.name}\n" + "\n".join(text))
-        return "\n".join(tails) or "(no log output)"
+            return ServiceStatus(False, None, self.url, self.home, "not running")
+        url = f"sc://{self.host}:{self.running_port(pid) or self.port}"
+        if port_open(self.host, int(url.rsplit(":", 1)[1])):
+            return ServiceStatus(True, pid, url, self.home, "running, accepts connections")
+        return ServiceStatus(False, pid, url, self.home, "process alive but not listening yet")
