@@ -9,10 +9,11 @@ setup:            ## virtualenv, Python packages, Java and OpenBLAS if missing
 run:              ## set up, then `dagster dev` on http://127.0.0.1:3000
 	scripts/run.sh
 
-stop:             ## stop the local Kafka broker and Spark Connect server that `make run` leaves running (and the S3 server)
+stop:             ## stop the Kafka broker and Spark Connect server that `make run` leaves running (and S3, a cluster)
 	-.venv/bin/reco-assets kafka down
 	-.venv/bin/reco-assets spark down
 	-.venv/bin/reco-assets s3 down
+	-.venv/bin/reco-assets cluster down
 
 materialize: setup ## set up, then materialize the MovieLens batch graph headless (no UI)
 	mkdir -p "$(DAGSTER_HOME)" && ln -sf "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"

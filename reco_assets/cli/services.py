@@ -1,4 +1,5 @@
-"""The project's local services: the Kafka broker, the Spark Connect server, the S3 server and the HTTP API."""
+"""The project's local services: the Kafka broker, the Spark Connect server, the S3 server, a Spark standalone
+cluster and the HTTP API."""
 
 import os
 import sys
@@ -79,6 +80,16 @@ def cmd_s3(args) -> None:
             print(f"export {name}={value}")
 
 
+def cmd_cluster(args) -> None:
+    from reco_assets.services.spark_cluster import cluster
+
+    master, workers = cluster(args.data_dir, args.port, args.workers, args.cores, args.memory)
+    for service in ([master, *workers] if args.action != "down" else [*workers, master]):
+        run_service(service, args.action)
+    if args.action == "up":
+        print(f"export SPARK_MASTER={master.url}   # runs (or `reco-assets spark up`) then use this cluster")
+
+
 def show_topics(kafka) -> None:
     from reco_assets.kafka.client import EVENT_TOPICS, KafkaSetupError, KafkaUnavailable
 
@@ -147,6 +158,16 @@ def register(add) -> None:
     s3.add_argument("--port", type=positive_int, default=int(os.environ.get("RECO_S3_PORT", "9000")),
                     help="server port (default $RECO_S3_PORT or 9000)")
     s3.add_argument("--bucket", default="lake", help="the bucket `up` creates (default lake)")
+    spark_cluster = add("cluster", cmd_cluster, "a Spark standalone cluster on 127.0.0.1: a master and workers as JVMs "
+                        "of their own (state in $RECO_DATA_DIR/spark-master, spark-worker-N)", catalog=False)
+    spark_cluster.add_argument("action", choices=["up", "down", "status"])
+    spark_cluster.add_argument("--port", type=positive_int,
+                               default=int(os.environ.get("RECO_SPARK_MASTER_PORT", "7077")),
+                               help="master port (its UI on port + 1, worker N on port + 2N; default "
+                                    "$RECO_SPARK_MASTER_PORT or 7077)")
+    spark_cluster.add_argument("--workers", type=positive_int, default=1, help="how many workers (default 1)")
+    spark_cluster.add_argument("--cores", type=positive_int, default=1, help="cores per worker (default 1)")
+    spark_cluster.add_argument("--memory", default="2g", help="memory per worker for its executors (default 2g)")
     orphans = add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTED run whose run "
                   "worker is gone (Dagster stopped mid-run, a killed process, a reboot), so the sensor runs its hour "
                   "again; `make run` calls it when it starts and when it stops", catalog=False)
