@@ -44,7 +44,7 @@ def started_runs(base_url: str) -> list[str]:
 
 def test_ctrl_c_stops_every_dagster_process_and_says_what_keeps_running(tmp_path, connect_server):
     """Runs go to the session's Spark Connect server, as `make run` sends them to its own."""
-    port, kafka_port, api_port = free_port(), free_port(), free_port()
+    port, kafka_port, api_port = free_port(), free_port(span=2), free_port()  # the broker's controller: + 1
     data_dir, base_url = tmp_path / "data", f"http://127.0.0.1:{port}"
     env = {key: value for key, value in os.environ.items() if key not in ("DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
     env |= {"RECO_DATA_DIR": str(data_dir), "DAGSTER_PORT": str(port), "KAFKA_PORT": str(kafka_port),

@@ -6,6 +6,7 @@ in a session of its own, so Ctrl+C on `make run` leaves it running for the next 
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +28,28 @@ class ServiceStatus:
     detail: str
 
 
-def free_port() -> int:
+def free_port(span: int = 1) -> int:
+    """A port p of 127.0.0.1 with p … p + span - 1 free (a broker's controller listens on the next port), taken
+    below the kernel's ephemeral range: a port from that range can be taken by an outgoing connection's local end
+    between this check and the service's bind (it happened to a broker's controller port in CI)."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    for _ in range(1000):
+        port = random.randrange(10000, max(10001, ephemeral_low - span))
+        if all(_bindable(candidate) for candidate in range(port, port + span)):
+            return port
+    raise ServiceError(f"no {span} free consecutive ports below {ephemeral_low} on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reco_assets.services import free_port, pid_alive, port_open
+from reco_assets.services import free_port, pid_alive
 from reco_assets.services.spark_cluster import SparkClusterError, SparkMaster, cluster
 
 pytestmark = pytest.mark.integration
@@ -36,21 +36,13 @@ spark.stop()
 """
 
 
-def free_master_port() -> int:
-    """A port whose next three (master UI, worker 1 and its UI) are free too."""
-    while True:
-        port = free_port()
-        if port < 65530 and not any(port_open("127.0.0.1", p) for p in range(port, port + 4)):
-            return port
-
-
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(data_dir), "cluster", *args],
                           capture_output=True, text=True, timeout=300)
 
 
 def test_a_master_and_a_worker_run_numpy_tasks_in_the_project_python(tmp_path):
-    port = str(free_master_port())
+    port = str(free_port(span=4))  # the master, its UI, worker 1, its UI
     up = cli(tmp_path, "up", "--port", port, "--memory", "1g")
     assert up.returncode == 0, up.stderr[-3000:] + up.stdout
     master, (worker,) = cluster(tmp_path, int(port))
@@ -74,7 +66,7 @@ def test_a_master_and_a_worker_run_numpy_tasks_in_the_project_python(tmp_path):
 
 
 def test_a_worker_without_its_master_is_refused(tmp_path):
-    master = SparkMaster(tmp_path, free_master_port())
+    master = SparkMaster(tmp_path, free_port(span=4))
     _, (worker,) = cluster(tmp_path, master.port)
     with pytest.raises(SparkClusterError, match="no Spark master at spark://127.0.0.1"):
         worker.up(log=lambda message: None)
