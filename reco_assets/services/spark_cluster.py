@@ -9,12 +9,11 @@ work in its `work/` folder. Everything listens on 127.0.0.1 (`SPARK_LOCAL_IP`).
 
 import json
 import os
-import shutil
-import sys
 import urllib.request
 from pathlib import Path
 
 from reco_assets.services.base import LocalService, ServiceError, port_open
+from reco_assets.services.spark_connect import spark_environment, spark_home
 
 DEFAULT_MASTER_PORT = 7077
 
@@ -23,22 +22,8 @@ class SparkClusterError(ServiceError):
     """The local Spark master or a worker could not be started, reached or stopped."""
 
 
-def _spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).parent
-
-
 def _environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "SPARK_API_MODE")}
-    env["SPARK_HOME"] = str(_spark_home())
-    env["SPARK_LOCAL_IP"] = "127.0.0.1"
-    env["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)  # what the executors run
-    java = shutil.which("java")
-    if java and not env.get("JAVA_HOME"):
-        env["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
-    return env
+    return {**spark_environment(), "SPARK_LOCAL_IP": "127.0.0.1"}  # the cluster's JVMs on the loopback, always
 
 
 class SparkMaster(LocalService):
@@ -70,7 +55,7 @@ class SparkMaster(LocalService):
         return [self.port, self.ui_port]
 
     def command(self) -> list[str]:
-        return [str(_spark_home() / "bin" / "spark-class"), self.marker, "--host", self.host, "--port",
+        return [str(spark_home() / "bin" / "spark-class"), self.marker, "--host", self.host, "--port",
                 str(self.port), "--webui-port", str(self.ui_port)]
 
     def environment(self) -> dict[str, str]:
@@ -113,7 +98,7 @@ class SparkWorker(LocalService):
         return [self.port, self.port + 1]
 
     def command(self) -> list[str]:
-        return [str(_spark_home() / "bin" / "spark-class"), self.marker, self.master.url, "--host", self.host,
+        return [str(spark_home() / "bin" / "spark-class"), self.marker, self.master.url, "--host", self.host,
                 "--port", str(self.port), "--webui-port", str(self.port + 1), "--cores", str(self.cores),
                 "--memory", self.memory, "--work-dir", str(self.home / "work")]
 

@@ -80,10 +80,24 @@ def check_client() -> None:
                                  f"`connect` extras: pip install 'pyspark[connect]=={pyspark.__version__}')") from None
 
 
-def _spark_home() -> Path:
+def spark_home() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).parent
+
+
+def spark_environment() -> dict[str, str]:
+    """The environment of a Spark JVM the project starts (this server, a standalone master or worker): no variable
+    that would make it a Connect client, the pyspark wheel as SPARK_HOME, this venv's Python for the Python workers,
+    Java's home, and the loopback unless SPARK_LOCAL_IP says otherwise."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
+    env["SPARK_HOME"] = str(spark_home())
+    env["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the driver and its block manager stay on the loopback too
+    java = shutil.which("java")
+    if java and not env.get("JAVA_HOME"):
+        env["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
+    return env
 
 
 class ConnectServer(LocalService):
@@ -139,7 +153,7 @@ class ConnectServer(LocalService):
             "spark.sql.warehouse.dir": str(self.home / "work" / "warehouse"),
         }
         return [
-            str(_spark_home() / "bin" / "spark-submit"),
+            str(spark_home() / "bin" / "spark-submit"),
             "--class", SERVER_CLASS,
             "--name", f"{config['spark.app.name']}-connect",
             "--master", config["spark.master"],
@@ -152,14 +166,7 @@ class ConnectServer(LocalService):
         ]
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
-        env["SPARK_HOME"] = str(_spark_home())
-        env["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
-        env.setdefault("SPARK_LOCAL_IP", self.host)  # the driver and its block manager stay on the loopback too
-        java = shutil.which("java")
-        if java and not env.get("JAVA_HOME"):
-            env["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
-        return env
+        return spark_environment()
 
     def running_port(self, pid: int) -> int | None:
         """The port a running server listens on, from its command line."""
