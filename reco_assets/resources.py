@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from reco_assets import jars
+from reco_assets.lakehouse import storage
 
 
 def env_or_default(name: str, default: str) -> str | dg.EnvVar:
@@ -64,13 +65,15 @@ def spark_config(remote: bool | None = None) -> dict[str, str]:
         # and need not rebuild it after every commit only to log the commit's statistics.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.commitStats.collect": "false",
+        # A lakehouse on S3 (RECO_LAKEHOUSE_URI=s3a://…): endpoint and region; the keys stay in the environment.
+        **(storage.spark_settings() if storage.on_s3() else {}),
     }
     if os.environ.get("SPARK_REMOTE") if remote is None else remote:
         # Spark Connect: runtime settings only; the server has the static ones (master, memory, jars, extensions).
         return {key: value for key, value in config.items()
                 if key.startswith(RUNTIME_PREFIXES) and key not in STATIC_SQL_SETTINGS}
-    # Spark's Kafka source and Delta Lake, resolved from Maven Central once (`reco-assets kafka install`).
-    config["spark.jars"] = ",".join(str(jar) for jar in jars.spark_jars())
+    # Spark's Kafka source and Delta Lake (and hadoop-aws for S3), resolved from Maven Central once.
+    config["spark.jars"] = ",".join(str(jar) for jar in jars.spark_jars(s3=storage.on_s3()))
     return config
 
 

@@ -2,14 +2,13 @@
 
 import shutil
 import time
-import uuid
-from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from reco_assets.bronze import movielens
-from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource, storage
 
 
 class MovieLensSourceConfig(dg.Config):
@@ -33,20 +32,28 @@ def bronze_movielens(
     """
     started = time.monotonic()
     final = lakehouse.movielens_dir
-    landed = final / f"landed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    name = movielens.landed_name()
+    # Landed straight into the lakehouse on local disk; on S3, landed and verified locally, then uploaded.
+    on_s3 = storage.on_s3(final)
+    landed = (lakehouse.downloads / "landing" if on_s3 else Path(final)) / name
     try:
         manifest = movielens.land(config.source, landed, lakehouse.downloads, context.log.info)
+        if on_s3:
+            movielens.upload(landed, storage.join(final, name))
     except movielens.MovieLensError as exc:
         shutil.rmtree(landed, ignore_errors=True)
         raise dg.Failure(
             description=f"MovieLens source refused: {exc}. The previous bronze copy (if any) is unchanged."
         ) from exc
-    movielens.publish(final, landed, manifest)
+    finally:
+        if on_s3:
+            shutil.rmtree(landed, ignore_errors=True)
+    movielens.publish(final, name, manifest)
     lakehouse.refresh_catalog(context.log)  # the bronze.movielens_* views read the folder just published
     rows = {f["name"].removesuffix(".csv"): f["rows"] for f in manifest["files"] if "rows" in f}
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(landed)),
+            "path": dg.MetadataValue.path(storage.join(final, name)),
             "source": manifest["source"]["location"],
             "total_bytes": manifest["total_bytes"],
             **{f"rows_{name}": dg.MetadataValue.int(n) for name, n in rows.items()},

@@ -13,11 +13,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from pyarrow import fs
+
+from reco_assets.lakehouse import storage
 from reco_assets.lakehouse.tables import MOVIELENS_FILES
 from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST as MANIFEST_NAME
 
@@ -25,6 +29,7 @@ BUNDLED_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "movielens" / "m
 GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 GROUPLENS_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
 
+LANDED_PREFIX = "landed-"
 MAX_UNCOMPRESSED_BYTES = 8 * 1024**3
 CHUNK = 1024 * 1024
 
@@ -229,13 +234,39 @@ def build_manifest(target: Path, source_info: dict) -> dict:
     }
 
 
-def publish(bronze_dir: Path, landed: Path, manifest: dict) -> None:
-    """Make `landed` (a folder of bronze_dir) the current copy: one atomic replace of the published manifest, which
-    names it; older copies are removed afterwards (a reader mid-way keeps the copy it opened a moment longer)."""
-    published = {**manifest, "folder": landed.name}
-    staged = bronze_dir / f".{MANIFEST_NAME}.{landed.name}"
-    staged.write_text(json.dumps(published, indent=2))
-    os.replace(staged, bronze_dir / MANIFEST_NAME)
-    for old in bronze_dir.glob("landed-*"):
-        if old.name != landed.name and old.stat().st_mtime < time.time() - 60:
-            shutil.rmtree(old, ignore_errors=True)
+def landed_name(now: datetime | None = None) -> str:
+    """A new landing's folder name; it starts with the landing time, which is how old copies are aged."""
+    return f"{LANDED_PREFIX}{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def landed_at(name: str) -> datetime | None:
+    try:
+        return datetime.strptime(name[len(LANDED_PREFIX):][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def upload(landed: Path, target: str) -> None:
+    """Copy a folder landed on local disk to `target` on the lakehouse's object storage."""
+    filesystem, path = storage.filesystem(target)
+    fs.copy_files(str(landed), path, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def publish(bronze_dir: str, landed: str, manifest: dict) -> None:
+    """Make the folder `landed` of bronze_dir the current copy: one atomic replace of the published manifest, which
+    names it (a rename on local disk, one PUT on S3); copies landed over a minute before are removed afterwards (a
+    reader mid-way keeps the copy it opened a moment longer)."""
+    filesystem, folder = storage.filesystem(bronze_dir)
+    published = json.dumps({**manifest, "folder": landed}, indent=2).encode()
+    target = storage.join(folder, MANIFEST_NAME)
+    local = isinstance(filesystem, fs.LocalFileSystem)
+    written = storage.join(folder, f".{MANIFEST_NAME}.{landed}") if local else target
+    with filesystem.open_output_stream(written) as out:
+        out.write(published)
+    if local:
+        os.replace(written, target)
+    cutoff = datetime.now(UTC) - timedelta(seconds=60)
+    for entry in filesystem.get_file_info(fs.FileSelector(folder)):
+        if entry.type == fs.FileType.Directory and entry.base_name != landed \
+                and (at := landed_at(entry.base_name)) is not None and at < cutoff:
+            filesystem.delete_dir(entry.path)

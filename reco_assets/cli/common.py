@@ -8,7 +8,7 @@ import sys
 import duckdb
 from tabulate import tabulate
 
-from reco_assets.lakehouse import LakehouseResource, duck
+from reco_assets.lakehouse import LakehouseResource, duck, storage
 
 
 class CliError(Exception):
@@ -46,7 +46,11 @@ def connect(data_dir: str) -> duckdb.DuckDBPyConnection:
     if not lakehouse.warehouse_path.is_file():
         raise CliError(f"no catalog at {lakehouse.warehouse_path}: materialize the assets first (`make run`, then "
                        "Materialize all)")
-    return duck.connect_read_only(str(lakehouse.warehouse_path), [str(lakehouse.lakehouse)])
+    try:
+        storage.check(lakehouse.location)
+    except storage.StorageError as error:
+        raise CliError(str(error)) from None
+    return duck.connect_read_only(str(lakehouse.warehouse_path), [storage.s3_uri(lakehouse.location)])
 
 
 def emit(columns: list[str], rows: list[tuple], fmt: str) -> None:

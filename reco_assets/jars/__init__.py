@@ -1,5 +1,6 @@
 """JVM jars from Maven Central, resolved once into a cache: Apache Kafka's broker, S3Proxy (the local S3 server),
-and the jars every Spark session of the project loads (Spark's Kafka source, Delta Lake)."""
+the jars every Spark session of the project loads (Spark's Kafka source, Delta Lake) and, for a lakehouse on S3,
+Spark's s3a:// filesystem (hadoop-aws)."""
 
 import hashlib
 import os
@@ -14,11 +15,13 @@ BROKER = "broker"
 S3PROXY = "s3proxy"
 SPARK_KAFKA = "spark-kafka"
 DELTA = "delta"
+S3A = "s3a"
 _POMS = {BROKER: "broker-pom.xml", S3PROXY: "s3proxy-pom.xml", SPARK_KAFKA: "spark-kafka-pom.xml",
-         DELTA: "delta-pom.xml"}
+         DELTA: "delta-pom.xml", S3A: "s3a-pom.xml"}
 # Spark's own jars already carry Scala, Hadoop, Parquet, Jackson and the compression codecs; only the listed jars
 # are added (Delta's transitive Hadoop 3.4, Parquet 1.16 and Jackson 2.13 would clash with them).
-_TRANSITIVE = {BROKER: True, S3PROXY: True, SPARK_KAFKA: False, DELTA: False}
+# hadoop-aws's AWS SDK modules come with their transitive jars, less those its pom excludes.
+_TRANSITIVE = {BROKER: True, S3PROXY: True, SPARK_KAFKA: False, DELTA: False, S3A: True}
 # What a Spark session of the project (local or the Spark Connect server) puts on `spark.jars`.
 SPARK = (SPARK_KAFKA, DELTA)
 
@@ -81,6 +84,7 @@ def jars(name: str) -> list[Path]:
     return sorted(resolve(name).glob("*.jar"))
 
 
-def spark_jars() -> list[Path]:
-    """Every jar a Spark session of the project needs on `spark.jars` (Kafka source and Delta Lake)."""
-    return [jar for name in SPARK for jar in jars(name)]
+def spark_jars(s3: bool = False) -> list[Path]:
+    """Every jar a Spark session of the project needs on `spark.jars`: Kafka source and Delta Lake, and with `s3`
+    the s3a:// filesystem."""
+    return [jar for name in (*SPARK, S3A) if s3 or name != S3A for jar in jars(name)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from reco_assets.lakehouse import duck
+from reco_assets.lakehouse import duck, storage
 from reco_assets.lakehouse.tables import MOVIELENS_FILES, MOVIELENS_MANIFEST, TABLES, TableSpec, View
 
 SCHEMAS = ("bronze", "silver", "gold")
@@ -18,16 +18,16 @@ SCHEMAS = ("bronze", "silver", "gold")
 def view_sql(view: View, uri: str) -> str:
     columns = ", ".join(f'"{c}"' for c in view.columns) if view.columns else "*"
     where = f" WHERE {view.where}" if view.where else ""
-    return f"SELECT {columns} FROM delta_scan({duck.sql_string(uri)}){where}"
+    return f"SELECT {columns} FROM delta_scan({duck.sql_string(storage.s3_uri(uri))}){where}"
 
 
-def movielens_views(folder: Path | None) -> dict[str, str | None]:
+def movielens_views(folder: str | None) -> dict[str, str | None]:
     """bronze.movielens_<file> views over the current landed CSV files and their manifest: view -> SQL (None when
     nothing is landed yet)."""
     files = {"manifest": MOVIELENS_MANIFEST, **{name.removesuffix(".csv"): name for name in MOVIELENS_FILES}}
     views = {}
     for view, name in files.items():
-        path = duck.sql_string(str(folder / name)) if folder else None
+        path = duck.sql_string(storage.s3_uri(storage.join(folder, name))) if folder else None
         reader = f"read_json_auto({path})" if name == MOVIELENS_MANIFEST else f"read_csv({path}, header = true)"
         views[f"bronze.movielens_{view}"] = f"SELECT * FROM {reader}" if folder else None
     return views
@@ -66,7 +66,7 @@ def ensure_views(warehouse: Path, spec: TableSpec, uri: str, columns: list[str],
 
 
 def refresh_catalog(warehouse: Path, tables: dict[str, str],
-                    movielens_folder: Path | None) -> tuple[list[str], list[str]]:
+                    movielens_folder: str | None) -> tuple[list[str], list[str]]:
     """(Re)create every view whose table exists (`tables`: qualified table name -> URI of an existing table);
     drop the others. Returns (views created, views missing)."""
     created, missing = [], []

@@ -13,6 +13,8 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
+from reco_assets.lakehouse import storage
+
 # What Delta raises when another transaction committed first and this one cannot be serialized after it.
 CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
              "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
@@ -51,23 +53,28 @@ def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame
     return reader.load(uri)
 
 
+def table(uri: str, version: int | None = None) -> DeltaTable:
+    """The table's Delta log (delta-rs), local or on S3."""
+    return DeltaTable(uri, version=version, storage_options=storage.delta_options(uri))
+
+
 def history(uri: str, limit: int = 20) -> list[dict]:
     """The latest `limit` commits, newest first: version, timestamp, operation, operationMetrics, userMetadata."""
-    return DeltaTable(uri).history(limit)
+    return table(uri).history(limit)
 
 
 def exists(uri: str) -> bool:
     """Whether a Delta table with at least one commit is at `uri`."""
-    return DeltaTable.is_deltatable(uri)
+    return DeltaTable.is_deltatable(uri, storage_options=storage.delta_options(uri))
 
 
 def version(uri: str) -> int:
-    return DeltaTable(uri).version()
+    return table(uri).version()
 
 
 def head(uri: str, version: int, n: int):
     """The first `n` rows of the table at `version`, as pandas (a preview)."""
-    return DeltaTable(uri, version=version).to_pyarrow_dataset().head(n).to_pandas()
+    return table(uri, version).to_pyarrow_dataset().head(n).to_pandas()
 
 
 def rows(uri: str, column: str | None = None, values: list[str] | None = None,
@@ -75,13 +82,13 @@ def rows(uri: str, column: str | None = None, values: list[str] | None = None,
     """The rows of a small table (those whose partition `column` is one of `values`, if given) at its latest
     version, with `columns` (default all)."""
     filters = [(column, "in", values)] if column else None
-    return DeltaTable(uri).to_pyarrow_table(columns=columns, filters=filters).to_pylist()
+    return table(uri).to_pyarrow_table(columns=columns, filters=filters).to_pylist()
 
 
 def partition_counts(uri: str, version: int, columns: tuple[str, ...]) -> dict[tuple, int]:
     """Rows per value of the partition `columns` at `version`, summed from the log's file statistics (no data file
     is read). Delta writers record every file's row count; a file without one is an error, not a zero."""
-    files = pa.table(DeltaTable(uri, version=version).get_add_actions(flatten=True))
+    files = pa.table(table(uri, version).get_add_actions(flatten=True))
     counts: dict[tuple, int] = {}
     for row in files.select(["path", "num_records", *(f"partition.{c}" for c in columns)]).to_pylist():
         if row["num_records"] is None:

@@ -1,26 +1,31 @@
 """DuckDB over the Delta tables: the Delta extension from the `duckdb-ext-delta` package, never downloaded."""
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlparse
 
 import duckdb
+
+from reco_assets.lakehouse import storage
 
 LOCK_RETRY_SECONDS = 30.0
 # Nothing is installed or loaded behind the user's back (and nothing is downloaded at query time).
 NO_AUTOLOAD = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
-def delta_extension() -> Path:
-    """The Delta extension that the `duckdb-ext-delta` wheel ships for this DuckDB version and platform."""
+def packaged_extension(name: str = "delta") -> Path:
+    """An extension that a `duckdb-ext-<name>` wheel ships for this DuckDB version and platform (Delta; httpfs for a
+    lakehouse on S3)."""
     folder = resources.files("duckdb_ext") / "extensions" / f"v{duckdb.__version__}"
-    found = sorted(Path(str(folder)).glob("*/delta.duckdb_extension"))
+    found = sorted(Path(str(folder)).glob(f"*/{name}.duckdb_extension"))
     if not found:
-        raise RuntimeError(f"no Delta extension for DuckDB {duckdb.__version__} in {folder}: install the "
-                           "duckdb-ext-delta package that matches it (scripts/setup.sh does)")
+        raise RuntimeError(f"no {name} extension for DuckDB {duckdb.__version__} in {folder}: install the "
+                           f"duckdb-ext-{name} package that matches it (scripts/setup.sh does)")
     return found[0]
 
 
@@ -31,16 +36,33 @@ def install_delta() -> Path:
     with duckdb.connect(config=NO_AUTOLOAD) as con:
         installed = con.execute("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'delta'").fetchone()
         if not (installed and installed[0]):
-            con.execute(f"INSTALL '{delta_extension()}'")
+            con.execute(f"INSTALL '{packaged_extension()}'")
         return Path(con.execute("SELECT install_path FROM duckdb_extensions() WHERE extension_name = 'delta'")
                     .fetchone()[0])
 
 
 def load_delta(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    con.execute(f"LOAD '{delta_extension()}'")
+    """Load the Delta extension and, for a lakehouse on S3, httpfs with a secret made from the environment."""
+    con.execute(f"LOAD '{packaged_extension()}'")
     # Delta timestamps are instants; show them in UTC, as Spark's sessions do, whatever the host's zone.
     con.execute("SET TimeZone = 'UTC'")
+    if storage.on_s3():
+        con.execute(f"LOAD '{packaged_extension('httpfs')}'")
+        con.execute(s3_secret_sql())
     return con
+
+
+def s3_secret_sql() -> str:
+    """A temporary DuckDB secret (this connection only, never stored) for the lakehouse's S3, from the
+    environment."""
+    options = {"KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID"), "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+               "SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN"), "REGION": storage.region()}
+    if url := storage.endpoint():
+        target = urlparse(url)
+        options |= {"ENDPOINT": target.netloc, "URL_STYLE": "path", "USE_SSL": target.scheme == "https"}
+    values = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else sql_string(value)}"
+                       for key, value in options.items() if value is not None)
+    return f"CREATE OR REPLACE TEMPORARY SECRET reco_lakehouse (TYPE s3, {values})"
 
 
 def sql_string(value: str) -> str:

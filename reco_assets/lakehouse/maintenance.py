@@ -2,11 +2,11 @@
 
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
+from pyarrow import fs
 from pyspark.sql import SparkSession
 
-from reco_assets.lakehouse import delta
+from reco_assets.lakehouse import delta, storage
 from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_key, hour_value
 from reco_assets.lakehouse.resource import Table
 
@@ -30,5 +30,6 @@ def live_files_per_hour(spark: SparkSession, table: Table) -> Counter:
 
 def stored_files(table: Table) -> int:
     """Data files in the table's folder, read by some version or by none (until VACUUM removes them)."""
-    folder = Path(table.uri)
-    return sum(1 for p in folder.rglob("*.parquet") if "_delta_log" not in p.parts)
+    filesystem, folder = storage.filesystem(table.uri)
+    listed = filesystem.get_file_info(fs.FileSelector(folder, recursive=True))
+    return sum(1 for f in listed if f.path.endswith(".parquet") and "/_delta_log/" not in f.path)

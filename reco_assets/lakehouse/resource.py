@@ -6,10 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pyarrow import fs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from reco_assets.lakehouse import catalog, delta
+from reco_assets.lakehouse import catalog, delta, storage
 from reco_assets.lakehouse.delta import Commit, ConcurrentWriteError
 from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_value
 from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST, TABLES, TableSpec, View
@@ -98,17 +99,24 @@ class Table:
 
 
 class LakehouseResource(dg.ConfigurableResource):
-    """The data directory: the Delta lakehouse, the DuckDB catalog and the downloads all live below it."""
+    """The data directory: the DuckDB catalog and the downloads live below it, and so does the Delta lakehouse
+    unless `RECO_LAKEHOUSE_URI` puts it on S3 (`reco_assets.lakehouse.storage`)."""
 
     data_dir: str = DEFAULT_DATA_DIR
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse a run up front when the lakehouse's S3 endpoint, bucket or credentials are wrong."""
+        storage.check(self.location)
 
     @property
     def root(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
 
     @property
-    def lakehouse(self) -> Path:
-        return self.root / "lakehouse"
+    def location(self) -> str:
+        """The lakehouse's root: `RECO_LAKEHOUSE_URI` (s3a://bucket/prefix), or the folder `lakehouse` of the data
+        directory."""
+        return storage.configured_root() or str(self.root / "lakehouse")
 
     @property
     def warehouse_path(self) -> Path:
@@ -119,24 +127,28 @@ class LakehouseResource(dg.ConfigurableResource):
         return self.root / "downloads"
 
     @property
-    def movielens_dir(self) -> Path:
+    def movielens_dir(self) -> str:
         """bronze_movielens: the landed copies and the published manifest, which names the current one."""
-        return self.lakehouse / "bronze" / "movielens"
+        return storage.join(self.location, "bronze", "movielens")
 
     def movielens_manifest(self) -> dict | None:
         """The published manifest of bronze_movielens (None before the first landing)."""
-        path = self.movielens_dir / MOVIELENS_MANIFEST
-        return json.loads(path.read_text()) if path.exists() else None
+        filesystem, folder = storage.filesystem(self.movielens_dir)
+        path = storage.join(folder, MOVIELENS_MANIFEST)
+        if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+            return None
+        with filesystem.open_input_stream(path) as stream:
+            return json.loads(stream.read())
 
-    def movielens_files(self, manifest: dict | None = None) -> Path | None:
+    def movielens_files(self, manifest: dict | None = None) -> str | None:
         """The folder of the MovieLens files that `manifest` (default: the published one) describes. A manifest
         without `folder` is the older layout, with the files beside it."""
         manifest = manifest or self.movielens_manifest()
-        return None if manifest is None else self.movielens_dir / manifest.get("folder", ".")
+        return None if manifest is None else storage.join(self.movielens_dir, manifest.get("folder", "."))
 
     def table(self, qualified: str) -> Table:
         spec = TABLES[qualified]
-        return Table(spec, str(self.lakehouse / spec.layer / spec.name), self.warehouse_path)
+        return Table(spec, storage.join(self.location, spec.layer, spec.name), self.warehouse_path)
 
     def existing_tables(self) -> dict[str, str]:
         """Qualified name -> URI of every table written so far."""

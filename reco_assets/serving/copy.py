@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from reco_assets.lakehouse import LakehouseResource, duck
+from reco_assets.lakehouse import LakehouseResource, delta, duck
 from reco_assets.lakehouse.catalog import view_sql
 from reco_assets.lakehouse.tables import TABLES
 from reco_assets.serving.queries import LOOKUPS, POPULAR_COLUMNS, Rows, unavailable
@@ -111,7 +111,7 @@ class ServingCopy:
                     table = self.lakehouse.table(name)
                     if not table.exists():
                         continue
-                    log = self.logs[name] = DeltaTable(table.uri)
+                    log = self.logs[name] = delta.table(table.uri)
                 else:
                     log.update_incremental()
                 if name not in self.snapshots or self.snapshots[name].version != log.version():

@@ -27,7 +27,7 @@ def _build_silver(name: str, lakehouse: LakehouseResource, pyspark: LazyPySparkR
     commit = table.overwrite(df, log)
     return dg.MaterializeResult(metadata=commit_metadata(
         table, commit, df, started, bronze_rows=dg.MetadataValue.int(bronze_rows),
-        rows_removed=dg.MetadataValue.int(bronze_rows - commit.rows), bronze_folder=folder.name))
+        rows_removed=dg.MetadataValue.int(bronze_rows - commit.rows), bronze_folder=manifest.get("folder", "")))
 
 
 SILVER_KINDS = {"spark", "delta"}

@@ -19,7 +19,7 @@ CSV_SCHEMAS = {
 def read_movielens_csv(spark: SparkSession, bronze_dir, name: str) -> DataFrame:
     """Read a bronze CSV with its declared schema; a malformed row fails the read."""
     return spark.read.csv(
-        str(bronze_dir / f"{name}.csv"),
+        f"{bronze_dir}/{name}.csv",
         header=True,
         schema=CSV_SCHEMAS[name],
         escape='"',
