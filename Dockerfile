@@ -29,8 +29,9 @@ COPY workspace.yaml ./
 
 
 # The jars every Spark session loads, Spark's Kafka connector (org.apache.spark:spark-sql-kafka-0-10_2.13,
-# pyspark's version) and Delta Lake (io.delta:delta-spark_4.2_2.13, delta-storage), resolved from Maven
-# Central into $RECO_CACHE_DIR at build time, so that no container downloads at run time.
+# pyspark's version), Delta Lake (io.delta:delta-spark_4.2_2.13, delta-storage) and, for the lakehouse on S3,
+# hadoop-aws 3.5.0 with its AWS SDK modules, resolved from Maven Central into $RECO_CACHE_DIR at build time,
+# so that no container downloads at run time.
 # Maven is only needed here; the final image takes the jars and leaves Maven behind.
 FROM base AS spark-kafka-jars
 RUN apt-get update \
@@ -41,8 +42,8 @@ RUN --mount=type=cache,target=/root/.m2 reco-assets kafka install --spark-only
 
 FROM base
 COPY --from=spark-kafka-jars /opt/reco-cache /opt/reco-cache
-# RECO_DATA_DIR is a named volume in docker-compose.yml, shared by the Dagster services and the Spark
-# workers (executors write the Delta tables there).
+# RECO_DATA_DIR is a named volume of the Dagster services in docker-compose.yml (catalog, downloads, run
+# files); the Delta tables are on S3 (RECO_LAKEHOUSE_URI).
 ENV RECO_DATA_DIR=/data DAGSTER_HOME=/opt/dagster/home
 RUN mkdir -p /data /opt/dagster/home
 COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml

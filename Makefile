@@ -1,4 +1,4 @@
-.PHONY: setup run stop materialize test lint bench clean
+.PHONY: setup run stop materialize test test-cluster lint bench clean
 
 RECO_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(RECO_DATA_DIR)/dagster_home
@@ -22,6 +22,9 @@ materialize: setup ## set up, then materialize the MovieLens batch graph headles
 
 test: setup       ## set up, then the whole test suite (what CI runs)
 	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25
+
+test-cluster: setup ## set up, then the graph on a local S3 server and Spark cluster against local mode (minutes)
+	.venv/bin/python -m pytest -q -p no:cacheprovider -m cluster -s
 
 lint: setup       ## ruff over the package, tests and benchmarks
 	.venv/bin/ruff check reco_assets reco_assets_tests bench

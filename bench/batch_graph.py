@@ -8,6 +8,15 @@ synthetic size so that drift of this noisy machine cancels out.
 
     .venv/bin/python bench/batch_graph.py                      # sample, 1M, 5M, 25M
     .venv/bin/python bench/batch_graph.py --sizes 1000000      # just the sample and 1M
+
+With `--master`, each size runs once per Spark master, the first one (the baseline of the ratios) first:
+`local[N]`, `spark://host:port` of a running cluster, or `cluster:WxC`, a standalone cluster of W workers with C
+cores each that the script starts on this machine for that run (`reco-assets cluster`). `--s3` puts the lakehouse
+of every run after the first on a local S3 server (`reco-assets s3`), so that the baseline is local[2] on local
+disk, as in one-machine use:
+
+    .venv/bin/python bench/batch_graph.py --sizes 1000000 --s3 \
+        --master 'local[2]' 'local[2]' cluster:1x2 cluster:2x1
 """
 
 import argparse
@@ -204,13 +213,36 @@ def run_one(source: str, data_dir: Path) -> dict:
     }
 
 
-def child(label: str, source: str, workdir: Path) -> dict:
+def child(label: str, source: str, workdir: Path, env: dict[str, str] | None = None) -> dict:
     """Run one size in a fresh Python + JVM so that memory and warm-up are measured per size."""
     out = workdir / f"{label}.json"
     cmd = [sys.executable, __file__, "--run-one", source, "--data-dir", str(workdir / label), "--out", str(out)]
     print(f"[bench] {label}: running the whole graph ...", flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{label}.log", "w"))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{label}.log", "w"),
+                   env={**os.environ, **(env or {})})
     return json.loads(out.read_text())
+
+
+def on_master(master: str, workdir: Path, s3_settings: dict[str, str] | None, run):
+    """`run(env)` with SPARK_MASTER (and the S3 lakehouse, when given); `cluster:WxC` starts a standalone cluster of
+    W workers with C cores each for the run and stops it after."""
+    from reco_assets.services import free_port
+    from reco_assets.services.spark_cluster import cluster
+
+    env = {"SPARK_MASTER": master, **(s3_settings or {})}
+    if not master.startswith("cluster:"):
+        return run(env)
+    workers, cores = (int(n) for n in master.removeprefix("cluster:").split("x"))
+    spark_master, spark_workers = cluster(workdir / f"cluster-{workers}x{cores}", free_port(span=2 + 2 * workers),
+                                          workers, cores,
+                                          os.environ.get("BENCH_WORKER_MEMORY", "6g"))
+    try:
+        for service in [spark_master, *spark_workers]:
+            service.up(log=lambda message: None)
+        return run({**env, "SPARK_MASTER": spark_master.url})
+    finally:
+        for service in [*spark_workers, spark_master]:
+            service.down(log=lambda message: None)
 
 
 def report(results: dict[str, dict]) -> str:
@@ -262,6 +294,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 5_000_000, 25_000_000])
     parser.add_argument("--workdir", help="where data and results go (default: a temporary folder)")
+    parser.add_argument("--master", nargs="*", default=[],
+                        help="Spark masters to compare, the first as baseline: local[N], spark://…, cluster:WxC")
+    parser.add_argument("--s3", action="store_true", help="with --master: the lakehouse of every run after the "
+                        "first on a local S3 server")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -272,6 +308,9 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reco-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.master:
+        compare_masters(args, workdir)
+        return
     results = {"sample": child("sample", "bundled", workdir)}
     print(f"[bench] sample: {results['sample']['total_seconds']} s", flush=True)
     for size in args.sizes:
@@ -290,6 +329,51 @@ def main() -> None:
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "batch_graph.json").write_text(json.dumps(results, indent=2))
+
+
+def compare_masters(args, workdir: Path) -> None:
+    """Each size once per master (and storage), in that order; a table of seconds per step and ratios to the
+    first."""
+    from reco_assets.services import free_port
+    from reco_assets.services.s3 import S3Server
+
+    server = None
+    if args.s3:
+        server = S3Server(workdir / "s3-server", free_port())
+        server.up(log=lambda message: None)
+        server.create_bucket("bench")
+    results: dict[str, dict] = {}
+    try:
+        for size in args.sizes:
+            size_label = f"{size / 1e6:g}M"
+            source = workdir / f"synthetic-{size_label}"
+            if not (source / "ratings.csv").exists():
+                generate(size, source)
+            for index, master in enumerate(args.master):
+                on_s3 = server is not None and index > 0
+                label = f"{size_label} {master}{' s3' if on_s3 else ''}"
+                slug = f"{size_label}-{index}-" + "".join(c if c.isalnum() else "_" for c in master)
+                settings = {**server.settings(), "RECO_LAKEHOUSE_URI": f"s3a://bench/{slug}"} if on_s3 else None
+                results[label] = on_master(master, workdir, settings,
+                                           lambda env, slug=slug, source=source: child(slug, str(source), workdir, env))
+                print(f"[bench] {label}: {results[label]['total_seconds']} s", flush=True)
+                (workdir / "results-masters.json").write_text(json.dumps(results, indent=2))
+    finally:
+        if server is not None:
+            server.down(log=lambda message: None)
+    labels = list(results)
+    base = results[labels[0]]
+    lines = [report(results), "", "| run | seconds | ÷ " + labels[0] + " | ALS nDCG@10 |", "|---|---:|---:|---:|"]
+    lines += [f"| {label} | {r['total_seconds']} | {r['total_seconds'] / base['total_seconds']:.2f}× | "
+              f"{r['ndcg_als']:.4f} |" for label, r in results.items()]
+    lines.append("")
+    lines.append("Peak memory counts this process tree: on a cluster the executors are the workers' children and "
+                 "are not in it.")
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batch_graph_masters.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "batch_graph_masters.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

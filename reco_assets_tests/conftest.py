@@ -22,6 +22,7 @@ from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.resources import spark_config
 from reco_assets.services import ConnectServer, LocalBroker, free_port
+from reco_assets.services.s3 import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,6 +85,26 @@ def connect_server(spark_connect) -> ConnectServer:
     """The shared Spark Connect server, running."""
     spark_connect.up(log=lambda m: None)
     return spark_connect
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """A real S3-compatible server (S3Proxy) on a free loopback port, with the bucket `lake`."""
+    server = S3Server(tmp_path_factory.mktemp("s3"), port=free_port())
+    server.up()
+    server.create_bucket("lake")
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def lakehouse_on_s3(s3_server, monkeypatch, tmp_path) -> LakehouseResource:
+    """A lakehouse of this test's own under s3a://lake/<test folder>, with the server's settings in the
+    environment (the catalog and the downloads stay in `tmp_path`)."""
+    for name, value in s3_server.settings().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RECO_LAKEHOUSE_URI", f"s3a://lake/{tmp_path.name}")
+    return LakehouseResource(data_dir=str(tmp_path))
 
 
 @pytest.fixture(scope="session")

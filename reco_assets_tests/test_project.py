@@ -41,10 +41,13 @@ def test_bundled_sample_keeps_its_licence():
 # tests, so they hold the files to the project's settings: what every container must agree on.
 PROJECT_ENV = {
     "RECO_DATA_DIR": "/data",
+    "RECO_LAKEHOUSE_URI": "s3a://lake/reco",
+    "AWS_ENDPOINT_URL": "http://s3:9000",
     "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
     "SPARK_MASTER": "spark://spark-master:7077",
 }
-PROJECT_SERVICES = {"spark-master", "spark-worker", "dagster-webserver", "dagster-daemon", "event-generator"}
+PROJECT_SERVICES = {"s3-init", "spark-master", "spark-worker", "dagster-webserver", "dagster-daemon",
+                    "event-generator"}
 DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
 TOPICS = {"events_views", "events_clicks", "events_ratings"}
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
@@ -143,13 +146,24 @@ def test_docker_compose_project_services_share_settings_and_data():
     image = services["dagster-webserver"]["image"]
     project = {name for name, service in services.items() if service.get("image") == image}
     assert project == PROJECT_SERVICES
+    # Local state (catalog, downloads) on a volume of the Dagster containers; the tables on the S3 service.
     volume = mounts(services["dagster-webserver"])["/data"]
-    assert volume in compose["volumes"]
+    assert volume in compose["volumes"] and mounts(services["dagster-daemon"])["/data"] == volume
     for name in project:
         service = services[name]
         assert service["build"] == ".", name
         assert PROJECT_ENV.items() <= service["environment"].items(), name
-        assert mounts(service).get("/data") == volume, name
+    s3 = services["s3"]["environment"]
+    client = services["dagster-daemon"]["environment"]
+    assert (s3["S3PROXY_IDENTITY"], s3["S3PROXY_CREDENTIAL"]) == (client["AWS_ACCESS_KEY_ID"],
+                                                                  client["AWS_SECRET_ACCESS_KEY"])
+    assert s3["S3PROXY_ENDPOINT"].rsplit(":", 1)[1] == PROJECT_ENV["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]
+    assert s3["JCLOUDS_PROVIDER"] == "filesystem" and mounts(services["s3"])["/data"] in compose["volumes"]
+    init = services["s3-init"]["command"]
+    compile(init[-1], "s3-init", "exec")
+    assert 'create_dir("lake")' in init[-1] and "storage.check" in init[-1]
+    for name in DAGSTER_SERVICES:
+        assert services[name]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
     # The master the project connects to is the one the compose file starts, and the one workers join.
     master = services["spark-master"]["command"]
     assert "org.apache.spark.deploy.master.Master" in master

@@ -39,7 +39,7 @@ def cmd_kafka(args) -> None:
     broker = LocalBroker(args.data_dir, port=args.port)
     try:
         if args.action == "install":
-            for name in [*jars.SPARK] if args.spark_only else [*jars.SPARK, jars.BROKER]:
+            for name in [*jars.SPARK, jars.S3A] if args.spark_only else [*jars.SPARK, jars.S3A, jars.BROKER]:
                 print(f"{name}: {jars.resolve(name, log=lambda message: print(message, file=sys.stderr))}")
         elif args.action == "create-topics":
             created = ensure_topics(kafka_resource(resolve=True).admin())
@@ -146,7 +146,7 @@ def register(add) -> None:
     kafka.add_argument("--port", type=positive_int, default=int(os.environ.get("KAFKA_PORT", "9092")),
                        help="broker port (controller: port + 1; default $KAFKA_PORT or 9092)")
     kafka.add_argument("--spark-only", action="store_true",
-                       help="install: only the Spark jars (Kafka source, Delta Lake)")
+                       help="install: only the Spark jars (Kafka source, Delta Lake, hadoop-aws for S3)")
     spark = add("spark", cmd_spark, "the project's warm Spark: a Spark Connect server on 127.0.0.1 that runs use "
                 "through SPARK_REMOTE (state in $RECO_DATA_DIR/spark-connect)", catalog=False)
     spark.add_argument("action", choices=["up", "down", "status"])

@@ -1,0 +1,111 @@
+"""The lakehouse on S3 for real: a real S3-compatible server (S3Proxy), Spark's s3a:// in a run process of its own,
+delta-rs, and DuckDB's httpfs in the catalog."""
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from pyarrow import fs
+
+from reco_assets.bronze import movielens
+from reco_assets.cli import main
+from reco_assets.lakehouse import storage
+from reco_assets.services import free_port
+from reco_assets_tests.bronze.test_movielens import TINY, make_zip
+from reco_assets_tests.conftest import ROOT, materialize
+
+pytestmark = pytest.mark.integration
+
+
+def bronze_config(source: str) -> dict:
+    return {"ops": {"bronze_movielens": {"config": {"source": source}}}}
+
+
+def refusal(uri: str) -> str:
+    with pytest.raises(storage.StorageError) as refused:
+        storage.check(uri)
+    return str(refused.value)
+
+
+def test_check_names_the_setting_to_fix(lakehouse_on_s3, monkeypatch):
+    storage.check(lakehouse_on_s3.location)
+    storage.check("/a/local/folder")
+    assert "bucket 'nobucket'" in refusal("s3a://nobucket/reco") and "does not exist" in refusal("s3a://nobucket/x")
+    assert "use the s3a:// scheme" in refusal("s3://lake/reco")
+    with monkeypatch.context() as wrong:
+        wrong.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        assert "refused the credentials" in refusal("s3a://lake/reco")
+    with monkeypatch.context() as unset:
+        unset.delenv("AWS_ACCESS_KEY_ID")
+        assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set" in refusal("s3a://lake/reco")
+    with monkeypatch.context() as unreachable:
+        unreachable.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+        assert "cannot reach the lakehouse's S3 endpoint" in refusal("s3a://lake/reco")
+
+
+def test_a_run_on_a_missing_bucket_fails_before_any_step_with_the_reason(lakehouse_on_s3, monkeypatch, tmp_path):
+    monkeypatch.setenv("RECO_LAKEHOUSE_URI", "s3a://nobucket/reco")
+    with dg.instance_for_test() as instance:
+        result = materialize("bronze_movielens", tmp_path, instance, bronze_config("bundled"), raise_on_error=False)
+    assert not result.success
+    assert not result.get_step_success_events()
+    failure = next(e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE")
+    reason = str(failure.event_specific_data)
+    assert "bucket 'nobucket' of RECO_LAKEHOUSE_URI=s3a://nobucket/reco does not exist" in reason
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str([e.message for e in result.all_events])
+
+
+def test_movielens_lands_on_s3_and_a_landing_replaces_the_manifest_then_old_copies(lakehouse_on_s3, tmp_path):
+    with dg.instance_for_test() as instance:
+        result = materialize("bronze_movielens", tmp_path, instance,
+                             bronze_config(str(make_zip(tmp_path / "ok.zip", TINY))))
+    path = result.asset_materializations_for_node("bronze_movielens")[0].metadata["path"].value
+    assert path.startswith(lakehouse_on_s3.movielens_dir + "/landed-")
+    manifest = lakehouse_on_s3.movielens_manifest()
+    assert {f["name"]: f.get("rows") for f in manifest["files"]}["ratings.csv"] == 3
+    s3, folder = storage.filesystem(lakehouse_on_s3.movielens_dir)
+    assert s3.get_file_info(f"{folder}/{manifest['folder']}/ratings.csv").size == len(TINY["ratings.csv"])
+    assert not any((tmp_path / "downloads").rglob("*.csv"))  # the local landing is gone once uploaded
+
+    # A copy landed two minutes ago is removed once a newer one is published; the current one stays.
+    files = tmp_path / "old-copy"
+    files.mkdir()
+    (files / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
+    old = movielens.landed_name(datetime.now(UTC) - timedelta(minutes=2))
+    movielens.upload(files, storage.join(lakehouse_on_s3.movielens_dir, old))
+    newer = movielens.landed_name()
+    movielens.publish(lakehouse_on_s3.movielens_dir, newer, manifest)
+    names = {e.base_name for e in s3.get_file_info(fs.FileSelector(folder)) if e.type == fs.FileType.Directory}
+    assert old not in names and manifest["folder"] in names
+    assert lakehouse_on_s3.movielens_manifest()["folder"] == newer
+
+
+def test_spark_writes_delta_on_s3_and_the_catalog_and_cli_read_it(lakehouse_on_s3, tmp_path, capsys):
+    """A run process of its own (local Spark with hadoop-aws) writes bronze and silver on S3; delta-rs reads its
+    versions, and `reco-assets sql` reads the catalog's views over S3."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
+    env = {**os.environ, "RECO_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
+    env.pop("SPARK_REMOTE", None)
+    done = subprocess.run([str(ROOT / ".venv/bin/dagster"), "asset", "materialize", "-m", "reco_assets.definitions",
+                           "--select", "bronze_movielens,silver_movies,duckdb_catalog"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in done.stdout + done.stderr
+
+    movies = lakehouse_on_s3.table("silver.movies")
+    assert movies.uri == f"{os.environ['RECO_LAKEHOUSE_URI']}/silver/movies"
+    assert movies.version() == 0
+    assert not Path(tmp_path, "lakehouse").exists()  # nothing of the tables on local disk
+
+    assert main(["--data-dir", str(tmp_path), "sql", "--format", "json",
+                 "SELECT count(*) AS n FROM silver.movies"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 9742}]
+    assert main(["--data-dir", str(tmp_path), "sql", "--format", "json",
+                 "SELECT count(*) AS n FROM bronze.movielens_ratings"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 100836}]
