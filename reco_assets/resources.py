@@ -1,7 +1,9 @@
 """Resources: how Spark is reached (the lakehouse's own resource lives in reco_assets.lakehouse)."""
 
 import os
+import socket
 import sys
+from urllib.parse import urlparse
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
@@ -77,5 +79,50 @@ def spark_config(remote: bool | None = None) -> dict[str, str]:
     return config
 
 
-def spark_resource() -> LazyPySparkResource:
-    return LazyPySparkResource(spark_config=spark_config())
+def executor_environment(batches):
+    """What an executor's Python worker runs: its version and the packages top-K scoring needs there."""
+    import platform
+
+    import numpy
+    import pandas
+    import pyarrow
+
+    for _ in batches:
+        yield pandas.DataFrame({"python": [platform.python_version()], "numpy": [numpy.__version__],
+                                "pyarrow": [pyarrow.__version__]})
+
+
+class SparkResource(LazyPySparkResource):
+    """The lazily started Spark session, which on a standalone cluster refuses, before the run's first step, a
+    master it cannot reach and executors that cannot run the project's Python."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        master = self.spark_config.get("spark.master", "")
+        if not master.startswith("spark://") or os.environ.get("SPARK_REMOTE"):
+            return
+        check_master(master)
+        try:
+            found = self.spark_session.range(1, numPartitions=1).mapInPandas(
+                executor_environment, "python string, numpy string, pyarrow string").collect()[0]
+        except Exception as error:
+            last = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+            raise dg.Failure(
+                description=f"the executors of {master} cannot run the project's Python ({last[0][:300]}): install "
+                f"Python {sys.version_info.major}.{sys.version_info.minor} with the project (`pip install -e .`) on "
+                "every worker, and point PYSPARK_PYTHON at it") from None
+        context.log.info(f"executors of {master}: Python {found.python}, numpy {found.numpy}, "
+                         f"pyarrow {found.pyarrow}")
+
+
+def check_master(master: str, timeout: float = 3.0) -> None:
+    """Refuse a standalone master that does not accept a connection, with the setting to fix."""
+    address = urlparse(master)
+    try:
+        socket.create_connection((address.hostname, address.port or 7077), timeout=timeout).close()
+    except OSError as error:
+        raise dg.Failure(description=f"no Spark master answers at {master} (SPARK_MASTER): {error}; start it "
+                         "(`reco-assets cluster up` for a local one) or unset SPARK_MASTER for local mode") from None
+
+
+def spark_resource() -> SparkResource:
+    return SparkResource(spark_config=spark_config())

@@ -134,3 +134,32 @@ def test_the_connect_server_drives_the_cluster(on_cluster, monkeypatch, tmp_path
         assert any(app["name"] == "reco_assets-connect" for app in apps)  # the server is an application of the master
     finally:
         server.down()
+
+
+# A run's Spark resource set up as a run sets it up, in a process of its own (this one has a local session).
+SETUP = """
+import sys
+import dagster as dg
+from reco_assets.resources import spark_resource
+try:
+    spark_resource().setup_for_execution(dg.build_init_resource_context())
+except dg.Failure as failure:
+    print(failure.description)
+    sys.exit(3)
+print("ready")
+"""
+
+
+@pytest.mark.parametrize("python, refused", [(sys.executable, False), ("/usr/bin/python3", True)])
+def test_executors_without_the_project_python_are_refused_before_the_first_step(on_cluster, python, refused):
+    _, env, _ = on_cluster
+    if refused and subprocess.run([python, "-c", "import numpy"], capture_output=True).returncode == 0:
+        pytest.skip(f"{python} has numpy: it is not a Python without the project")
+    done = subprocess.run([sys.executable, "-c", SETUP], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in env.items() if k != "SPARK_REMOTE"} | {"PYSPARK_PYTHON": python})
+    if refused:
+        assert done.returncode == 3, done.stderr[-3000:]
+        assert f"the executors of {env['SPARK_MASTER']} cannot run the project's Python" in done.stdout
+        assert "No module named" in done.stdout
+    else:
+        assert done.returncode == 0 and "ready" in done.stdout, done.stderr[-3000:]

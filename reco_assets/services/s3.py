@@ -74,6 +74,7 @@ class S3Server(LocalService):
     def prepare(self, log) -> None:
         jars.resolve(jars.S3PROXY, log=log)
         (self.home / "data").mkdir(parents=True, exist_ok=True)
+        self.write_logging()
         access_key, secret_key = self.credentials
         config = self.home / "s3proxy.conf"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -88,10 +89,23 @@ class S3Server(LocalService):
                 "",
             ]))
 
+    def write_logging(self) -> None:
+        """Logback's settings: the Maven artifact ships none, and logback's default logs every request of S3Proxy and
+        its Jetty at DEBUG (211 MB of log for one batch graph of the sample, and the CPU to write it)."""
+        level = os.environ.get("RECO_S3_LOG_LEVEL", "INFO")
+        (self.home / "logback.xml").write_text(
+            '<configuration>\n'
+            '  <appender name="out" class="ch.qos.logback.core.ConsoleAppender">\n'
+            '    <encoder><pattern>%d{ISO8601} %-5level [%thread] %logger{36} - %msg%n</pattern></encoder>\n'
+            '  </appender>\n'
+            f'  <root level="{level}"><appender-ref ref="out"/></root>\n'
+            '</configuration>\n')
+
     def command(self) -> list[str]:
         classpath = os.pathsep.join(str(p) for p in jars.jars(jars.S3PROXY))
         heap = os.environ.get("RECO_S3_HEAP_OPTS", "-Xms64m -Xmx512m").split()
-        return [shutil.which("java") or "java", *heap, "-cp", classpath, "org.gaul.s3proxy.Main",
+        logging = f"-Dlogback.configurationFile={self.home / 'logback.xml'}"
+        return [shutil.which("java") or "java", *heap, logging, "-cp", classpath, "org.gaul.s3proxy.Main",
                 "--properties", str(self.home / "s3proxy.conf")]
 
     def not_ready(self, timeout: float) -> str | None:
