@@ -252,7 +252,7 @@ def on_master(master: str, workdir: Path, s3_settings: dict[str, str] | None, ru
             service.down(log=lambda message: None)
 
 
-def report(results: dict[str, dict]) -> str:
+def report(results: dict[str, dict], scaling: bool = True) -> str:
     labels = list(results)
     steps = list(next(iter(results.values()))["steps"])
     lines = ["| step | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
@@ -268,7 +268,7 @@ def report(results: dict[str, dict]) -> str:
         + " |"
     )
     synthetic = [label for label in labels if label != "sample"]
-    if synthetic:
+    if synthetic and scaling:
         base = results[synthetic[0]]
         lines.append("")
         lines.append("| size | ratings | seconds | cost ÷ smallest synthetic | linear would be | µs per rating |")
@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.s3 and not args.master:
+        parser.error("--s3 compares storage across --master runs: give --master too")
     if args.run_one:
         Path(args.out).write_text(json.dumps(run_one(args.run_one, Path(args.data_dir))))
         return
@@ -370,7 +372,8 @@ def compare_masters(args, workdir: Path) -> None:
             server.down(log=lambda message: None)
     labels = list(results)
     base = results[labels[0]]
-    lines = [report(results), "", "| run | seconds | ÷ " + labels[0] + " | ALS nDCG@10 |", "|---|---:|---:|---:|"]
+    lines = [report(results, scaling=False), "", f"| run | seconds | ÷ {labels[0]} | ALS nDCG@10 |",
+             "|---|---:|---:|---:|"]
     lines += [f"| {label} | {r['total_seconds']} | {r['total_seconds'] / base['total_seconds']:.2f}× | "
               f"{r['ndcg_als']:.4f} |" for label, r in results.items()]
     lines.append("")

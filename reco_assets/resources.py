@@ -3,7 +3,7 @@
 import os
 import socket
 import sys
-from urllib.parse import urlparse
+import threading
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
@@ -96,32 +96,66 @@ class SparkResource(LazyPySparkResource):
     """The lazily started Spark session, which on a standalone cluster refuses, before the run's first step, a
     master it cannot reach and executors that cannot run the project's Python."""
 
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         master = self.spark_config.get("spark.master", "")
         if not master.startswith("spark://") or os.environ.get("SPARK_REMOTE"):
             return
         check_master(master)
-        try:
-            found = self.spark_session.range(1, numPartitions=1).mapInPandas(
-                executor_environment, "python string, numpy string, pyarrow string").collect()[0]
-        except Exception as error:
-            last = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
-            raise dg.Failure(
-                description=f"the executors of {master} cannot run the project's Python ({last[0][:300]}): install "
-                f"Python {sys.version_info.major}.{sys.version_info.minor} with the project (`pip install -e .`) on "
-                "every worker, and point PYSPARK_PYTHON at it") from None
+        found = self._probe_executors(master, float(os.environ.get("RECO_EXECUTOR_CHECK_TIMEOUT_S", "120")))
         context.log.info(f"executors of {master}: Python {found.python}, numpy {found.numpy}, "
                          f"pyarrow {found.pyarrow}")
 
+    def _probe_executors(self, master: str, timeout: float):
+        """One row through `executor_environment` on an executor, or a `dg.Failure` that says what to fix."""
+        outcome: dict = {}
+
+        def probe():
+            try:
+                outcome["row"] = self.spark_session.range(1, numPartitions=1).mapInPandas(
+                    executor_environment, "python string, numpy string, pyarrow string").collect()[0]
+            except Exception as error:
+                outcome["error"] = error
+
+        thread = threading.Thread(target=probe, name="executor-check", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            self.spark_session.sparkContext.cancelAllJobs()
+            raise dg.Failure(description=f"no executor of {master} ran a task within {timeout:.0f} s: are workers "
+                             "registered with the master, with free cores and memory (another application may hold "
+                             "them all; spark.cores.max limits one)?")
+        if "error" in outcome:
+            lines = [line for line in str(outcome["error"]).splitlines() if line.strip()]
+            reason = (lines[-1] if lines else type(outcome["error"]).__name__)[:300]
+            if any(marker in str(outcome["error"]) for marker in PYTHON_PROBLEMS):
+                raise dg.Failure(description=f"the executors of {master} cannot run the project's Python ({reason}): "
+                                 f"install Python {sys.version_info.major}.{sys.version_info.minor} with the project "
+                                 "(`pip install -e .`) on every worker, and point PYSPARK_PYTHON at it") from None
+            raise dg.Failure(description=f"the executors of {master} failed a one-row check job: {reason}") from None
+        return outcome["row"]
+
+
+# How an executor's Python worker fails when it is not the project's Python.
+PYTHON_PROBLEMS = ("ModuleNotFoundError", "PYTHON_VERSION_MISMATCH", "Python in worker has different version",
+                   "Cannot run program")
+
 
 def check_master(master: str, timeout: float = 3.0) -> None:
-    """Refuse a standalone master that does not accept a connection, with the setting to fix."""
-    address = urlparse(master)
-    try:
-        socket.create_connection((address.hostname, address.port or 7077), timeout=timeout).close()
-    except OSError as error:
-        raise dg.Failure(description=f"no Spark master answers at {master} (SPARK_MASTER): {error}; start it "
-                         "(`reco-assets cluster up` for a local one) or unset SPARK_MASTER for local mode") from None
+    """Refuse a standalone master (or, for `spark://h1:p1,h2:p2`, every one) that does not accept a connection."""
+    problems = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.partition(":")
+        try:
+            socket.create_connection((host, int(port or 7077)), timeout=timeout).close()
+            return
+        except (OSError, ValueError) as error:
+            problems.append(f"{address}: {error}")
+    raise dg.Failure(description=f"no Spark master answers at {master} (SPARK_MASTER): {'; '.join(problems)}; start "
+                     "it (`reco-assets cluster up` for a local one) or unset SPARK_MASTER for local mode")
 
 
 def spark_resource() -> SparkResource:

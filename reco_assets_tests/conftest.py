@@ -25,6 +25,9 @@ from reco_assets.services import ConnectServer, LocalBroker, free_port
 from reco_assets.services.s3 import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite chooses where each test's lakehouse lives (`lakehouse_on_s3` for S3): a shell's export, as README's
+# "On S3" block makes, must not send the local tests to S3.
+os.environ.pop("RECO_LAKEHOUSE_URI", None)
 
 
 @pytest.fixture(scope="session")

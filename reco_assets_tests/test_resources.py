@@ -1,6 +1,7 @@
 """How Spark is reached: a local session stays on the loopback; a cluster that cannot run the work is refused."""
 
 import ipaddress
+import re
 
 import dagster as dg
 import pytest
@@ -20,9 +21,10 @@ def test_local_spark_listens_on_the_loopback_only(spark):
     assert spark.conf.get("spark.driver.bindAddress") == "127.0.0.1"
 
 
-def test_a_master_that_does_not_answer_is_refused_before_a_session_starts():
-    master = f"spark://127.0.0.1:{free_port()}"
+def test_a_master_that_does_not_answer_is_refused_before_a_session_starts(monkeypatch):
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    master = f"spark://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"  # a master with a standby: neither answers
     resource = SparkResource(spark_config={"spark.master": master})
-    with pytest.raises(dg.Failure, match=f"no Spark master answers at {master} \\(SPARK_MASTER\\)"):
+    with pytest.raises(dg.Failure, match=f"no Spark master answers at {re.escape(master)} \\(SPARK_MASTER\\)"):
         resource.setup_for_execution(dg.build_init_resource_context())
     assert resource._spark_session is None

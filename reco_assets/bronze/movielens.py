@@ -30,6 +30,8 @@ GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 GROUPLENS_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
 
 LANDED_PREFIX = "landed-"
+# A landing folder that started this long ago and that no manifest names is a leftover of a failed or killed run.
+STALE_LANDING = timedelta(hours=6)
 MAX_UNCOMPRESSED_BYTES = 8 * 1024**3
 CHUNK = 1024 * 1024
 
@@ -254,19 +256,25 @@ def upload(landed: Path, target: str) -> None:
 
 def publish(bronze_dir: str, landed: str, manifest: dict) -> None:
     """Make the folder `landed` of bronze_dir the current copy: one atomic replace of the published manifest, which
-    names it (a rename on local disk, one PUT on S3); copies landed over a minute before are removed afterwards (a
-    reader mid-way keeps the copy it opened a moment longer)."""
+    names it (a rename on local disk, one PUT on S3). The copy it replaces stays, for readers that opened it
+    mid-way, until the next publish; other folders are removed once their landing started `STALE_LANDING` ago (a
+    landing of another run still in progress is younger)."""
     filesystem, folder = storage.filesystem(bronze_dir)
-    published = json.dumps({**manifest, "folder": landed}, indent=2).encode()
     target = storage.join(folder, MANIFEST_NAME)
+    try:
+        with filesystem.open_input_stream(target) as stream:
+            previous = json.loads(stream.read()).get("folder")
+    except (OSError, ValueError):  # none published yet (or unreadable): nothing to keep for readers
+        previous = None
+    published = json.dumps({**manifest, "folder": landed}, indent=2).encode()
     local = isinstance(filesystem, fs.LocalFileSystem)
     written = storage.join(folder, f".{MANIFEST_NAME}.{landed}") if local else target
     with filesystem.open_output_stream(written) as out:
         out.write(published)
     if local:
         os.replace(written, target)
-    cutoff = datetime.now(UTC) - timedelta(seconds=60)
+    cutoff = datetime.now(UTC) - STALE_LANDING
     for entry in filesystem.get_file_info(fs.FileSelector(folder)):
-        if entry.type == fs.FileType.Directory and entry.base_name != landed \
+        if entry.type == fs.FileType.Directory and entry.base_name not in (landed, previous) \
                 and (at := landed_at(entry.base_name)) is not None and at < cutoff:
             filesystem.delete_dir(entry.path)

@@ -41,7 +41,7 @@ def positive_float(text: str) -> float:
 
 
 def connect(data_dir: str) -> duckdb.DuckDBPyConnection:
-    """The catalog, read-only: its views read the lakehouse below the data directory, and nothing else."""
+    """The catalog, read-only: its views read the lakehouse (local or on S3), and nothing else."""
     lakehouse = LakehouseResource(data_dir=data_dir)
     if not lakehouse.warehouse_path.is_file():
         raise CliError(f"no catalog at {lakehouse.warehouse_path}: materialize the assets first (`make run`, then "

@@ -48,7 +48,11 @@ def load_delta(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     if storage.on_s3():
         con.execute(f"LOAD '{packaged_extension('httpfs')}'")
-        con.execute(s3_secret_sql())
+        try:
+            con.execute(s3_secret_sql())
+        except duckdb.Error:  # its message may quote the statement, and with it the secret key
+            raise duckdb.InvalidInputException("could not make DuckDB's S3 secret from the AWS_* variables of the "
+                                               "environment") from None
     return con
 
 
@@ -87,8 +91,9 @@ SAFE_TABLE_FUNCTIONS = frozenset({
 
 def connect_read_only(database: str, readable_dirs: list[str]) -> duckdb.DuckDBPyConnection:
     """The catalog for reading only: file access off except below `readable_dirs` (where the views read the
-    lakehouse), configuration locked, no extension installed or loaded besides Delta. Run user SQL through
-    `check_read_only` first: a read-only database alone still lets `COPY`, `ATTACH` and file readers through."""
+    lakehouse), configuration locked, no extension installed or loaded besides Delta (and httpfs, for S3). Run user
+    SQL through `check_read_only` first: a read-only database alone still lets `COPY`, `ATTACH` and file readers
+    through."""
     allowed = ", ".join(sql_string(d.rstrip("/") + "/") for d in readable_dirs)
 
     def open_locked() -> duckdb.DuckDBPyConnection:

@@ -5,8 +5,9 @@ it is on S3 or an S3-compatible server; the Dagster home, the DuckDB catalog, th
 on local disk either way.
 
 Credentials come only from the environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`),
-`AWS_REGION` and, for a server other than AWS, `AWS_ENDPOINT_URL`. Nothing here puts a key into Spark's
-configuration, Dagster's metadata or a log: each client reads the keys from the environment itself.
+`AWS_REGION` and, for a server other than AWS, `AWS_ENDPOINT_URL`. Nothing here puts a key into Spark's settings,
+Dagster's metadata or a log: each client reads the keys from the environment itself (Spark's driver copies them
+into the Hadoop configuration it ships to the executors, and its UI redacts them).
 """
 
 import os
@@ -26,8 +27,11 @@ class StorageError(RuntimeError):
 
 
 def configured_root() -> str | None:
-    """`RECO_LAKEHOUSE_URI`, when the lakehouse is not the local default."""
-    return os.environ.get(LAKEHOUSE_URI) or None
+    """`RECO_LAKEHOUSE_URI`, when the lakehouse is not the local default (a local folder made absolute)."""
+    uri = os.environ.get(LAKEHOUSE_URI)
+    if not uri:
+        return None
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
 
 
 def on_s3(uri: str | None = None) -> bool:
@@ -59,8 +63,8 @@ def region() -> str:
 
 
 def spark_settings() -> dict[str, str]:
-    """Spark's s3a:// settings (hadoop-aws). The keys are not among them: hadoop-aws reads them from the environment
-    (its default credential chain), on the driver and on every executor."""
+    """Spark's s3a:// settings (hadoop-aws). The keys are not among them: the driver reads them from the environment
+    and ships them to the executors in the job's Hadoop configuration."""
     settings = {"spark.hadoop.fs.s3a.endpoint.region": region()}
     if url := endpoint():
         settings |= {"spark.hadoop.fs.s3a.endpoint": url,
@@ -97,6 +101,8 @@ def check(uri: str) -> None:
     """Refuse, with the setting to fix, a lakehouse on S3 whose endpoint is unreachable, whose bucket is missing or
     whose credentials are refused; a local lakehouse passes. One request: milliseconds."""
     if not on_s3(uri):
+        if "://" in uri:
+            raise StorageError(f"{LAKEHOUSE_URI}={uri}: the lakehouse is either s3a://bucket/prefix or a local folder")
         return
     if not uri.startswith("s3a://"):
         raise StorageError(f"{LAKEHOUSE_URI}={uri}: use the s3a:// scheme (Spark's S3 filesystem), as in "
@@ -104,6 +110,8 @@ def check(uri: str) -> None:
     if not (os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")):
         raise StorageError(f"the lakehouse is on S3 ({uri}) but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not "
                            "set; export them (`reco-assets s3 up` prints them for the local server)")
+    if (url := endpoint()) and not url.startswith(("http://", "https://")):
+        raise StorageError(f"AWS_ENDPOINT_URL={url}: give the S3 endpoint as http://host:port or https://host")
     bucket = bucket_of(uri)
     where = endpoint() or f"AWS S3 ({region()})"
     s3, _ = filesystem(uri)

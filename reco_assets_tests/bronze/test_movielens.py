@@ -5,6 +5,7 @@ import io
 import json
 import re
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,18 @@ def test_count_rows_without_trailing_newline(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("a,b\n1,2\n3,4")
     assert movielens.count_rows(path) == 2
+
+
+def test_publish_on_local_disk_replaces_the_manifest_and_keeps_what_readers_may_hold(tmp_path):
+    bronze = tmp_path / "movielens"
+    names = {age: movielens.landed_name(datetime.now(UTC) - age)
+             for age in (movielens.STALE_LANDING + timedelta(minutes=1), timedelta(hours=2), timedelta(0))}
+    stale, first, newer = names.values()
+    for name in names.values():
+        (bronze / name).mkdir(parents=True)
+    movielens.publish(str(bronze), first, {"files": []})
+    movielens.publish(str(bronze), newer, {"files": []})
+    assert json.loads((bronze / "_manifest.json").read_text())["folder"] == newer
+    assert sorted(p.name for p in bronze.iterdir()) == sorted(["_manifest.json", first, newer])  # no staged file
+    assert movielens.landed_at(newer) == datetime.strptime(newer[7:23], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert movielens.landed_at("not-a-landing") is None

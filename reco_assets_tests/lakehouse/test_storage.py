@@ -34,14 +34,20 @@ def refusal(uri: str) -> str:
 def test_check_names_the_setting_to_fix(lakehouse_on_s3, monkeypatch):
     storage.check(lakehouse_on_s3.location)
     storage.check("/a/local/folder")
-    assert "bucket 'nobucket'" in refusal("s3a://nobucket/reco") and "does not exist" in refusal("s3a://nobucket/x")
+    missing = refusal("s3a://nobucket/reco")
+    assert "bucket 'nobucket'" in missing and "does not exist" in missing
     assert "use the s3a:// scheme" in refusal("s3://lake/reco")
+    assert "either s3a://bucket/prefix or a local folder" in refusal("gs://lake/reco")
     with monkeypatch.context() as wrong:
         wrong.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-        assert "refused the credentials" in refusal("s3a://lake/reco")
+        refused = refusal("s3a://lake/reco")
+        assert "refused the credentials" in refused and "not-the-secret" not in refused
     with monkeypatch.context() as unset:
         unset.delenv("AWS_ACCESS_KEY_ID")
         assert "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set" in refusal("s3a://lake/reco")
+    with monkeypatch.context() as schemeless:
+        schemeless.setenv("AWS_ENDPOINT_URL", "127.0.0.1:9000")
+        assert "give the S3 endpoint as http://host:port" in refusal("s3a://lake/reco")
     with monkeypatch.context() as unreachable:
         unreachable.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
         assert "cannot reach the lakehouse's S3 endpoint" in refusal("s3a://lake/reco")
@@ -71,17 +77,21 @@ def test_movielens_lands_on_s3_and_a_landing_replaces_the_manifest_then_old_copi
     assert s3.get_file_info(f"{folder}/{manifest['folder']}/ratings.csv").size == len(TINY["ratings.csv"])
     assert not any((tmp_path / "downloads").rglob("*.csv"))  # the local landing is gone once uploaded
 
-    # A copy landed two minutes ago is removed once a newer one is published; the current one stays.
-    files = tmp_path / "old-copy"
+    # Publishing a newer copy keeps the one it replaces (readers may have it open) and a landing of another run
+    # still in progress; it removes a leftover whose landing started hours ago.
+    files = tmp_path / "a-copy"
     files.mkdir()
     (files / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
-    old = movielens.landed_name(datetime.now(UTC) - timedelta(minutes=2))
-    movielens.upload(files, storage.join(lakehouse_on_s3.movielens_dir, old))
+    stale = movielens.landed_name(datetime.now(UTC) - movielens.STALE_LANDING - timedelta(minutes=1))
+    in_progress = movielens.landed_name(datetime.now(UTC) - timedelta(minutes=30))
     newer = movielens.landed_name()
+    for name in (stale, in_progress, newer):
+        movielens.upload(files, storage.join(lakehouse_on_s3.movielens_dir, name))
     movielens.publish(lakehouse_on_s3.movielens_dir, newer, manifest)
     names = {e.base_name for e in s3.get_file_info(fs.FileSelector(folder)) if e.type == fs.FileType.Directory}
-    assert old not in names and manifest["folder"] in names
+    assert names == {manifest["folder"], in_progress, newer}
     assert lakehouse_on_s3.movielens_manifest()["folder"] == newer
+    assert s3.get_file_info(f"{folder}/{newer}/ratings.csv").type == fs.FileType.File
 
 
 def test_spark_writes_delta_on_s3_and_the_catalog_and_cli_read_it(lakehouse_on_s3, tmp_path, capsys):
