@@ -93,16 +93,21 @@ def executor_environment(batches):
 
 
 class SparkResource(LazyPySparkResource):
-    """The lazily started Spark session, which on a standalone cluster refuses, before the run's first step, a
-    master it cannot reach and executors that cannot run the project's Python."""
+    """The lazily started Spark session, which refuses, before the run's first step, a standalone master it cannot
+    reach, executors that cannot run the project's Python, and a Spark Connect server that cannot reach the
+    lakehouse on S3."""
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
         return False
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if remote := os.environ.get("SPARK_REMOTE"):
+            if storage.on_s3():
+                check_connect_server_reaches_s3(self.spark_session, remote)
+            return
         master = self.spark_config.get("spark.master", "")
-        if not master.startswith("spark://") or os.environ.get("SPARK_REMOTE"):
+        if not master.startswith("spark://"):
             return
         check_master(master)
         found = self._probe_executors(master, float(os.environ.get("RECO_EXECUTOR_CHECK_TIMEOUT_S", "120")))
@@ -137,6 +142,14 @@ class SparkResource(LazyPySparkResource):
                                  "(`pip install -e .`) on every worker, and point PYSPARK_PYTHON at it") from None
             raise dg.Failure(description=f"the executors of {master} failed a one-row check job: {reason}") from None
         return outcome["row"]
+
+
+def check_connect_server_reaches_s3(spark, remote: str) -> None:
+    """A Spark Connect server takes its jars and s3a settings when it starts: refuse one started without them."""
+    if "hadoop-aws" not in spark.conf.get("spark.jars", ""):
+        raise dg.Failure(description=f"the Spark Connect server at {remote} was started without the lakehouse's S3 "
+                         "settings (no hadoop-aws on its spark.jars): restart it in a shell with RECO_LAKEHOUSE_URI "
+                         "and the AWS_* variables (`reco-assets spark down`, then `reco-assets spark up`)")
 
 
 # How an executor's Python worker fails when it is not the project's Python.

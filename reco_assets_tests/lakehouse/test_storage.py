@@ -4,6 +4,7 @@ delta-rs, and DuckDB's httpfs in the catalog."""
 import json
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -119,3 +120,28 @@ def test_spark_writes_delta_on_s3_and_the_catalog_and_cli_read_it(lakehouse_on_s
     assert main(["--data-dir", str(tmp_path), "sql", "--format", "json",
                  "SELECT count(*) AS n FROM bronze.movielens_ratings"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 100836}]
+
+
+# A run's Spark resource set up as a run sets it up, over Spark Connect, in a process of its own.
+CONNECT_SETUP = """
+import sys
+import dagster as dg
+from reco_assets.resources import spark_resource
+resource = spark_resource()
+try:
+    resource.setup_for_execution(dg.build_init_resource_context())
+except dg.Failure as failure:
+    print(failure.description)
+    print("server jars with Delta:", "delta-spark" in resource.spark_session.conf.get("spark.jars", ""))
+    sys.exit(3)
+print("ready")
+"""
+
+
+def test_a_connect_server_started_without_the_s3_settings_is_refused(connect_server, lakehouse_on_s3):
+    """`connect_server` comes first: it starts (if not running yet) before the S3 settings are in the environment."""
+    done = subprocess.run([sys.executable, "-c", CONNECT_SETUP], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SPARK_REMOTE": connect_server.url})
+    assert done.returncode == 3, done.stdout + done.stderr[-3000:]
+    assert f"the Spark Connect server at {connect_server.url} was started without the lakehouse's S3" in done.stdout
+    assert "server jars with Delta: True" in done.stdout  # the server's settings were read, and lack only S3
