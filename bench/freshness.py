@@ -10,7 +10,9 @@ queue and process launch, each Spark step, visibility), from the Dagster instanc
 Phases: `connect` (runs reach one warm Spark Connect server, what `make run` does) and `local` (every run starts
 its own local Spark: the baseline). The ratio of their p50s is the figure.
 
-    .venv/bin/python bench/freshness.py --minutes 4 --rate 200
+    .venv/bin/python bench/freshness.py --minutes 3 --rate 200
+    .venv/bin/python bench/freshness.py --minutes 3 --rate 200 --phases connect --preload 500000  # late in an hour
+    .venv/bin/python bench/freshness.py --minutes 3 --rate 2000 --phases connect                  # 10x the load
 """
 
 import argparse
@@ -74,6 +76,25 @@ class Watcher(threading.Thread):
         return next((seen for seen, as_of in self.changes if as_of >= broker_ts), None)
 
 
+def preload(bootstrap: str, events: int, seed: int) -> None:
+    """Send `events` at once (as fast as the producer goes): an open hour as full as it is late in the hour."""
+    generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=seed)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    started = time.monotonic()
+    for start in range(0, events, 10_000):
+        batch = generator.batch(min(10_000, events - start))
+        for topic, key, value in zip(batch.topics, batch.keys, batch.values, strict=True):
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(120)
+    print(f"  preloaded {events:,} events in {time.monotonic() - started:.0f} s", flush=True)
+
+
 def stream(bootstrap: str, rate: float, seconds: float, sample_every: float, seed: int) -> list[dict]:
     """Produce at `rate` events/s; return the samples: sent (wall clock) and broker time (LogAppendTime)."""
     generator = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=seed)
@@ -124,7 +145,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def phase(name: str, minutes: float, rate: float, sample_every: float) -> dict:
+def phase(name: str, minutes: float, rate: float, sample_every: float, preloaded: int = 0) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix=f"freshness-{name}-"))
     home = data_dir / "dagster_home"
     home.mkdir()
@@ -151,6 +172,8 @@ def phase(name: str, minutes: float, rate: float, sample_every: float) -> dict:
               f"{time.monotonic() - started:.0f} s ({data_dir})", flush=True)
         watcher = Watcher(data_dir)
         watcher.start()
+        if preloaded:
+            preload(broker.bootstrap_servers, preloaded, seed=3)
         warm = stream(broker.bootstrap_servers, rate, 5, 5, seed=1)
         wait_for("the first trending_now", lambda: watcher.visible_at(warm[-1]["broker_ts"]), 600, every=1)
         print(f"  warm-up: first trending_now {watcher.changes[-1][0] - warm[0]['sent']:.1f} s after the first "
@@ -215,10 +238,16 @@ def summarize(name: str, samples: list[dict], watcher: Watcher, runs: list[dict]
         }
         for part, seconds in breakdown.items():
             parts.setdefault(part, []).append(seconds)
+    third = max(1, len(latencies) // 3)
     result = {"phase": name, "samples": len(latencies), "runs": len(runs),
-              "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95), "max": max(latencies)}
+              "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95), "max": max(latencies),
+              "first_third_p50": statistics.median(latencies[:third]),
+              "last_third_p50": statistics.median(latencies[-third:])}
     print(f"\n{name}: {len(latencies)} samples, {len(runs)} runs — p50 {result['p50']:.1f} s, "
           f"p95 {result['p95']:.1f} s, max {result['max']:.1f} s")
+    # Live runs that keep up give the same latency at the end as at the start; falling behind makes it grow.
+    print(f"  keeping up: p50 of the first third of the samples {result['first_third_p50']:.1f} s, of the last "
+          f"third {result['last_third_p50']:.1f} s")
     print("  where the time goes (median per sampled event; steps that ran in only some of the runs say how often):")
     for part, seconds in parts.items():
         share = "" if len(seconds) == len(latencies) else f"  ({len(seconds)} of {len(latencies)} samples)"
@@ -232,11 +261,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--sample-every", type=float, default=2.0, help="seconds between sampled events")
     parser.add_argument("--phases", default="connect,local", help="connect, local or both (default)")
+    parser.add_argument("--preload", type=int, default=0,
+                        help="events sent at once before the measurement: an open hour as full as late in the hour")
     args = parser.parse_args()
-    results = [phase(name, args.minutes, args.rate, args.sample_every) for name in args.phases.split(",")]
-    print("\n| phase | samples | runs | p50 s | p95 s | max s |\n|---|---|---|---|---|---|")
+    results = [phase(name, args.minutes, args.rate, args.sample_every, args.preload)
+               for name in args.phases.split(",")]
+    print("\n| phase | samples | runs | p50 s | p95 s | max s | p50, first / last third |\n"
+          "|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['phase']} | {r['samples']} | {r['runs']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['max']:.1f} |")
+        print(f"| {r['phase']} | {r['samples']} | {r['runs']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['max']:.1f} | "
+              f"{r['first_third_p50']:.1f} / {r['last_third_p50']:.1f} |")
     by_phase = {r["phase"]: r for r in results}
     if {"connect", "local"} <= by_phase.keys():
         print(f"\np50 local / connect: {by_phase['local']['p50'] / by_phase['connect']['p50']:.2f}×; "

@@ -20,18 +20,20 @@ from reco_assets.kafka.client import (
     lag_by_topic,
 )
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets.lakehouse.hours import hour_key, hour_start, hourly_events, hours_between
+from reco_assets.lakehouse.hours import HOUR_STATE_TAG, hour_key, hour_start, hourly_events, hours_between
 from reco_assets.silver.events import silver_events
 
-# The open hour is re-materialized when new records came, no run of it is queued or running, and its last
-# run was requested at least this long ago; closed hours get one final run.
-OPEN_HOUR_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_REFRESH_S", "10"))
+# The open hour is re-materialized when new records came and no run of it waits to start (one may be running: the
+# new run queues behind it and starts as soon as it ends), and its last run was requested at least this long ago;
+# closed hours get one final run.
+OPEN_HOUR_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_REFRESH_S", "0"))
 SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "5"))
 # Runs of the open hour keep gold_trending_now current and refresh the hour's gold_trending and
 # gold_genre_minute_stats only this often (they are off the live path); closed hours get all of them.
 OPEN_HOUR_FULL_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_FULL_REFRESH_S", "120"))
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
+# A run in these states has not read Kafka's offsets yet: it will land every record that exists when it starts.
+WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+IN_FLIGHT = [*WAITING, dg.DagsterRunStatus.STARTED]
 FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 # An hour whose latest run failed or was cancelled is requested again after 30 s, 60 s, 120 s, ... (doubling), at
 # most this many times in a row; then the tick reports it until someone materializes it (failures of the last day).
@@ -106,7 +108,7 @@ def plan_tick(
     first_hour: Callable[[], str | None],
     offsets_at: Callable[[datetime], dict[TopicPartitionKey, int]],
     open_refresh_s: float,
-    in_flight: Callable[[str], bool] = lambda hour: False,
+    busy: Callable[[str], bool] = lambda hour: False,
     full_refresh_s: float = 0.0,
     failed: dict[str, FailedHour] | None = None,
     log_ids: dict[str, str] | None = None,
@@ -115,10 +117,11 @@ def plan_tick(
     passed in.
 
     `offsets_at(t)` gives the first offset at or after broker time t (the end offset when none yet);
-    `in_flight(hour)` says whether a run of that hour is queued or running (then the open hour waits for it,
-    so new records are picked up by the next run instead of piling up runs). `failed` holds the hours whose latest
-    run failed: each is run again after a doubling backoff, at most MAX_RETRIES times in a row; until then (and
-    past that) its new records wait like a rate-limited hour's.
+    `busy(hour)` says whether the hour's next run must wait (`busy_hours`): then the open hour's new records are
+    left to the run that waits, instead of piling up runs. A running run does not make an hour busy: the next run
+    is requested at once and queues behind it (dagster.yaml allows one run per hour at a time). `failed` holds the
+    hours whose latest run failed: each is run again after a doubling backoff, at most MAX_RETRIES times in a row;
+    until then (and past that) its new records wait like a rate-limited hour's.
 
     A topic-partition whose log is not the one the cursor was built on is read again from its log's start, from
     the first hour that has records: its cluster or topic id changed (`log_ids`, the cluster's id and each
@@ -178,7 +181,7 @@ def plan_tick(
             signature = hashlib.sha1(json.dumps(sorted((_tp_name(tp), hi[tp]) for tp in end)).encode()).hexdigest()
             wait = retry_wait(hour)
             if (wait is not None and wait > 0) or (not closed and (
-                    now.timestamp() - cursor.open_hours.get(hour, 0.0) < open_refresh_s or in_flight(hour))):
+                    now.timestamp() - cursor.open_hours.get(hour, 0.0) < open_refresh_s or busy(hour))):
                 # Rate-limited, or backing off after a failure: leave this hour's new records for a later tick.
                 advance = {tp: min(advance[tp], max(lo[tp], covered[tp])) for tp in end}
                 continue
@@ -207,7 +210,7 @@ def plan_tick(
         if wait == float("inf"):
             notes.append(f"hour {hour}: {failure.failures} runs in a row failed; not retried again: materialize it "
                          "once the cause is fixed")
-        elif hour in planned or in_flight(hour):
+        elif hour in planned or busy(hour):
             continue
         elif wait > 0:
             notes.append(f"hour {hour}: its last run failed ({failure.failures} in a row); retrying in {wait:.0f} s")
@@ -255,14 +258,17 @@ def topics_observation(end: dict[TopicPartitionKey, int], start: dict[TopicParti
     return dg.AssetObservation(asset_key=kafka_event_topics.key, metadata=metadata)
 
 
-def in_flight_hours(instance: dg.DagsterInstance) -> set[str]:
-    """The hours that a queued or running run of the event assets covers: one partition (the sensor's runs) or a
-    range (a single-run backfill, tagged with the range's first and last hour)."""
+def busy_hours(instance: dg.DagsterInstance) -> set[str]:
+    """The hours whose next run must wait: a run of the hour (its `dagster/partition`) has not started yet, and will
+    land the new records itself when it does; or a single-run backfill of a range of hours (tagged with the range's
+    first and last hour, not `dagster/partition`, so dagster.yaml's per-hour limit cannot queue a run behind it)
+    covers the hour and is queued or running."""
     hours = set()
     for run in instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT)):
         tags = run.tags
         if "dagster/partition" in tags:
-            hours.add(tags["dagster/partition"])
+            if run.status in WAITING:
+                hours.add(tags["dagster/partition"])
         elif "dagster/asset_partition_range_start" in tags and "dagster/asset_partition_range_end" in tags:
             try:
                 hours.update(hours_between(tags["dagster/asset_partition_range_start"],
@@ -295,13 +301,13 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         def offsets_at(moment: datetime) -> dict[TopicPartitionKey, int]:
             return offsets.at_time(tps, int(moment.timestamp() * 1000), end)
 
-        busy = in_flight_hours(context.instance)
+        busy = busy_hours(context.instance)
 
-        def in_flight(hour: str) -> bool:
+        def waits(hour: str) -> bool:
             return hour in busy
 
         runs, new_cursor, notes = plan_tick(cursor, now, end, log_start, first_hour, offsets_at,
-                                            OPEN_HOUR_REFRESH_S, in_flight, OPEN_HOUR_FULL_REFRESH_S,
+                                            OPEN_HOUR_REFRESH_S, waits, OPEN_HOUR_FULL_REFRESH_S,
                                             failed_hours(context.instance, now), offsets.log_ids())
     except (KafkaUnavailable, KafkaSetupError) as error:
         return dg.SkipReason(f"{error} — the next tick resumes from the saved offsets")
@@ -325,7 +331,7 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         run_requests=[
             dg.RunRequest(run_key=run.run_key, partition_key=run.hour,
                           asset_selection=LIVE_ASSETS if run.live else None,
-                          tags={"reco/hour_state": "closed" if run.closed else "live" if run.live else "open",
+                          tags={HOUR_STATE_TAG: "closed" if run.closed else "live" if run.live else "open",
                                 "reco/new_records": str(run.records),
                                 **({"reco/retry": str(run.retry)} if run.retry else {})})
             for run in runs

@@ -269,6 +269,11 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
     finally:
         kafka_broker.up()
     more = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=8).batch(500)
+    # Copies of events the hour already holds, sent again (to the same topics): the dead letter's, not silver's.
+    first = stream["batch"]
+    again = [i for i, label in enumerate(first.labels) if label != "invalid"][:20]
+    produce(kafka, Batch([first.topics[i] for i in again], [first.keys[i] for i in again],
+                         [first.values[i] for i in again], [first.labels[i] for i in again]))
     produce(kafka, more)
     result = tick(dagster_instance, kafka, stream["cursor"], stream["data_dir"])
     # The sensor's live path, run for real (run_requested checks what it materializes), unless the hour closed.
@@ -278,6 +283,27 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
     expected = set(expected_outcome(list(zip(stream["batch"].topics, stream["batch"].values, strict=True)))[0])
     expected |= {v.decode().split('"event_id":"')[1][:36] for v in more.values}
     assert {r[0] for r in rows(data_dir, "events", "event_id")} == expected
+    if states == {"live"}:
+        # The live run read only the new records, and added them to what bronze and silver held...
+        for key in ("bronze_events", "silver_events"):
+            event = dagster_instance.get_latest_materialization_event(dg.AssetKey(key))
+            metadata = event.asset_materialization.metadata
+            assert metadata["appended"].value is True and metadata["new_records"].value == len(more) + 20, key
+        live = hour_rows(data_dir, result.run_requests[0].partition_key)
+        # ... and the hour holds exactly what rebuilding it whole gives.
+        materialize(["bronze_events", "silver_events", "silver_events_rejected"], data_dir, dagster_instance,
+                    partition_key=result.run_requests[0].partition_key, kafka=kafka)
+        assert hour_rows(data_dir, result.run_requests[0].partition_key) == live
+        assert sum(1 for row in live["silver.event_outcomes"] if "duplicate of" in str(row)) >= len(again)
+
+
+def hour_rows(data_dir, partition_key: str) -> dict[str, list[tuple]]:
+    """Every row of one hour of bronze.events and silver.event_outcomes, sorted."""
+    lakehouse = LakehouseResource(data_dir=str(data_dir))
+    with duckdb.connect() as con:
+        return {name: con.execute(f"SELECT * FROM {lakehouse.table(name).duckdb()} WHERE hour = ? ORDER BY ALL",
+                                  [hour_value(partition_key)]).fetchall()
+                for name in ("bronze.events", "silver.event_outcomes")}
 
 
 def test_a_closed_hour_whose_final_run_loses_the_broker_is_retried(stream, kafka_broker, dagster_instance,

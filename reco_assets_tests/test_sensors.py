@@ -37,7 +37,7 @@ def tick_notes(cursor: Cursor, now: datetime, log: list[int], refresh_s: float =
         return (T0 + timedelta(milliseconds=log[0] - int(T0.timestamp() * 1000))).strftime("%Y-%m-%d-%H:00")
 
     return plan_tick(cursor, now, end, {TP: log_start}, first_hour, offsets_at, open_refresh_s=refresh_s,
-                     in_flight=lambda hour: hour in busy, full_refresh_s=full_refresh_s, failed=failed,
+                     busy=lambda hour: hour in busy, full_refresh_s=full_refresh_s, failed=failed,
                      log_ids=log_ids)
 
 
@@ -74,7 +74,7 @@ def test_open_hour_is_refreshed_at_a_bounded_rate():
     assert moved.offsets == {"events_views:0": 3}
 
 
-def test_open_hour_waits_while_a_run_of_it_is_in_flight_closed_hours_do_not():
+def test_open_hour_waits_while_a_run_of_it_waits_to_start_closed_hours_do_not():
     now = T0 + timedelta(minutes=30)
     runs, cursor = tick(Cursor(), now, log_of(1, 2), refresh_s=0)
     busy = frozenset({"2026-11-23-10:00"})
@@ -201,20 +201,23 @@ def test_cursor_round_trips_as_json():
     assert Cursor.parse(None) == Cursor()
 
 
-def test_in_flight_hours_include_single_run_backfills_of_a_range():
-    """A range backfill carries the range's first and last hour as tags, not dagster/partition: the sensor must
-    still see every hour of it as taken, and forget runs that have finished."""
+def test_busy_hours_are_those_with_a_run_waiting_to_start_or_a_range_backfill_in_flight():
+    """A run that waits to start will land the new records itself; a running run of one hour does not hold the next
+    one back (it queues behind it). A range backfill carries the range's first and last hour as tags, not
+    dagster/partition: every hour of it is busy while it is queued or running. Finished runs are forgotten."""
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from reco_assets.sensors import in_flight_hours
+    from reco_assets.sensors import busy_hours
 
     with dg.instance_for_test() as instance:
         for status, tags in (
             (dg.DagsterRunStatus.STARTED, {"dagster/asset_partition_range_start": "2026-11-05-22:00",
                                            "dagster/asset_partition_range_end": "2026-11-06-01:00"}),
             (dg.DagsterRunStatus.STARTING, {"dagster/partition": "2026-11-07-03:00"}),
+            (dg.DagsterRunStatus.NOT_STARTED, {"dagster/partition": "2026-11-07-04:00"}),
+            (dg.DagsterRunStatus.STARTED, {"dagster/partition": "2026-11-07-05:00"}),
             (dg.DagsterRunStatus.SUCCESS, {"dagster/partition": "2026-11-08-03:00"}),
         ):
             instance.add_run(DagsterRun(job_name="events_hourly_job", status=status, tags=tags))
-        assert in_flight_hours(instance) == {"2026-11-05-22:00", "2026-11-05-23:00", "2026-11-06-00:00",
-                                             "2026-11-06-01:00", "2026-11-07-03:00"}
+        assert busy_hours(instance) == {"2026-11-05-22:00", "2026-11-05-23:00", "2026-11-06-00:00",
+                                        "2026-11-06-01:00", "2026-11-07-03:00", "2026-11-07-04:00"}

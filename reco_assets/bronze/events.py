@@ -17,7 +17,15 @@ from pyspark.sql import types as T
 
 from reco_assets.kafka.client import KafkaResource, OffsetRange
 from reco_assets.lakehouse import LakehouseResource, retry_on_conflict
-from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_key, hour_start, hour_value, hourly_events, value_hour
+from reco_assets.lakehouse.hours import (
+    HOUR_COLUMN,
+    hour_key,
+    hour_start,
+    hour_value,
+    hourly_events,
+    is_live_run,
+    value_hour,
+)
 
 # The event assets' steps share this concurrency pool (limit 1 in dagster.yaml): one at a time across all runs.
 EVENT_HOURS_POOL = "lakehouse_event_hours"
@@ -112,15 +120,41 @@ def _ranges_table(ranges: list[OffsetRange]) -> str:
     return "\n".join(lines)
 
 
+def appendable(held: dict[tuple, tuple], ranges: list[OffsetRange], held_records: int) -> list[OffsetRange] | None:
+    """The ranges still to land when the hour can grow by appending them to what bronze holds, else None.
+
+    Only when bronze holds a prefix of each of the hour's ranges (the same starts, no end past the log's) and its
+    records are exactly those of its ranges: an earlier run killed between its two commits left records without
+    their ranges, and then the hour is replaced whole.
+    """
+    if not held or sum(end - start for start, end in held.values()) != held_records:
+        return None
+    now = {(r.topic, r.partition): r for r in ranges}
+    if not held.keys() <= now.keys():
+        return None
+    rest = []
+    for key, r in now.items():
+        start, end = held.get(key, (r.start, r.start))
+        if start != r.start or end > r.end:
+            return None
+        rest.append(OffsetRange(r.topic, r.partition, end, r.end))
+    return rest
+
+
 def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession,
-                     kafka: KafkaResource, log=None) -> dict:
-    """Land one hour in one commit of its records, then one of its ranges; return what was landed."""
+                     kafka: KafkaResource, log=None, append: bool = False) -> dict:
+    """Land one hour in one commit of its records, then one of its ranges; return what was landed.
+
+    With `append` (the open hour's live runs), only the records past those bronze holds are read and appended, when
+    they can be (`appendable`); otherwise, and always for other runs, the hour is replaced whole.
+    """
     window = hourly_events.time_window_for_partition_key(partition_key)
     offsets = kafka.offsets()
     start_ms, end_ms = int(window.start.timestamp() * 1000), int(window.end.timestamp() * 1000)
     ranges = offsets.ranges(start_ms, end_ms)
     log_start = offsets.start([(r.topic, r.partition) for r in ranges])
-    refuse_partial_overwrite(partition_key, held_ranges(spark, lakehouse, partition_key), ranges, log_start)
+    held = held_ranges(spark, lakehouse, partition_key)
+    refuse_partial_overwrite(partition_key, held, ranges, log_start)
     # Retention may have cut this hour's beginning when its range starts where the log now starts.
     maybe_truncated = [f"{r.topic}/{r.partition}" for r in ranges
                        if log_start[(r.topic, r.partition)] > 0 and r.start == log_start[(r.topic, r.partition)]]
@@ -128,17 +162,34 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     records = sum(r.count for r in ranges)
     hour = F.lit(hour_value(partition_key)).alias(HOUR_COLUMN)
     events = lakehouse.table("bronze.events")
-    commit = events.replace_hours(read_kafka_ranges(spark, kafka, ranges).select("*", hour), [partition_key], log)
-    if commit.rows != records:
-        raise RuntimeError(f"hour {partition_key}: Kafka ranges hold {records} records but {commit.rows} were "
-                           f"written (bronze.events version {commit.version})")
+    version = events.version()
+    held_records = events.hour_counts([partition_key], version).get(partition_key, 0) if version is not None else 0
+    rest = appendable(held, ranges, held_records) if append and not closed else None
+    if rest is not None:
+        new = sum(r.count for r in rest)
+        commit = (events.append_to_hour(read_kafka_ranges(spark, kafka, rest).select("*", hour), partition_key, log)
+                  if new else None)
+        landed = events.hour_counts([partition_key], commit.version).get(partition_key, 0) if commit else records
+        if landed != records:  # another writer changed the hour meanwhile: land it whole instead
+            if log:
+                log.warning(f"hour {partition_key}: bronze holds {landed} records after the append, not {records}; "
+                            "replacing the hour whole")
+            rest = None
+    if rest is None:
+        new = records
+        commit = events.replace_hours(read_kafka_ranges(spark, kafka, ranges).select("*", hour), [partition_key], log)
+        if commit.rows != records:
+            raise RuntimeError(f"hour {partition_key}: Kafka ranges hold {records} records but {commit.rows} were "
+                               f"written (bronze.events version {commit.version})")
     landed_at = datetime.now(UTC)
     rows = [(r.topic, r.partition, r.start, r.end, r.count, closed, f"{r.topic}/{r.partition}" not in maybe_truncated,
              landed_at, kafka.bootstrap_servers, hour_value(partition_key)) for r in ranges]
-    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(rows, RANGES_SCHEMA),
-                                                         [partition_key], log)
-    return {"hour": partition_key, "ranges": ranges, "records": records, "closed": closed,
-            "maybe_truncated": maybe_truncated, "version": commit.version}
+    if commit is not None:
+        lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(rows, RANGES_SCHEMA),
+                                                             [partition_key], log)
+    return {"hour": partition_key, "ranges": ranges, "records": records, "new_records": new,
+            "appended": rest is not None, "closed": closed, "maybe_truncated": maybe_truncated,
+            "version": commit.version if commit else version}
 
 
 # The event topics themselves, outside Dagster's control: kafka_events_sensor records their end offsets and the lag
@@ -172,18 +223,20 @@ def bronze_events(
     spark = pyspark.spark_session
     started = time.monotonic()
     hours, compared, problems = [], set(), []
+    append = is_live_run(context)
     # A single-run backfill hands over many hours: land them in order in this one Spark session.
     for partition_key in context.partition_keys:
         try:
             landed = retry_on_conflict(lambda key=partition_key: materialize_hour(key, lakehouse, spark, kafka,
-                                                                                  context.log), context.log)
+                                                                                  context.log, append), context.log)
         except PartialHourError as error:
             raise dg.Failure(description=str(error)) from error
         if landed["maybe_truncated"]:
             context.log.warning(f"hour {partition_key}: retention may have deleted its first records in "
                                 f"{', '.join(landed['maybe_truncated'])}")
-        context.log.info(f"hour {partition_key}: {landed['records']} records (bronze.events version "
-                         f"{landed['version']})")
+        context.log.info(f"hour {partition_key}: {landed['records']} records, "
+                         f"{'appended' if landed['appended'] else 'written'} {landed['new_records']} "
+                         f"(bronze.events version {landed['version']})")
         hours.append(landed)
         neighbours, found = neighbour_problems(lakehouse, partition_key, landed["ranges"])
         compared.update(neighbours)
@@ -204,6 +257,8 @@ def bronze_events(
             "offset_ranges": dg.MetadataValue.md("\n\n".join(f"**{h['hour']}**\n\n{_ranges_table(h['ranges'])}"
                                                               for h in hours)),
             **{f"records_{topic}": dg.MetadataValue.int(n) for topic, n in sorted(per_topic.items())},
+            "new_records": dg.MetadataValue.int(sum(h["new_records"] for h in hours)),
+            "appended": all(h["appended"] for h in hours),
             "hour_closed": all(h["closed"] for h in hours),
             "complete": not any(h["maybe_truncated"] for h in hours),
             "seconds": round(seconds, 2),

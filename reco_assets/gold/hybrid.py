@@ -24,8 +24,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
 
 from reco_assets.gold import als, trending
 from reco_assets.gold.ranking import ItemIndex, kept_ranks, locate, padded, top_k
@@ -166,6 +164,11 @@ def tfidf(documents: list[list[str]]) -> sparse.csr_matrix:
     """L2-normalised TF-IDF rows of tokenised documents (no columns when there is no token at all)."""
     if not any(documents):
         return sparse.csr_matrix((len(documents), 0), dtype=np.float32)
+    # scikit-learn is imported where it is used (here and in ContentIndex): importing it takes about 1.1 s, and every
+    # run process loads this module, the live event runs' too.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
     vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, dtype=np.float32)
     return normalize(vectorizer.fit_transform(documents))
 
@@ -174,6 +177,8 @@ class ContentIndex:
     """TF-IDF vectors of movies by sorted id: genres and tag words, each block L2-normalised, tags × TAG_WEIGHT."""
 
     def __init__(self, ids: np.ndarray, vectors: sparse.csr_matrix):
+        from sklearn.preprocessing import normalize
+
         order = np.argsort(ids, kind="stable")
         self.ids = np.asarray(ids, dtype=np.int64)[order]
         self.vectors = normalize(sparse.csr_matrix(vectors, dtype=np.float32)[order])
@@ -195,6 +200,8 @@ class ContentIndex:
         """For each user, the cosine between each of their candidates and their profile (the weighted sum of their
         history movies' vectors). All users at once: one sparse product builds the profiles, one row-wise product
         scores every (user, candidate) pair."""
+        from sklearn.preprocessing import normalize
+
         n = len(histories)
         lengths = [len(h) for h in histories]
         rows, known = self.positions(np.concatenate(histories) if n else np.empty(0, np.int64))

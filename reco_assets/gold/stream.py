@@ -156,8 +156,9 @@ TRENDING_NOW_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(mi
                                                         warn_window=timedelta(minutes=2))
 
 
+# In a run that also refreshes gold_trending and gold_genre_minute_stats, trending-now goes first: it is the live one.
 @dg.asset(group_name="gold", kinds=STREAM_KINDS, deps=["silver_events", silver_movies],
-          freshness_policy=TRENDING_NOW_FRESHNESS, pool=EVENT_HOURS_POOL)
+          freshness_policy=TRENDING_NOW_FRESHNESS, pool=EVENT_HOURS_POOL, op_tags={"dagster/priority": "1"})
 def gold_trending_now(context: dg.AssetExecutionContext, config: TrendingNowConfig, lakehouse: LakehouseResource,
                       pyspark: LazyPySparkResource) -> dg.MaterializeResult:
     """The current top N overall and per genre: events of the latest hours, exponentially decayed by age."""

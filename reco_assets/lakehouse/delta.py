@@ -104,18 +104,19 @@ def is_conflict(error: Exception) -> bool:
 
 
 def write(df: DataFrame, uri: str, label: str, partition_by: tuple[str, ...] = (),
-          replace_where: str | None = None, properties: dict[str, str] | None = None) -> Commit:
-    """Overwrite the table (or, with `replace_where`, only the rows matching it) in one commit; return it.
-    `properties` are the table's Delta properties, applied when the write creates the table.
+          replace_where: str | None = None, properties: dict[str, str] | None = None, append: bool = False) -> Commit:
+    """Overwrite the table (or, with `replace_where`, only the rows matching it; with `append`, none) in one commit;
+    return it. `properties` are the table's Delta properties, applied when the write creates the table.
 
     `label` names the write in conflicts and in the commit's userMetadata, which is how the commit is found again
     when other writers commit at the same time.
     """
     token = f"{label} #{uuid.uuid4().hex[:12]}"
-    writer = df.write.format("delta").mode("overwrite").option("userMetadata", token).options(**(properties or {}))
+    writer = (df.write.format("delta").mode("append" if append else "overwrite").option("userMetadata", token)
+              .options(**(properties or {})))
     if replace_where is not None:
         writer = writer.option("replaceWhere", replace_where)
-    else:
+    elif not append:
         writer = writer.option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)

@@ -15,6 +15,15 @@ hourly_events = dg.HourlyPartitionsDefinition(start_date=EVENTS_START, end_offse
 HOUR_COLUMN = "hour"
 HOUR_PATTERN = "yyyy-MM-dd-HH"  # Spark's date_format pattern of the column
 
+# kafka_events_sensor tags each run with the state of its hour: `closed` (its final run), `open` (every asset of
+# the open hour) or `live` (the open hour's live assets only; bronze and silver then add just the new records).
+HOUR_STATE_TAG = "reco/hour_state"
+
+
+def is_live_run(context: dg.AssetExecutionContext) -> bool:
+    """Whether this is a live run of the open hour (one partition, tagged `live` by the sensor)."""
+    return len(context.partition_keys) == 1 and context.run.tags.get(HOUR_STATE_TAG) == "live"
+
 
 def hour_start(partition_key: str) -> datetime:
     return hourly_events.time_window_for_partition_key(partition_key).start

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from reco_assets.lakehouse import catalog, delta, storage
 from reco_assets.lakehouse.delta import Commit, ConcurrentWriteError
-from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_value
+from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_value, value_hour
 from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST, TABLES, TableSpec, View
 
 DEFAULT_DATA_DIR = "data"
@@ -69,6 +69,15 @@ class Table:
         return {(wanted[key[0]], *key[1:]) if by else wanted[key[0]]: n
                 for key, n in counts.items() if key[0] in wanted}
 
+    def latest_hour(self, version: int, **partition_values) -> str | None:
+        """The latest hour that holds rows at `version` (rows whose other partition columns have these values), from
+        the Delta log alone; None when there is none."""
+        columns = (HOUR_COLUMN, *partition_values)
+        wanted = tuple(partition_values.values())
+        hours = [key[0] for key, n in delta.partition_counts(self.uri, version, columns).items()
+                 if n and key[1:] == wanted]
+        return value_hour(max(hours)) if hours else None
+
     def pinned(self, spark: SparkSession, view: str | None = None) -> tuple[DataFrame | None, int | None]:
         """(the table at its current version, that version): every action on it reads the same snapshot, whatever
         other runs commit meanwhile. (None, None) when the table does not exist yet."""
@@ -91,6 +100,12 @@ class Table:
                                                              else "")
         commit = delta.write(df, self.uri, label, self.spec.partition_by, replace_where=f"{HOUR_COLUMN} IN ({hours})",
                              properties=self.spec.properties)
+        return self._committed(df, commit, log)
+
+    def append_to_hour(self, df: DataFrame, partition_key: str, log=None) -> Commit:
+        """Add `df`'s rows (all of this hour) to the hour in one commit, keeping the rows it has."""
+        commit = delta.write(df, self.uri, f"{self.name} hour {partition_key} (append)", self.spec.partition_by,
+                             properties=self.spec.properties, append=True)
         return self._committed(df, commit, log)
 
     def _committed(self, df: DataFrame, commit: Commit, log) -> Commit:

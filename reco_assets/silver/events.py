@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from reco_assets.bronze.events import EVENT_HOURS_POOL, bronze_events
 from reco_assets.kafka.client import RETENTION_HOURS
-from reco_assets.lakehouse import ConcurrentWriteError, LakehouseResource, retry_on_conflict
+from reco_assets.lakehouse import ConcurrentWriteError, LakehouseResource, Table, retry_on_conflict
 from reco_assets.lakehouse.hours import (
     HOUR_COLUMN,
     HOUR_PATTERN,
@@ -21,7 +21,7 @@ from reco_assets.lakehouse.hours import (
     hour_value,
     hourly_events,
     hours_between,
-    value_hour,
+    is_live_run,
 )
 from reco_assets.lakehouse.tables import ACCEPTED_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS
 from reco_assets.silver.event_contract import validate_events
@@ -51,14 +51,13 @@ def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
     version = table.version()
     if version is None:
         return None, None
-    accepted = table.read(spark, version).where(~F.col("rejected"))
-    latest = accepted.agg(F.max(HOUR_COLUMN)).first()[0]  # a partition value: read from the Delta log
+    latest = table.latest_hour(version, rejected=False)
     if latest is None:
         return None, None
-    as_of = table.read_hours(spark, [value_hour(latest)], version, view="silver.events") \
+    as_of = table.read_hours(spark, [latest], version, view="silver.events") \
         .agg(F.max("received_at")).first()[0].astimezone(UTC)
     since = as_of - timedelta(hours=window_hours)
-    window = hours_between(hour_key(since), value_hour(latest))
+    window = hours_between(hour_key(since), latest)
     events = read_events(spark, lakehouse, window, version)
     return events.where(F.col("received_at") > F.lit(since)), as_of
 
@@ -88,18 +87,29 @@ def _maybe_broadcast(df: DataFrame, broadcast: bool) -> DataFrame:
     return F.broadcast(df) if broadcast else df
 
 
-def duplicate_marks(checked: DataFrame, window: DataFrame | None, broadcast: bool = True) -> DataFrame:
+COORDINATES = ["topic", "partition", "offset"]  # a record's place in Kafka: unique
+# What duplicate_marks needs of the events an hour accepted in earlier runs.
+SETTLED_COLUMNS = ["event_id", "event_hash", "received_at", *COORDINATES]
+
+
+def duplicate_marks(checked: DataFrame, window: DataFrame | None, broadcast: bool = True,
+                    settled: DataFrame | None = None) -> DataFrame:
     """`event_id, seen_in, first` for each valid event_id of the hour that has duplicates: `seen_in` the hour of the
     window that already holds it (null when none does), `first` the position (`_position`) of its first copy here.
 
     Duplicates are rare, so only 64-bit hashes move: the hour's hashes with more than one copy and the window's
     hashes that reappear pick the candidate rows, and their exact ids decide (a hash collision only adds a
     candidate). `checked` has `received_at`, `event_hash` and `validate_events`' columns; `window` is
-    `window_events`.
+    `window_events`. `settled` (SETTLED_COLUMNS) are the hour's events accepted by earlier runs when `checked`
+    holds only the records that arrived since: they count as copies in the hour too.
     """
     valid = checked.where(F.col("reject_reason").isNull())
     hashes = valid.select("event_hash")
     candidates = hashes.groupBy("event_hash").count().where(F.col("count") > 1).select("event_hash")
+    if settled is not None:
+        settled = settled.join(_maybe_broadcast(hashes.distinct(), broadcast), "event_hash", "left_semi")
+        candidates = candidates.unionByName(settled.select("event_hash"))
+        valid = valid.select(*SETTLED_COLUMNS).unionByName(settled)
     seen = None
     if window is not None:
         # The window's events that share a hash with this hour: few, so kept (eagerly) for the two uses below.
@@ -129,18 +139,17 @@ def split_hour(checked: DataFrame, marks: DataFrame, bronze: DataFrame, broadcas
     first = F.col("first")
     duplicate = valid & F.coalesce(F.col("seen_in").isNotNull() | (first != _position()), F.lit(False))
     accepted = rows.where(valid & ~duplicate).select(*ACCEPTED_COLUMNS, "event_hash")
-    coordinates = ["topic", "partition", "offset"]
     invalid = rows.where(~valid).select(
-        *coordinates, "received_at", "key", "value", F.col("reject_reason").alias("reason"),
+        *COORDINATES, "received_at", "key", "value", F.col("reject_reason").alias("reason"),
         F.col("reject_field").alias("field"), F.col("reject_detail").alias("detail"), "event_id")
     duplicates = rows.where(duplicate).select(
-        *coordinates, "received_at", F.lit("duplicate").alias("reason"), F.lit("event_id").alias("field"),
+        *COORDINATES, "received_at", F.lit("duplicate").alias("reason"), F.lit("event_id").alias("field"),
         F.when(F.col("seen_in").isNotNull(), F.concat(F.lit("event_id already in hour "), "seen_in", F.lit(":00")))
         .otherwise(F.concat(F.lit("duplicate of "), F.format_string(
             "%s/%d@%d", first["topic"], first["partition"], first["offset"]))).alias("detail"),
         "event_id")
-    duplicates = bronze.select(*coordinates, "key", "value").join(
-        _maybe_broadcast(duplicates, broadcast), coordinates)
+    duplicates = bronze.select(*COORDINATES, "key", "value").join(
+        _maybe_broadcast(duplicates, broadcast), COORDINATES)
     rejected = invalid.select(REJECTED_COLUMNS).unionByName(duplicates.select(REJECTED_COLUMNS))
     return (accepted.withColumn("rejected", F.lit(False))
             .unionByName(rejected.withColumn("rejected", F.lit(True)), allowMissingColumns=True))
@@ -163,8 +172,15 @@ def _release(checkpointed: DataFrame) -> None:
 
 
 def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession,
-                     window_hours: float = RETENTION_HOURS, log=None) -> dict:
-    """Check, deduplicate and commit one hour; return its counts and the commit's version."""
+                     window_hours: float = RETENTION_HOURS, log=None, append: bool = False) -> dict:
+    """Check, deduplicate and commit one hour; return its counts and the commit's version.
+
+    With `append` (the open hour's live runs), only the bronze records that silver does not hold yet are checked
+    and appended, deduplicated against the hour's events as well as the window's. That gives the rows a rebuild
+    of the whole hour gives, except when a new copy of an event came before the copy the hour already accepted
+    (another topic or partition, received earlier but landed later): then, and whenever the two tables' counts
+    disagree, the hour is rebuilt whole.
+    """
     if not lakehouse.table("bronze.event_ranges").rows_of_hours([partition_key]):
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
     outcomes = lakehouse.table("silver.event_outcomes")
@@ -176,8 +192,23 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     bronze_version = events.version()
     bronze = events.read_hours(spark, [partition_key], bronze_version).drop(HOUR_COLUMN) \
         .withColumnRenamed("timestamp", "received_at")
-    records = bronze.count()  # from the Delta log's statistics
-    broadcast = records <= BROADCAST_RECORDS
+    records = events.hour_counts([partition_key], bronze_version).get(partition_key, 0)
+    held = (sum(outcomes.hour_counts([partition_key], history_version).values())
+            if append and history_version is not None else 0)
+    settled = None
+    if held:
+        if held > records:
+            append = False
+        else:
+            earlier = outcomes.read_hours(spark, [partition_key], history_version).drop(HOUR_COLUMN)
+            bronze = bronze.join(earlier.select(*COORDINATES), COORDINATES, "left_anti")
+            settled = earlier.where(~F.col("rejected")).select(*SETTLED_COLUMNS)
+            if held == records:
+                return _counts(spark, outcomes, partition_key, history_version, records, 0, bronze_version)
+    else:
+        append = False
+    new = records - held
+    broadcast = new <= BROADCAST_RECORDS
     # The contract check runs once per hour: its result is kept for the duplicate marks and the output as a local
     # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
     # cached table and makes the later plans small. Valid records leave their raw bytes out of it (half its size);
@@ -188,25 +219,31 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                .withColumns({"event_id": event_id, "event_hash": F.xxhash64(event_id)}).localCheckpoint())
     try:
         # Small: computed by the write, kept for it.
-        marks = duplicate_marks(checked, window, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
+        marks = duplicate_marks(checked, window, broadcast, settled).persist(StorageLevel.MEMORY_AND_DISK)
         try:
+            if settled is not None and settled.join(marks, "event_id").where(F.col("first") != _position()).count():
+                if log:
+                    log.info(f"hour {partition_key}: a new copy of an accepted event came first; rebuilding the hour")
+                return materialize_hour(partition_key, lakehouse, spark, window_hours, log)
             rows = split_hour(checked, marks, bronze, broadcast)
-            rows = rows.coalesce(1) if records < ONE_TASK_RECORDS else rows
-            commit = outcomes.replace_hours(
-                rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS),
-                [partition_key], log)
+            rows = rows.coalesce(1) if new < ONE_TASK_RECORDS else rows
+            rows = rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS)
+            commit = (outcomes.append_to_hour(rows, partition_key, log) if append
+                      else outcomes.replace_hours(rows, [partition_key], log))
         finally:
             marks.unpersist()
     finally:
         _release(checked)
-    written = outcomes.read(spark, commit.version).where(F.col(HOUR_COLUMN) == hour_value(partition_key))
-    counts = written.groupBy("rejected", "reason").agg(F.count(F.lit(1)).alias("count"),
-                                                       F.countDistinct("event_hash").alias("hashes")).collect()
-    accepted = sum(r["count"] - r["hashes"] for r in counts if not r["rejected"])  # ids in silver more than once
+    if append and sum(outcomes.hour_counts([partition_key], commit.version).values()) != records:
+        if log:
+            log.warning(f"hour {partition_key}: silver does not hold bronze's {records} records after the append "
+                        "(another run wrote the hour meanwhile); rebuilding the hour")
+        return materialize_hour(partition_key, lakehouse, spark, window_hours, log)
     # Another hour committed after the window was read: its events may duplicate this hour's. Check them now, and
     # if they do, this hour runs again on top of them (its copies then go to the dead letter).
     overlap = 0
     if commit.version > (-1 if history_version is None else history_version) + 1:
+        written = outcomes.read_hours(spark, [partition_key], commit.version)
         mine = written.where(~F.col("rejected")).select("event_hash", "event_id")
         overlap = window_events(outcomes.read(spark, commit.version), partition_key, window_hours) \
             .join(mine, ["event_hash", "event_id"], "left_semi").count()
@@ -214,11 +251,21 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
             raise ConcurrentWriteError(
                 f"silver.event_outcomes hour {partition_key}: another hour committed {overlap} of this hour's "
                 f"events at the same time (both are in version {commit.version}); the hour must run again on top")
+    return _counts(spark, outcomes, partition_key, commit.version, records, new, bronze_version, append)
+
+
+def _counts(spark: SparkSession, outcomes: Table, partition_key: str, version: int, records: int, new: int,
+            bronze_version: int, appended: bool = False) -> dict:
+    """What materialize_hour returns: the hour's counts at `version` of silver.event_outcomes."""
+    written = outcomes.read_hours(spark, [partition_key], version)
+    counts = written.groupBy("rejected", "reason").agg(F.count(F.lit(1)).alias("count"),
+                                                       F.countDistinct("event_hash").alias("hashes")).collect()
+    accepted = sum(r["count"] - r["hashes"] for r in counts if not r["rejected"])  # ids in silver more than once
     reasons = {row["reason"]: row["count"] for row in counts if row["rejected"]}
-    return {"bronze": records, "silver": sum(r["count"] for r in counts if not r["rejected"]),
+    return {"bronze": records, "new": new, "appended": appended,
+            "silver": sum(r["count"] for r in counts if not r["rejected"]),
             "rejected": sum(reasons.values()), "reasons": dict(sorted(reasons.items())),
-            "duplicate_ids": accepted + overlap, "version": commit.version,
-            "bronze_version": bronze_version}
+            "duplicate_ids": accepted, "version": version, "bronze_version": bronze_version}
 
 
 def reconciliation(lakehouse: LakehouseResource, partition_keys: list[str], bronze_version: int,
@@ -262,9 +309,10 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     spark = pyspark.spark_session
     started = time.monotonic()
     hours = {}
+    append = is_live_run(context)
     for partition_key in context.partition_keys:
         hours[partition_key] = counts = retry_on_conflict(
-            lambda key=partition_key: materialize_hour(key, lakehouse, spark, RETENTION_HOURS, context.log),
+            lambda key=partition_key: materialize_hour(key, lakehouse, spark, RETENTION_HOURS, context.log, append),
             context.log)
         context.log.info(f"hour {partition_key}: {counts}")
     seconds = round(time.monotonic() - started, 2)
@@ -282,6 +330,8 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             "table": "silver.event_outcomes (view silver.events)",
             "path": dg.MetadataValue.path(outcomes.uri),
             "bronze_records": dg.MetadataValue.int(total["bronze"]),
+            "new_records": dg.MetadataValue.int(sum(h["new"] for h in hours.values())),
+            "appended": all(h["appended"] for h in hours.values()),
             "rejected_records": dg.MetadataValue.int(total["rejected"]),
             "dedupe_window_hours": RETENTION_HOURS,
             "hours": dg.MetadataValue.md(table),
