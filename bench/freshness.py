@@ -136,8 +136,13 @@ def run_breakdown(instance: dg.DagsterInstance) -> list[dict]:
         steps = {s.step_key: (s.start_time, s.end_time) for s in instance.get_run_step_stats(record.dagster_run.run_id)
                  if s.start_time and s.end_time}
         if "gold_trending_now" in steps and record.start_time:
-            runs.append({"created": record.create_timestamp.timestamp(), "started": record.start_time, "steps": steps})
-    return sorted(runs, key=lambda r: r["steps"]["gold_trending_now"][1])
+            runs.append({"created": record.create_timestamp.timestamp(), "started": record.start_time,
+                         "ended": record.end_time, "steps": steps})
+    runs.sort(key=lambda r: r["steps"]["gold_trending_now"][1])
+    # A run can start only when the hour's run before it has ended (it may be requested earlier and queue).
+    for before, run in zip([None, *runs], runs, strict=False):
+        run["ready"] = max(run["created"], before["ended"] if before and before["ended"] else 0.0)
+    return runs
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -228,8 +233,8 @@ def summarize(name: str, samples: list[dict], watcher: Watcher, runs: list[dict]
             continue
         steps = run["steps"]
         breakdown = {
-            "wait for sensor and previous run": run["created"] - sample["sent"],
-            "queue + run process launch": steps["bronze_events"][0] - run["created"],
+            "wait for sensor and previous run": max(0.0, run["ready"] - sample["sent"]),
+            "queue + run process launch": steps["bronze_events"][0] - max(run["ready"], sample["sent"]),
             **{f"step {key}": end - start for key, (start, end) in steps.items()
                if start <= steps["gold_trending_now"][0]},
             "between steps": steps["gold_trending_now"][1] - steps["bronze_events"][0]

@@ -218,10 +218,13 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     checked = (validate_events(bronze, broker_time="received_at").withColumns(raw_if_rejected)
                .withColumns({"event_id": event_id, "event_hash": F.xxhash64(event_id)}).localCheckpoint())
     try:
-        # Small: computed by the write, kept for it.
+        # Small: kept for the write (and the check below).
         marks = duplicate_marks(checked, window, broadcast, settled).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            if settled is not None and settled.join(marks, "event_id").where(F.col("first") != _position()).count():
+            # Marks are few, computed here once for the write as well; only when there are any can an accepted
+            # event have a new copy that came first.
+            if settled is not None and marks.count() and \
+                    settled.join(marks, "event_id").where(F.col("first") != _position()).count():
                 if log:
                     log.info(f"hour {partition_key}: a new copy of an accepted event came first; rebuilding the hour")
                 return materialize_hour(partition_key, lakehouse, spark, window_hours, log)

@@ -140,14 +140,14 @@ def test_trending_now_decays_by_age(stream_gold):
 
 
 def test_trending_now_freshness_as_the_daemon_evaluates_it(stream_gold, dagster_instance):
-    """The freshness policy of gold_trending_now: fresh after a run, warn after 2 minutes, fail after 5."""
+    """The freshness policy of gold_trending_now: fresh after a run, warn after 1 minute, fail after 5."""
     key = dg.AssetKey("gold_trending_now")
     updated = dagster_instance.get_latest_materialization_event(key).timestamp
     origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="reco_assets.definitions"),
                                          location_name="reco_assets")
     states = []
     with create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), dagster_instance) as workspace:
-        for minutes in (1, 3, 6):
+        for minutes in (0.5, 3, 6):
             with freeze_time(updated + minutes * 60):
                 list(FreshnessDaemon().run_iteration(workspace))
             states.append(dagster_instance.get_freshness_state_records([key])[key].freshness_state.value)

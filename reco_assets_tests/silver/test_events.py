@@ -6,6 +6,7 @@ from datetime import timedelta
 from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, RANGES_SCHEMA
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_start, hour_value
+from reco_assets.silver.events import materialize_hour as silver_hour
 from reco_assets_tests.conftest import materialize
 
 SILVER = ["silver_events", "silver_events_rejected"]
@@ -75,3 +76,47 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(tmp_path
     # Re-materializing an hour reaches the same outcome: its own earlier rows do not count as copies.
     assert check(materialize(SILVER, tmp_path, dagster_instance, partition_key=LATE))[0]
     assert outcomes(spark, lakehouse, LATE) == ([uuid(2), uuid(3)], [])
+
+
+def land(spark, lakehouse: LakehouseResource, hour: str, records: list[tuple]) -> None:
+    """A bronze hour from (partition, offset, second of the hour received, value) of events_views, both tables."""
+    start = hour_start(hour)
+    rows = [("events_views", p, o, start + timedelta(seconds=s), b"1", v) for p, o, s, v in records]
+    lakehouse.table("bronze.events").replace_hours(
+        spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA).selectExpr("*", f"'{hour_value(hour)}' AS hour"), [hour])
+    ends = {}
+    for p, o, *_ in records:
+        ends[p] = max(ends.get(p, 0), o + 1)
+    ranges = [("events_views", p, 0, end, end, False, True, start, "test", hour_value(hour)) for p, end in ends.items()]
+    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(ranges, RANGES_SCHEMA), [hour])
+
+
+def hour_rows(spark, lakehouse: LakehouseResource, hour: str) -> list[str]:
+    return sorted(map(repr, lakehouse.table("silver.event_outcomes").read_hours(spark, [hour]).collect()))
+
+
+def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_copy_came_first(tmp_path, spark):
+    """A live run checks only the records silver does not hold yet; copies of the hour's accepted events are
+    duplicates of those. When a new copy was received before the accepted one (another partition, landed later),
+    appending cannot give a rebuild's rows: the hour is rebuilt instead."""
+    lakehouse = LakehouseResource(data_dir=str(tmp_path))
+    held = [(1, 0, 50, view(uuid(1), 1)), (1, 1, 51, view(uuid(2), 2))]
+    land(spark, lakehouse, EARLY, held)
+    assert not silver_hour(EARLY, lakehouse, spark, append=True)["appended"]  # nothing held yet: a rebuild
+    later = [*held, (1, 2, 55, view(uuid(1), 1)), (1, 3, 56, view(uuid(3), 3)), (1, 4, 57, b"not json")]
+    land(spark, lakehouse, EARLY, later)
+    counts = silver_hour(EARLY, lakehouse, spark, append=True)
+    assert counts["appended"] and counts["new"] == 3 and counts["rejected"] == 2
+    appended = hour_rows(spark, lakehouse, EARLY)
+    silver_hour(EARLY, lakehouse, spark)
+    assert hour_rows(spark, lakehouse, EARLY) == appended
+    assert any("duplicate of events_views/1@0" in row for row in appended)
+
+    earlier_copy = [*later, (0, 0, 10, view(uuid(2), 2))]  # received before the accepted copy at offset 1@1
+    land(spark, lakehouse, EARLY, earlier_copy)
+    counts = silver_hour(EARLY, lakehouse, spark, append=True)
+    assert not counts["appended"] and counts["silver"] == 3 and counts["rejected"] == 3
+    rebuilt = hour_rows(spark, lakehouse, EARLY)
+    assert any("duplicate of events_views/0@0" in row for row in rebuilt)
+    silver_hour(EARLY, lakehouse, spark)
+    assert hour_rows(spark, lakehouse, EARLY) == rebuilt
