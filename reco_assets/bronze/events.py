@@ -184,9 +184,9 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     landed_at = datetime.now(UTC)
     rows = [(r.topic, r.partition, r.start, r.end, r.count, closed, f"{r.topic}/{r.partition}" not in maybe_truncated,
              landed_at, kafka.bootstrap_servers, hour_value(partition_key)) for r in ranges]
-    if commit is not None:
-        lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(rows, RANGES_SCHEMA),
-                                                             [partition_key], log)
+    ranges_table = lakehouse.table("bronze.event_ranges")
+    if commit is not None or not ranges_table.rows_of_hours([partition_key]):  # or a killed run left none
+        ranges_table.replace_hours(spark.createDataFrame(rows, RANGES_SCHEMA), [partition_key], log)
     return {"hour": partition_key, "ranges": ranges, "records": records, "new_records": new,
             "appended": rest is not None, "closed": closed, "maybe_truncated": maybe_truncated,
             "version": commit.version if commit else version}
@@ -262,7 +262,7 @@ def bronze_events(
             "hour_closed": all(h["closed"] for h in hours),
             "complete": not any(h["maybe_truncated"] for h in hours),
             "seconds": round(seconds, 2),
-            "records_per_second": round(records / seconds, 1) if seconds else 0.0,
+            "records_per_second": round(sum(h["new_records"] for h in hours) / seconds, 1) if seconds else 0.0,
         },
         check_results=[dg.AssetCheckResult(
             check_name="offset_ranges_meet_neighbours",

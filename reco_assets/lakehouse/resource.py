@@ -192,12 +192,13 @@ class LakehouseResource(dg.ConfigurableResource):
             return [], []
 
 
-def retry_on_conflict(materialize, log, attempts: int = 2):
-    """Run `materialize` (one hour) again on top of the version that another run committed first; past `attempts`,
-    fail with the conflict, which names the table and the hour."""
+def retry_on_conflict(materialize, log, attempts: int = 2, again=None):
+    """Run `materialize` (one hour) again on top of the version that another run committed first (`again` instead,
+    when given: a live run retries as a rebuild); past `attempts`, fail with the conflict, which names the table and
+    the hour."""
     for attempt in range(1, attempts + 1):
         try:
-            return materialize()
+            return (materialize if attempt == 1 or again is None else again)()
         except ConcurrentWriteError as error:
             if attempt == attempts:
                 raise dg.Failure(description=f"{error}. Re-run the hour once the other run has finished.") from error

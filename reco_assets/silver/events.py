@@ -204,7 +204,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
             bronze = bronze.join(earlier.select(*COORDINATES), COORDINATES, "left_anti")
             settled = earlier.where(~F.col("rejected")).select(*SETTLED_COLUMNS)
             if held == records:
-                return _counts(spark, outcomes, partition_key, history_version, records, 0, bronze_version)
+                return _counts(spark, outcomes, partition_key, history_version, records, 0, bronze_version, True)
     else:
         append = False
     new = records - held
@@ -217,26 +217,28 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     event_id = F.lower("event_id")
     checked = (validate_events(bronze, broker_time="received_at").withColumns(raw_if_rejected)
                .withColumns({"event_id": event_id, "event_hash": F.xxhash64(event_id)}).localCheckpoint())
+    commit = None
     try:
         # Small: kept for the write (and the check below).
         marks = duplicate_marks(checked, window, broadcast, settled).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # Marks are few, computed here once for the write as well; only when there are any can an accepted
-            # event have a new copy that came first.
-            if settled is not None and marks.count() and \
-                    settled.join(marks, "event_id").where(F.col("first") != _position()).count():
-                if log:
-                    log.info(f"hour {partition_key}: a new copy of an accepted event came first; rebuilding the hour")
-                return materialize_hour(partition_key, lakehouse, spark, window_hours, log)
-            rows = split_hour(checked, marks, bronze, broadcast)
-            rows = rows.coalesce(1) if new < ONE_TASK_RECORDS else rows
-            rows = rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS)
-            commit = (outcomes.append_to_hour(rows, partition_key, log) if append
-                      else outcomes.replace_hours(rows, [partition_key], log))
+            # event have a new copy that came first (then the hour is rebuilt, below).
+            if not (settled is not None and marks.count() and
+                    settled.join(marks, "event_id").where(F.col("first") != _position()).count()):
+                rows = split_hour(checked, marks, bronze, broadcast)
+                rows = rows.coalesce(1) if new < ONE_TASK_RECORDS else rows
+                rows = rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS)
+                commit = (outcomes.append_to_hour(rows, partition_key, log) if append
+                          else outcomes.replace_hours(rows, [partition_key], log))
         finally:
             marks.unpersist()
     finally:
         _release(checked)
+    if commit is None:
+        if log:
+            log.info(f"hour {partition_key}: a new copy of an accepted event came first; rebuilding the hour")
+        return materialize_hour(partition_key, lakehouse, spark, window_hours, log)
     if append and sum(outcomes.hour_counts([partition_key], commit.version).values()) != records:
         if log:
             log.warning(f"hour {partition_key}: silver does not hold bronze's {records} records after the append "
@@ -314,9 +316,11 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     hours = {}
     append = is_live_run(context)
     for partition_key in context.partition_keys:
+        # After a conflict, the hour is rebuilt: an append would find silver holding every record and stop.
         hours[partition_key] = counts = retry_on_conflict(
             lambda key=partition_key: materialize_hour(key, lakehouse, spark, RETENTION_HOURS, context.log, append),
-            context.log)
+            context.log,
+            again=lambda key=partition_key: materialize_hour(key, lakehouse, spark, RETENTION_HOURS, context.log))
         context.log.info(f"hour {partition_key}: {counts}")
     seconds = round(time.monotonic() - started, 2)
     total = {k: sum(h[k] for h in hours.values()) for k in ("bronze", "silver", "rejected", "duplicate_ids")}
@@ -339,7 +343,7 @@ def silver_events(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             "dedupe_window_hours": RETENTION_HOURS,
             "hours": dg.MetadataValue.md(table),
             "seconds": seconds,
-            "events_per_second": round(total["bronze"] / seconds, 1) if seconds else 0.0,
+            "events_per_second": round(sum(h["new"] for h in hours.values()) / seconds, 1) if seconds else 0.0,
         },
         check_results=[
             dg.AssetCheckResult(check_name="event_id_unique", passed=total["duplicate_ids"] == 0,
