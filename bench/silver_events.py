@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, RANGES_SCHEMA  # noqa: E402
+from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, range_rows  # noqa: E402
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource  # noqa: E402
@@ -103,7 +103,7 @@ def build_hour(spark, lakehouse: LakehouseResource, events: int, replayed: float
     lakehouse.table("bronze.events").replace_hours(df.repartition(PARTITIONS * 3), [HOUR])
     ranges = [(t, p, 0, n, n, True, True, datetime.now(UTC), "bench", hour_value(HOUR)) for (t, p), n in
               offsets.items()]
-    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(ranges, RANGES_SCHEMA), [HOUR])
+    lakehouse.table("bronze.event_ranges").replace_hours(range_rows(ranges), [HOUR])
     return replays
 
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from reco_assets.bronze import events as bronze_events_module
-from reco_assets.bronze.events import RANGES_SCHEMA
+from reco_assets.bronze.events import range_rows
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.cli import main
 from reco_assets.contracts import check_event
@@ -237,7 +237,7 @@ def test_offset_ranges_that_do_not_meet_their_neighbour_fail_the_check(stream, d
         assert materialize("bronze_events", data_dir, dagster_instance, partition_key=before, kafka=kafka).success
     rows = sorted(ranges.rows_of_hours([before]), key=lambda r: (r["topic"], r["partition"]))
     rows[0] = {**rows[0], "end_offset": rows[0]["end_offset"] + 5}
-    ranges.replace_hours(spark.createDataFrame([tuple(r.values()) for r in rows], RANGES_SCHEMA), [before])
+    ranges.replace_hours(range_rows([tuple(r.values()) for r in rows]), [before])
     try:
         result = materialize("bronze_events", data_dir, dagster_instance, partition_key=hour, kafka=kafka)
         (check,) = result.get_asset_check_evaluations()

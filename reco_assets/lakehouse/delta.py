@@ -1,16 +1,19 @@
-"""Delta Lake: Spark writes (one commit per write, conflicts named, compaction and vacuum); the log's metadata and
-small tables are read without Spark.
+"""Delta Lake: writes (one commit per write, conflicts named, compaction and vacuum); the log's metadata and small
+tables are read without Spark.
 
-Writes go through Spark SQL and DataFrame options, so they work the same in a local session and over Spark Connect
-(the Delta Python API does not). Versions, history and the few rows of a small table come from the `deltalake`
-package, which reads the log directly: milliseconds instead of a Spark job (about 0.25 s warm) per look-up.
+A Spark DataFrame is written by Spark's Delta writer, through DataFrame options, so it works the same in a local
+session and over Spark Connect (the Delta Python API does not). Rows already in the driver's memory (an Arrow table:
+a live run's few new records, a small result) are committed by the `deltalake` package (delta-rs) instead: about
+20 ms, where Spark's writer takes 0.3 s to append and 1.5 s or more to replace over Spark Connect. Versions, history
+and the few rows of a small table come from `deltalake` too, which reads the log directly.
 """
 
 import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
 from pyspark.sql import DataFrame, SparkSession
 
 from reco_assets.lakehouse import storage
@@ -19,6 +22,11 @@ from reco_assets.lakehouse import storage
 CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
              "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
              "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+
+
+# delta-rs names its commits' metrics differently: the Spark names are kept.
+DELTA_RS_METRICS = {"num_added_rows": "numOutputRows", "num_added_files": "numFiles",
+                    "num_removed_files": "numRemovedFiles"}
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -98,6 +106,11 @@ def partition_counts(uri: str, version: int, columns: tuple[str, ...]) -> dict[t
     return counts
 
 
+def arrow_schema(uri: str) -> pa.Schema:
+    """The table's schema as Arrow types."""
+    return pa.schema(table(uri).schema().to_arrow())
+
+
 def is_conflict(error: Exception) -> bool:
     text = f"{type(error).__name__} {error}"
     return any(marker in text for marker in CONFLICTS)
@@ -131,13 +144,34 @@ def write(df: DataFrame, uri: str, label: str, partition_by: tuple[str, ...] = (
     return find_commit(uri, token)
 
 
+def write_rows(rows: pa.Table, uri: str, label: str, partition_by: tuple[str, ...] = (),
+               predicate: str | None = None, properties: dict[str, str] | None = None, append: bool = False) -> Commit:
+    """`write` for rows in memory, committed by delta-rs: the same modes, labels and commits. Rows added to a
+    table take its types; a whole-table overwrite replaces its schema, as `write` does."""
+    token = f"{label} #{uuid.uuid4().hex[:12]}"
+    created = exists(uri)
+    whole = not append and predicate is None
+    if created and not whole:
+        schema = arrow_schema(uri)
+        rows = rows.select(schema.names).cast(schema)
+    try:
+        write_deltalake(uri, rows, partition_by=list(partition_by) or None, mode="append" if append else "overwrite",
+                        predicate=predicate, schema_mode="overwrite" if created and whole else None,
+                        configuration=None if created else properties, storage_options=storage.write_options(uri),
+                        commit_properties=CommitProperties(custom_metadata={"userMetadata": token}))
+    except CommitFailedError as error:
+        raise ConcurrentWriteError(f"{label}: another run committed to the same part of {uri} first, so this write "
+                                   f"was not committed ({str(error).splitlines()[0][:300]})") from error
+    return find_commit(uri, token)
+
+
 def find_commit(uri: str, token: str) -> Commit:
     """The commit a write made; a write with nothing to change (no rows, none to replace) makes none, and then
     this is the table's current version with no rows written."""
     commits = history(uri, 50)
     for commit in commits:
         if commit.get("userMetadata") == token:
-            metrics = {k: str(v) for k, v in (commit.get("operationMetrics") or {}).items()}
+            metrics = {DELTA_RS_METRICS.get(k, k): str(v) for k, v in (commit.get("operationMetrics") or {}).items()}
             return Commit(commit["version"], commit["operation"], metrics)
     return Commit(commits[0]["version"], "NONE", {"numOutputRows": "0", "numFiles": "0"})
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyarrow import fs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -88,29 +90,43 @@ class Table:
         """The latest committed version (None before the first commit)."""
         return delta.version(self.uri) if self.exists() else None
 
-    def overwrite(self, df: DataFrame, log=None) -> Commit:
-        """Replace the whole table with `df` in one commit (readers see the old or the new version, never a mix)."""
-        return self._committed(df, delta.write(df, self.uri, self.name, self.spec.partition_by,
-                                                 properties=self.spec.properties), log)
+    def overwrite(self, rows: DataFrame | pa.Table, log=None) -> Commit:
+        """Replace the whole table with `rows` in one commit (readers see the old or the new version, never a mix).
 
-    def replace_hours(self, df: DataFrame, partition_keys: list[str], log=None) -> Commit:
-        """Replace these hours with `df` (which has an `hour` column and only these hours) in one commit."""
+        Here and below, a Spark DataFrame is written by Spark, rows in memory (Arrow) by delta-rs."""
+        return self._write(rows, self.name, log)
+
+    def replace_hours(self, rows: DataFrame | pa.Table, partition_keys: list[str], log=None) -> Commit:
+        """Replace these hours with `rows` (which have an `hour` column and only these hours) in one commit."""
         hours = ", ".join(f"'{hour_value(k)}'" for k in partition_keys)
         label = f"{self.name} hour {partition_keys[0]}" + (f" … {partition_keys[-1]}" if len(partition_keys) > 1
                                                              else "")
-        commit = delta.write(df, self.uri, label, self.spec.partition_by, replace_where=f"{HOUR_COLUMN} IN ({hours})",
-                             properties=self.spec.properties)
-        return self._committed(df, commit, log)
+        return self._write(rows, label, log, where=f"{HOUR_COLUMN} IN ({hours})")
 
-    def append_to_hour(self, df: DataFrame, partition_key: str, log=None) -> Commit:
-        """Add `df`'s rows (all of this hour) to the hour in one commit, keeping the rows it has."""
-        commit = delta.write(df, self.uri, f"{self.name} hour {partition_key} (append)", self.spec.partition_by,
-                             properties=self.spec.properties, append=True)
-        return self._committed(df, commit, log)
+    def append_to_hour(self, rows: DataFrame | pa.Table, partition_key: str, log=None) -> Commit:
+        """Add `rows` (all of this hour) to the hour in one commit, keeping the rows it has."""
+        return self._write(rows, f"{self.name} hour {partition_key} (append)", log, append=True)
 
-    def _committed(self, df: DataFrame, commit: Commit, log) -> Commit:
-        catalog.ensure_views(self.warehouse, self.spec, self.uri, df.columns, log)
+    def _write(self, rows: DataFrame | pa.Table, label: str, log, where: str | None = None,
+               append: bool = False) -> Commit:
+        if isinstance(rows, pa.Table):
+            commit = delta.write_rows(rows, self.uri, label, self.spec.partition_by, where, self.spec.properties,
+                                      append)
+            columns = rows.column_names
+        else:
+            commit = delta.write(rows, self.uri, label, self.spec.partition_by, where, self.spec.properties, append)
+            columns = rows.columns
+        catalog.ensure_views(self.warehouse, self.spec, self.uri, columns, log)
         return commit
+
+    def arrow(self, partition_keys: list[str] | None, version: int, columns: list[str] | None = None,
+              where: pc.Expression | None = None) -> pa.Table:
+        """The rows of these hours (None: of all) at `version` that match `where`, read into memory without Spark:
+        for the few columns or rows a live run needs."""
+        if partition_keys is not None:
+            hours = pc.field(HOUR_COLUMN).isin([hour_value(k) for k in partition_keys])
+            where = hours if where is None else hours & where
+        return delta.table(self.uri, version).to_pyarrow_dataset().to_table(columns=columns, filter=where)
 
 
 class LakehouseResource(dg.ConfigurableResource):

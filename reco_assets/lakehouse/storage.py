@@ -84,6 +84,13 @@ def delta_options(uri: str) -> dict[str, str] | None:
     return options
 
 
+def write_options(uri: str) -> dict[str, str] | None:
+    """delta-rs storage options for a commit. On S3 it commits by copy and rename, safe with one writer per table
+    at a time, the same rule as Spark's S3 log store (docs/lakehouse.md)."""
+    options = delta_options(uri)
+    return None if options is None else {**options, "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+
+
 def filesystem(uri: str) -> tuple[fs.FileSystem, str]:
     """(a pyarrow filesystem, the path in it) for a local path or an S3 URI."""
     if not on_s3(uri):

@@ -5,13 +5,15 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster_pyspark import LazyPySparkResource
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reco_assets.bronze.events import EVENT_HOURS_POOL, bronze_events
-from reco_assets.kafka.client import RETENTION_HOURS
+from reco_assets.kafka.client import RECORD_COLUMNS, RETENTION_HOURS
 from reco_assets.lakehouse import ConcurrentWriteError, LakehouseResource, Table, retry_on_conflict
 from reco_assets.lakehouse.hours import (
     HOUR_COLUMN,
@@ -25,6 +27,7 @@ from reco_assets.lakehouse.hours import (
 )
 from reco_assets.lakehouse.tables import ACCEPTED_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS
 from reco_assets.silver.event_contract import validate_events
+from reco_assets.silver.increment import COORDINATES, split_new
 
 # Hours of up to this many records broadcast their event hashes and duplicate marks into the joins, so that neither
 # the wide rows nor the window's hashes are shuffled; larger hours leave the join strategy to adaptive execution.
@@ -54,8 +57,8 @@ def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
     latest = table.latest_hour(version, rejected=False)
     if latest is None:
         return None, None
-    as_of = table.read_hours(spark, [latest], version, view="silver.events") \
-        .agg(F.max("received_at")).first()[0].astimezone(UTC)
+    received = table.arrow([latest], version, ["received_at"], where=~pc.field("rejected"))["received_at"]
+    as_of = pc.max(received).as_py().astimezone(UTC)
     since = as_of - timedelta(hours=window_hours)
     window = hours_between(hour_key(since), latest)
     events = read_events(spark, lakehouse, window, version)
@@ -87,29 +90,18 @@ def _maybe_broadcast(df: DataFrame, broadcast: bool) -> DataFrame:
     return F.broadcast(df) if broadcast else df
 
 
-COORDINATES = ["topic", "partition", "offset"]  # a record's place in Kafka: unique
-# What duplicate_marks needs of the events an hour accepted in earlier runs.
-SETTLED_COLUMNS = ["event_id", "event_hash", "received_at", *COORDINATES]
-
-
-def duplicate_marks(checked: DataFrame, window: DataFrame | None, broadcast: bool = True,
-                    settled: DataFrame | None = None) -> DataFrame:
+def duplicate_marks(checked: DataFrame, window: DataFrame | None, broadcast: bool = True) -> DataFrame:
     """`event_id, seen_in, first` for each valid event_id of the hour that has duplicates: `seen_in` the hour of the
     window that already holds it (null when none does), `first` the position (`_position`) of its first copy here.
 
     Duplicates are rare, so only 64-bit hashes move: the hour's hashes with more than one copy and the window's
     hashes that reappear pick the candidate rows, and their exact ids decide (a hash collision only adds a
     candidate). `checked` has `received_at`, `event_hash` and `validate_events`' columns; `window` is
-    `window_events`. `settled` (SETTLED_COLUMNS) are the hour's events accepted by earlier runs when `checked`
-    holds only the records that arrived since: they count as copies in the hour too.
+    `window_events`.
     """
     valid = checked.where(F.col("reject_reason").isNull())
     hashes = valid.select("event_hash")
     candidates = hashes.groupBy("event_hash").count().where(F.col("count") > 1).select("event_hash")
-    if settled is not None:
-        settled = settled.join(_maybe_broadcast(hashes.distinct(), broadcast), "event_hash", "left_semi")
-        candidates = candidates.unionByName(settled.select("event_hash"))
-        valid = valid.select(*SETTLED_COLUMNS).unionByName(settled)
     seen = None
     if window is not None:
         # The window's events that share a hash with this hour: few, so kept (eagerly) for the two uses below.
@@ -175,102 +167,140 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                      window_hours: float = RETENTION_HOURS, log=None, append: bool = False) -> dict:
     """Check, deduplicate and commit one hour; return its counts and the commit's version.
 
-    With `append` (the open hour's live runs), only the bronze records that silver does not hold yet are checked
-    and appended, deduplicated against the hour's events as well as the window's. That gives the rows a rebuild
-    of the whole hour gives, except when a new copy of an event came before the copy the hour already accepted
-    (another topic or partition, received earlier but landed later): then, and whenever the two tables' counts
-    disagree, the hour is rebuilt whole.
+    With `append` (the open hour's live runs), only the records silver does not hold yet are checked and appended
+    (`append_hour`) when that gives the rows a rebuild gives; otherwise the hour is rebuilt whole.
     """
     if not lakehouse.table("bronze.event_ranges").rows_of_hours([partition_key]):
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
     outcomes = lakehouse.table("silver.event_outcomes")
     history_version = outcomes.version()
-    window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
-              if history_version is not None else None)
     # One bronze version for the count, the check and the duplicates' raw bytes, whatever bronze runs commit.
     events = lakehouse.table("bronze.events")
     bronze_version = events.version()
+    records = events.hour_counts([partition_key], bronze_version).get(partition_key, 0)
+    if append and history_version is not None:
+        appended = append_hour(partition_key, lakehouse, spark, window_hours, log, history_version, bronze_version,
+                               records)
+        if appended is not None:
+            return appended
+    window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
+              if history_version is not None else None)
     bronze = events.read_hours(spark, [partition_key], bronze_version).drop(HOUR_COLUMN) \
         .withColumnRenamed("timestamp", "received_at")
-    records = events.hour_counts([partition_key], bronze_version).get(partition_key, 0)
-    held = (sum(outcomes.hour_counts([partition_key], history_version).values())
-            if append and history_version is not None else 0)
-    settled = None
-    if held:
-        if held > records:
-            append = False
-        else:
-            earlier = outcomes.read_hours(spark, [partition_key], history_version).drop(HOUR_COLUMN)
-            bronze = bronze.join(earlier.select(*COORDINATES), COORDINATES, "left_anti")
-            settled = earlier.where(~F.col("rejected")).select(*SETTLED_COLUMNS)
-            if held == records:
-                return _counts(spark, outcomes, partition_key, history_version, records, 0, bronze_version, True)
-    else:
-        append = False
-    new = records - held
-    broadcast = new <= BROADCAST_RECORDS
+    broadcast = records <= BROADCAST_RECORDS
     # The contract check runs once per hour: its result is kept for the duplicate marks and the output as a local
     # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
     # cached table and makes the later plans small. Valid records leave their raw bytes out of it (half its size);
     # a duplicate's come from bronze. Event ids are compared in lower case (the contract accepts either).
     raw_if_rejected = {c: F.when(F.col("reject_reason").isNotNull(), F.col(c)) for c in ("key", "value")}
-    event_id = F.lower("event_id")
-    checked = (validate_events(bronze, broker_time="received_at").withColumns(raw_if_rejected)
-               .withColumns({"event_id": event_id, "event_hash": F.xxhash64(event_id)}).localCheckpoint())
-    commit = None
+    checked = _checked(bronze).withColumns(raw_if_rejected).localCheckpoint()
     try:
-        # Small: kept for the write (and the check below).
-        marks = duplicate_marks(checked, window, broadcast, settled).persist(StorageLevel.MEMORY_AND_DISK)
+        # Small: kept for the write.
+        marks = duplicate_marks(checked, window, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            # Marks are few, computed here once for the write as well; only when there are any can an accepted
-            # event have a new copy that came first (then the hour is rebuilt, below).
-            if not (settled is not None and marks.count() and
-                    settled.join(marks, "event_id").where(F.col("first") != _position()).count()):
-                rows = split_hour(checked, marks, bronze, broadcast)
-                rows = rows.coalesce(1) if new < ONE_TASK_RECORDS else rows
-                rows = rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS)
-                commit = (outcomes.append_to_hour(rows, partition_key, log) if append
-                          else outcomes.replace_hours(rows, [partition_key], log))
+            rows = split_hour(checked, marks, bronze, broadcast)
+            rows = rows.coalesce(1) if records < ONE_TASK_RECORDS else rows
+            rows = rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS)
+            commit = outcomes.replace_hours(rows, [partition_key], log)
         finally:
             marks.unpersist()
     finally:
         _release(checked)
-    if commit is None:
+    refuse_overlap(spark, outcomes, partition_key, window_hours, history_version, commit.version)
+    return _counts(outcomes, partition_key, commit.version, records, records, bronze_version)
+
+
+def _checked(records: DataFrame) -> DataFrame:
+    """validate_events' columns, with event ids in lower case (the contract accepts either) and their hash."""
+    event_id = F.lower("event_id")
+    return validate_events(records, broker_time="received_at").withColumns(
+        {"event_id": event_id, "event_hash": F.xxhash64(event_id)})
+
+
+def _past_held(held: pa.Table) -> pc.Expression:
+    """The bronze rows past the last offset silver holds of each topic-partition, and those of the topic-partitions
+    it holds none of."""
+    last = held.group_by(["topic", "partition"]).aggregate([("offset", "max")])
+    past, known = pc.scalar(False), pc.scalar(False)
+    for topic, partition, offset in zip(*(last[c].to_pylist() for c in ("topic", "partition", "offset_max")),
+                                        strict=True):
+        same = (pc.field("topic") == topic) & (pc.field("partition") == partition)
+        past, known = past | (same & (pc.field("offset") > offset)), known | same
+    return past | ~known
+
+
+def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession, window_hours: float, log,
+                history_version: int, bronze_version: int, records: int) -> dict | None:
+    """A live run's way: check only the bronze records past those silver holds of the hour, deduplicate them in
+    memory (`split_new`) against the hour's accepted events and the window's, and append them in one commit.
+
+    None when that cannot give the rows a rebuild gives: silver holds none of the hour, or not exactly a prefix
+    of each topic-partition's records, or a new copy of an accepted event came first; or the counts disagree after
+    the append (another run wrote the hour meanwhile). The caller then rebuilds the hour.
+    """
+    outcomes = lakehouse.table("silver.event_outcomes")
+    held = sum(outcomes.hour_counts([partition_key], history_version).values())
+    if not held or held > records:
+        return None
+    if held == records:
+        return _counts(outcomes, partition_key, history_version, records, 0, bronze_version, True)
+    mine = outcomes.arrow([partition_key], history_version, ["rejected", "event_id", "received_at", *COORDINATES])
+    new = lakehouse.table("bronze.events").arrow([partition_key], bronze_version, RECORD_COLUMNS, _past_held(mine))
+    if held + new.num_rows != records:
+        return None
+    records_df = spark.createDataFrame(new.rename_columns(["received_at" if c == "timestamp" else c
+                                                           for c in new.column_names]))
+    checked = _checked(records_df).toArrow()
+    hashes = pc.unique(checked.filter(pc.is_null(checked["reject_reason"]))["event_hash"])
+    first, last = dedupe_window(partition_key, window_hours)
+    hour = pc.field(HOUR_COLUMN)
+    seen = outcomes.arrow(None, history_version, ["event_id", HOUR_COLUMN], where=(
+        (hour >= first) & (hour <= last) & (hour != hour_value(partition_key)) & ~pc.field("rejected")
+        & pc.field("event_hash").isin(hashes)))
+    rows = split_new(checked, mine.filter(~pc.field("rejected")), seen, hour_value(partition_key))
+    if rows is None:
         if log:
             log.info(f"hour {partition_key}: a new copy of an accepted event came first; rebuilding the hour")
-        return materialize_hour(partition_key, lakehouse, spark, window_hours, log)
-    if append and sum(outcomes.hour_counts([partition_key], commit.version).values()) != records:
+        return None
+    commit = outcomes.append_to_hour(rows, partition_key, log)
+    if sum(outcomes.hour_counts([partition_key], commit.version).values()) != records:
         if log:
             log.warning(f"hour {partition_key}: silver does not hold bronze's {records} records after the append "
                         "(another run wrote the hour meanwhile); rebuilding the hour")
-        return materialize_hour(partition_key, lakehouse, spark, window_hours, log)
-    # Another hour committed after the window was read: its events may duplicate this hour's. Check them now, and
-    # if they do, this hour runs again on top of them (its copies then go to the dead letter).
-    overlap = 0
-    if commit.version > (-1 if history_version is None else history_version) + 1:
-        written = outcomes.read_hours(spark, [partition_key], commit.version)
-        mine = written.where(~F.col("rejected")).select("event_hash", "event_id")
-        overlap = window_events(outcomes.read(spark, commit.version), partition_key, window_hours) \
-            .join(mine, ["event_hash", "event_id"], "left_semi").count()
-        if overlap:
-            raise ConcurrentWriteError(
-                f"silver.event_outcomes hour {partition_key}: another hour committed {overlap} of this hour's "
-                f"events at the same time (both are in version {commit.version}); the hour must run again on top")
-    return _counts(spark, outcomes, partition_key, commit.version, records, new, bronze_version, append)
+        return None
+    refuse_overlap(spark, outcomes, partition_key, window_hours, history_version, commit.version)
+    return _counts(outcomes, partition_key, commit.version, records, new.num_rows, bronze_version, True)
 
 
-def _counts(spark: SparkSession, outcomes: Table, partition_key: str, version: int, records: int, new: int,
-            bronze_version: int, appended: bool = False) -> dict:
-    """What materialize_hour returns: the hour's counts at `version` of silver.event_outcomes."""
+def refuse_overlap(spark: SparkSession, outcomes: Table, partition_key: str, window_hours: float,
+                   history_version: int | None, version: int) -> None:
+    """Another hour committed after the window was read: its events may duplicate this hour's. Check them now, and
+    if they do, raise ConcurrentWriteError: the hour runs again on top of them (its copies then go to the dead
+    letter)."""
+    if version <= (-1 if history_version is None else history_version) + 1:
+        return
     written = outcomes.read_hours(spark, [partition_key], version)
-    counts = written.groupBy("rejected", "reason").agg(F.count(F.lit(1)).alias("count"),
-                                                       F.countDistinct("event_hash").alias("hashes")).collect()
-    accepted = sum(r["count"] - r["hashes"] for r in counts if not r["rejected"])  # ids in silver more than once
-    reasons = {row["reason"]: row["count"] for row in counts if row["rejected"]}
-    return {"bronze": records, "new": new, "appended": appended,
-            "silver": sum(r["count"] for r in counts if not r["rejected"]),
+    mine = written.where(~F.col("rejected")).select("event_hash", "event_id")
+    overlap = window_events(outcomes.read(spark, version), partition_key, window_hours) \
+        .join(mine, ["event_hash", "event_id"], "left_semi").count()
+    if overlap:
+        raise ConcurrentWriteError(
+            f"silver.event_outcomes hour {partition_key}: another hour committed {overlap} of this hour's "
+            f"events at the same time (both are in version {version}); the hour must run again on top")
+
+
+def _counts(outcomes: Table, partition_key: str, version: int, records: int, new: int, bronze_version: int,
+            appended: bool = False) -> dict:
+    """What materialize_hour returns: the hour's counts at `version` of silver.event_outcomes (three columns of
+    the hour, read without Spark)."""
+    written = outcomes.arrow([partition_key], version, ["rejected", "reason", "event_hash"])
+    accepted = written.filter(~pc.field("rejected"))["event_hash"]
+    reasons = written.filter(pc.field("rejected"))["reason"].value_counts().to_pylist()
+    reasons = {r["values"]: r["counts"] for r in reasons}
+    return {"bronze": records, "new": new, "appended": appended, "silver": len(accepted),
             "rejected": sum(reasons.values()), "reasons": dict(sorted(reasons.items())),
-            "duplicate_ids": accepted, "version": version, "bronze_version": bronze_version}
+            "duplicate_ids": len(accepted) - pc.count_distinct(accepted).as_py(),  # ids in silver more than once
+            "version": version, "bronze_version": bronze_version}
 
 
 def reconciliation(lakehouse: LakehouseResource, partition_keys: list[str], bronze_version: int,

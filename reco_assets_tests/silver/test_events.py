@@ -3,7 +3,7 @@
 import json
 from datetime import timedelta
 
-from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, RANGES_SCHEMA
+from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, range_rows
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_start, hour_value
 from reco_assets.silver.events import materialize_hour as silver_hour
@@ -27,7 +27,7 @@ def write_bronze(spark, lakehouse: LakehouseResource, hour: str, values: list[by
     records = spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA)
     lakehouse.table("bronze.events").replace_hours(records.selectExpr("*", f"'{hour_value(hour)}' AS hour"), [hour])
     ranges = [("events_views", 0, 0, len(values), len(values), True, True, start, "test", hour_value(hour))]
-    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(ranges, RANGES_SCHEMA), [hour])
+    lakehouse.table("bronze.event_ranges").replace_hours(range_rows(ranges), [hour])
 
 
 def uuid(n: int) -> str:
@@ -88,7 +88,7 @@ def land(spark, lakehouse: LakehouseResource, hour: str, records: list[tuple]) -
     for p, o, *_ in records:
         ends[p] = max(ends.get(p, 0), o + 1)
     ranges = [("events_views", p, 0, end, end, False, True, start, "test", hour_value(hour)) for p, end in ends.items()]
-    lakehouse.table("bronze.event_ranges").replace_hours(spark.createDataFrame(ranges, RANGES_SCHEMA), [hour])
+    lakehouse.table("bronze.event_ranges").replace_hours(range_rows(ranges), [hour])
 
 
 def hour_rows(spark, lakehouse: LakehouseResource, hour: str) -> list[str]:
@@ -96,26 +96,34 @@ def hour_rows(spark, lakehouse: LakehouseResource, hour: str) -> list[str]:
 
 
 def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_copy_came_first(tmp_path, spark):
-    """A live run checks only the records silver does not hold yet; copies of the hour's accepted events are
-    duplicates of those. When a new copy was received before the accepted one (another partition, landed later),
-    appending cannot give a rebuild's rows: the hour is rebuilt instead."""
+    """A live run checks only the records silver does not hold yet (in memory, against the hour's accepted events
+    and the window's): it appends the rows a rebuild gives, invalid records and copies included. When a new copy
+    was received before the accepted one (another partition, landed later), appending cannot give a rebuild's
+    rows: the hour is rebuilt instead."""
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
+    write_bronze(spark, lakehouse, LATE, [view(uuid(9), 0)])
+    silver_hour(LATE, lakehouse, spark)
     held = [(1, 0, 50, view(uuid(1), 1)), (1, 1, 51, view(uuid(2), 2))]
     land(spark, lakehouse, EARLY, held)
     assert not silver_hour(EARLY, lakehouse, spark, append=True)["appended"]  # nothing held yet: a rebuild
-    later = [*held, (1, 2, 55, view(uuid(1), 1)), (1, 3, 56, view(uuid(3), 3)), (1, 4, 57, b"not json")]
+    later = [*held, (1, 2, 55, view(uuid(1), 1)), (1, 3, 56, view(uuid(3), 3)), (1, 4, 57, b"not json"),
+             (2, 0, 58, view(uuid(9).upper(), 0)), (2, 1, 58, view(uuid(4), 4)), (2, 2, 59, view(uuid(4), 4))]
     land(spark, lakehouse, EARLY, later)
     counts = silver_hour(EARLY, lakehouse, spark, append=True)
-    assert counts["appended"] and counts["new"] == 3 and counts["rejected"] == 2
+    assert counts["appended"] and counts["new"] == 6 and counts["rejected"] == 4 and counts["silver"] == 4
+    assert counts["reasons"] == {"duplicate": 3, "not_json": 1} and counts["duplicate_ids"] == 0
     appended = hour_rows(spark, lakehouse, EARLY)
+    assert silver_hour(EARLY, lakehouse, spark, append=True)["new"] == 0  # nothing new: no commit
     silver_hour(EARLY, lakehouse, spark)
     assert hour_rows(spark, lakehouse, EARLY) == appended
-    assert any("duplicate of events_views/1@0" in row for row in appended)
+    for detail in ("duplicate of events_views/1@0", f"event_id already in hour {LATE}",
+                   "duplicate of events_views/2@1"):
+        assert any(detail in row for row in appended), detail
 
     earlier_copy = [*later, (0, 0, 10, view(uuid(2), 2))]  # received before the accepted copy at offset 1@1
     land(spark, lakehouse, EARLY, earlier_copy)
     counts = silver_hour(EARLY, lakehouse, spark, append=True)
-    assert not counts["appended"] and counts["silver"] == 3 and counts["rejected"] == 3
+    assert not counts["appended"] and counts["silver"] == 4 and counts["rejected"] == 5
     rebuilt = hour_rows(spark, lakehouse, EARLY)
     assert any("duplicate of events_views/0@0" in row for row in rebuilt)
     silver_hour(EARLY, lakehouse, spark)
