@@ -30,7 +30,7 @@ OPEN_HOUR_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_REFRESH_S", "0"))
 SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "5"))
 # Runs of the open hour keep gold_trending_now current and refresh the hour's gold_trending and
 # gold_genre_minute_stats only this often (they are off the live path); closed hours get all of them.
-OPEN_HOUR_FULL_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_FULL_REFRESH_S", "120"))
+OPEN_HOUR_FULL_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_FULL_REFRESH_S", "600"))
 # A run in these states has not read Kafka's offsets yet: it will land every record that exists when it starts.
 WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 IN_FLIGHT = [*WAITING, dg.DagsterRunStatus.STARTED]
