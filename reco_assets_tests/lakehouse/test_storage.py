@@ -13,6 +13,7 @@ import pytest
 from pyarrow import fs
 
 from reco_assets.bronze import movielens
+from reco_assets.bronze.events import range_rows
 from reco_assets.cli import main
 from reco_assets.lakehouse import storage
 from reco_assets.services import free_port
@@ -120,6 +121,20 @@ def test_spark_writes_delta_on_s3_and_the_catalog_and_cli_read_it(lakehouse_on_s
     assert main(["--data-dir", str(tmp_path), "sql", "--format", "json",
                  "SELECT count(*) AS n FROM bronze.movielens_ratings"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 100836}]
+
+
+def test_rows_in_memory_commit_on_s3_with_delta_rs(lakehouse_on_s3):
+    """What live runs do on S3: bronze.event_ranges replaced and appended from the run's process (delta-rs), one
+    commit each, read back from the log and the files."""
+    ranges = lakehouse_on_s3.table("bronze.event_ranges")
+    hour = "2026-11-05-10:00"
+    row = ("events_views", 0, 0, 5, 5, False, True, datetime(2026, 11, 5, 10, tzinfo=UTC), "test", "2026-11-05-10")
+    first = ranges.replace_hours(range_rows([row]), [hour])
+    second = ranges.append_to_hour(range_rows([(*row[:2], 5, 9, 4, *row[5:])]), hour)
+    third = ranges.replace_hours(range_rows([(*row[:2], 0, 9, 9, *row[5:])]), [hour])
+    assert (first.version, second.version, third.version) == (0, 1, 2) and third.rows == 1
+    assert ranges.hour_counts([hour], 1) == {hour: 2} and ranges.hour_counts([hour], 2) == {hour: 1}
+    assert ranges.arrow([hour], 2, ["end_offset"]).to_pylist() == [{"end_offset": 9}]
 
 
 # A run's Spark resource set up as a run sets it up, over Spark Connect, in a process of its own.
