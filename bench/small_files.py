@@ -15,6 +15,7 @@ events arrived.
 """
 
 import argparse
+import logging
 import shutil
 import sys
 import tempfile
@@ -31,8 +32,7 @@ from reco_assets.bronze import events as bronze_events  # noqa: E402
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
 from reco_assets.events.producer import EventProducer  # noqa: E402
-from reco_assets.gold import trending  # noqa: E402
-from reco_assets.gold.stream import top_now  # noqa: E402
+from reco_assets.gold.now import trending_now  # noqa: E402
 from reco_assets.kafka.client import EVENT_TOPICS, TOPIC_PARTITIONS, KafkaResource  # noqa: E402
 from reco_assets.lakehouse import LakehouseResource  # noqa: E402
 from reco_assets.lakehouse.hours import hour_key, hour_start, hour_value  # noqa: E402
@@ -47,11 +47,8 @@ TABLES = ("bronze.events", "bronze.event_ranges", "silver.event_outcomes", "gold
 def live_run(spark, lakehouse: LakehouseResource, kafka: KafkaResource, hour: str) -> None:
     bronze_events.materialize_hour(hour, lakehouse, spark, kafka)
     silver_events.materialize_hour(hour, lakehouse, spark)
-    events, as_of = silver_events.recent_events(spark, lakehouse, 24.0)
-    movies = spark.createDataFrame([], "movie_id INT, title STRING, genres ARRAY<STRING>")
-    now = datetime.now(UTC)
-    lakehouse.table("gold.trending_now").overwrite(
-        top_now(trending.decayed_scores(events, as_of, 1.0), movies, 20, as_of, now).coalesce(1))
+    rows, _ = trending_now(lakehouse, 20, 24.0, 1.0, datetime.now(UTC), logging.getLogger("small_files"))
+    lakehouse.table("gold.trending_now").overwrite(rows)
 
 
 def send_at(producer: EventProducer, batch, timestamp_ms: int) -> None:

@@ -6,16 +6,16 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reco_assets.bronze.events import EVENT_HOURS_POOL
-from reco_assets.gold import trending
+from reco_assets.gold import now, trending
 from reco_assets.lakehouse import LakehouseResource, Table, retry_on_conflict
 from reco_assets.lakehouse.hours import HOUR_COLUMN, HOUR_PATTERN, hour_key, hour_start, hourly_events, hours_between
 from reco_assets.lakehouse.metadata import commit_metadata
 from reco_assets.silver import silver_movies
-from reco_assets.silver.events import read_events, recent_events
+from reco_assets.silver.events import read_events
 
 STREAM_KINDS = {"spark", "delta"}
 TRENDING_COLUMNS = ["hour", "rank", "movie_id", "title", "genres", "genre_ranks", "trend_score", "events",
@@ -130,27 +130,6 @@ class TrendingNowConfig(dg.Config):
     half_life_hours: float = Field(default=1.0, description="an event's weight halves every this many hours")
 
 
-TRENDING_NOW_SCHEMA = (
-    "genre STRING, rank INT, movie_id INT, title STRING, trend_score DOUBLE, events BIGINT, views BIGINT, "
-    "clicks BIGINT, ratings BIGINT, unique_users BIGINT, last_event_at TIMESTAMP, as_of TIMESTAMP, "
-    "updated_at TIMESTAMP"
-)
-
-
-def top_now(scores: DataFrame, movies: DataFrame, top_n: int, as_of: datetime, updated_at: datetime) -> DataFrame:
-    """The top `top_n` movies overall (genre NULL) and within each genre, by decayed score."""
-    order = [F.col("trend_score").desc(), F.col("events").desc(), F.col("movie_id")]
-    scored = trending.with_genres(scores, movies)
-    overall = scored.withColumn("genre", F.lit(None).cast("string"))
-    per_genre = scored.withColumn("genre", F.explode("genres"))
-    ranked = overall.unionByName(per_genre).withColumn(
-        "rank", F.row_number().over(Window.partitionBy("genre").orderBy(*order)))
-    return ranked.where(F.col("rank") <= top_n).select(
-        "genre", "rank", "movie_id", "title", "trend_score", "events", "views", "clicks", "ratings",
-        "unique_users", "last_event_at", F.lit(as_of).alias("as_of"), F.lit(updated_at).alias("updated_at"),
-    )
-
-
 # gold_trending_now is stale (the UI says so, the daemon evaluates it) when no run updated it for a minute, the
 # shortest window Dagster accepts (live runs update it every 10-20 s); the seconds-level target of an event's
 # way into it is measured by bench/freshness.py.
@@ -159,28 +138,20 @@ TRENDING_NOW_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(mi
 
 
 # In a run that also refreshes gold_trending and gold_genre_minute_stats, trending-now goes first: it is the live one.
-@dg.asset(group_name="gold", kinds=STREAM_KINDS, deps=["silver_events", silver_movies],
+@dg.asset(group_name="gold", kinds={"duckdb", "delta"}, deps=["silver_events", silver_movies],
           freshness_policy=TRENDING_NOW_FRESHNESS, pool=EVENT_HOURS_POOL, op_tags={"dagster/priority": "1"})
-def gold_trending_now(context: dg.AssetExecutionContext, config: TrendingNowConfig, lakehouse: LakehouseResource,
-                      pyspark: LazyPySparkResource) -> dg.MaterializeResult:
-    """The current top N overall and per genre: events of the latest hours, exponentially decayed by age."""
+def gold_trending_now(context: dg.AssetExecutionContext, config: TrendingNowConfig,
+                      lakehouse: LakehouseResource) -> dg.MaterializeResult:
+    """The current top N overall and per genre: events of the latest hours, exponentially decayed by age (DuckDB
+    on the files, committed with delta-rs: no Spark job on the live path's last step)."""
     started = time.monotonic()
-    spark = pyspark.spark_session
     updated_at = datetime.now(UTC)
-    events, as_of = recent_events(spark, lakehouse, config.window_hours)
-    if events is None:
-        context.log.warning("silver_events holds no events yet: gold_trending_now is empty")
-        df = spark.createDataFrame([], TRENDING_NOW_SCHEMA)
-    else:
-        scores = trending.decayed_scores(events, as_of, config.half_life_hours)
-        df = top_now(scores, _movies(spark, lakehouse, context.log), config.top_n, as_of, updated_at)
-    # A few hundred rows: collected and committed from here (delta-rs) rather than by Spark's writer, 2-3 s faster.
-    df = df.orderBy(F.col("genre").asc_nulls_first(), "rank")
-    rows = df.toArrow()
+    rows, as_of = now.trending_now(lakehouse, config.top_n, config.window_hours, config.half_life_hours, updated_at,
+                                   context.log)
     table = lakehouse.table("gold.trending_now")
     commit = retry_on_conflict(lambda: table.overwrite(rows, context.log), context.log)
     return dg.MaterializeResult(metadata=commit_metadata(
-        table, commit, df, started, preview_rows=10,
+        table, commit, rows, started, preview_rows=10,
         as_of=dg.MetadataValue.timestamp(as_of) if as_of else "no events",
         event_lag_seconds=round((updated_at - as_of).total_seconds(), 1) if as_of else float("nan"),
         window_hours=config.window_hours, half_life_hours=config.half_life_hours,

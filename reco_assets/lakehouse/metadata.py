@@ -3,6 +3,7 @@
 import time
 
 import dagster as dg
+import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from reco_assets.lakehouse import delta
@@ -12,13 +13,15 @@ from reco_assets.lakehouse.resource import Table
 SPARK_TO_DAGSTER_TYPES = {"integer": "int", "bigint": "bigint", "double": "double", "float": "float"}
 
 
-def column_schema(df: DataFrame) -> dg.TableSchema:
+def column_schema(rows: DataFrame | pa.Table) -> dg.TableSchema:
+    if isinstance(rows, pa.Table):
+        return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in rows.schema])
     return dg.TableSchema(columns=[
         dg.TableColumn(name=f.name, type=SPARK_TO_DAGSTER_TYPES.get(f.dataType.typeName(), f.dataType.simpleString()))
-        for f in df.schema.fields])
+        for f in rows.schema.fields])
 
 
-def commit_metadata(table: Table, commit: Commit, df: DataFrame, started: float, preview_rows: int = 5,
+def commit_metadata(table: Table, commit: Commit, df: DataFrame | pa.Table, started: float, preview_rows: int = 5,
                     **extra) -> dict:
     """Metadata of one commit: the rows it wrote (`dagster/row_count`, so the UI plots it), the table's schema,
     its Delta version, and a preview read back at that version."""

@@ -46,22 +46,28 @@ def read_events(spark: SparkSession, lakehouse: LakehouseResource, partition_key
     return events.withColumn(HOUR_COLUMN, F.to_timestamp(HOUR_COLUMN, HOUR_PATTERN))
 
 
+def latest_event(lakehouse: LakehouseResource) -> tuple[int, str, datetime] | None:
+    """(silver.event_outcomes' version, the latest hour with accepted events, their latest `received_at`), from
+    the log and that hour's files; None while silver holds no events."""
+    table = lakehouse.table("silver.event_outcomes")
+    version = table.version()
+    latest = None if version is None else table.latest_hour(version, rejected=False)
+    if latest is None:
+        return None
+    received = table.arrow([latest], version, ["received_at"], where=~pc.field("rejected"))["received_at"]
+    return version, latest, pc.max(received).as_py().astimezone(UTC)
+
+
 def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
                   window_hours: float) -> tuple[DataFrame | None, datetime | None]:
     """Silver events received within `window_hours` before the latest one, and that latest `received_at`, read at
     one version. (None, None) when silver holds no events yet."""
-    table = lakehouse.table("silver.event_outcomes")
-    version = table.version()
-    if version is None:
-        return None, None
-    latest = table.latest_hour(version, rejected=False)
+    latest = latest_event(lakehouse)
     if latest is None:
         return None, None
-    received = table.arrow([latest], version, ["received_at"], where=~pc.field("rejected"))["received_at"]
-    as_of = pc.max(received).as_py().astimezone(UTC)
+    version, latest_hour, as_of = latest
     since = as_of - timedelta(hours=window_hours)
-    window = hours_between(hour_key(since), latest)
-    events = read_events(spark, lakehouse, window, version)
+    events = read_events(spark, lakehouse, hours_between(hour_key(since), latest_hour), version)
     return events.where(F.col("received_at") > F.lit(since)), as_of
 
 

@@ -14,9 +14,11 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.freshness import FreshnessDaemon
 
+from reco_assets.gold import trending
 from reco_assets.gold.trending import EVENT_WEIGHTS
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_key
+from reco_assets.silver.events import recent_events
 from reco_assets_tests.conftest import materialize, write_silver_events
 
 H0 = datetime(2026, 11, 20, 0, tzinfo=UTC)
@@ -137,6 +139,21 @@ def test_trending_now_decays_by_age(stream_gold):
     drama = query(stream_gold["data_dir"], "SELECT rank, movie_id FROM gold.trending_now WHERE genre = 'Drama' "
                   "ORDER BY rank")
     assert [m for _, m in drama] == [m for m in expected.index if m in (2, 4)]
+
+
+def test_trending_now_agrees_with_the_spark_scores(stream_gold, spark):
+    """gold_trending_now (DuckDB on the files) gives the numbers of trending.decayed_scores (Spark, which the hybrid
+    ranker's stream features use) for the same events."""
+    events, as_of = recent_events(spark, LakehouseResource(data_dir=str(stream_gold["data_dir"])), 24.0)
+    columns = ["trend_score", "events", "views", "clicks", "ratings", "unique_users", "last_event_at"]
+    expected = {r["movie_id"]: tuple(r[c] for c in columns)
+                for r in trending.decayed_scores(events, as_of, 1.0).collect()}
+    got = query(stream_gold["data_dir"], f"SELECT movie_id, {', '.join(columns)} FROM gold.trending_now "
+                "WHERE genre IS NULL")
+    assert len(got) == 3
+    for movie_id, *values, last_event_at in got:
+        assert (*values, last_event_at.astimezone(UTC)) == (*expected[movie_id][:-1],
+                                                            expected[movie_id][-1].replace(tzinfo=UTC))
 
 
 def test_trending_now_freshness_as_the_daemon_evaluates_it(stream_gold, dagster_instance):
