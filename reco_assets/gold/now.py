@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reco_assets.gold.trending import EVENT_WEIGHTS, UNKNOWN_GENRE
+from reco_assets.gold.trending import EVENT_WEIGHTS, NO_MOVIES_WARNING, UNKNOWN_GENRE
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_key, hour_value, hours_between
 from reco_assets.silver.events import latest_event
@@ -93,7 +93,6 @@ def trending_now(lakehouse: LakehouseResource, top_n: int, window_hours: float, 
                          & (pc.field("received_at") > pa.scalar(since, pa.timestamp("us", tz="UTC"))))
     catalog = movies(lakehouse)
     if catalog is None:
-        log.warning("silver_movies is not materialized: no titles, every genre is (unknown); "
-                    "materialize the MovieLens batch graph to fill them in")
+        log.warning(NO_MOVIES_WARNING)
         catalog = MOVIES_SCHEMA.empty_table()
     return top_now(events, catalog, as_of, since, top_n, half_life_hours, updated_at), as_of

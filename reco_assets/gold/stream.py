@@ -36,8 +36,7 @@ def _movies(spark, lakehouse: LakehouseResource, log) -> DataFrame:
     movies = lakehouse.table("silver.movies")
     if movies.exists():
         return movies.read(spark)
-    log.warning("silver_movies is not materialized: no titles, every genre is (unknown); "
-                "materialize the MovieLens batch graph to fill them in")
+    log.warning(trending.NO_MOVIES_WARNING)
     return spark.createDataFrame([], "movie_id INT, title STRING, genres ARRAY<STRING>")
 
 

@@ -22,6 +22,8 @@ BASELINE_HOURS = 24
 # a rating is a deliberate act after watching.
 EVENT_WEIGHTS = {"view": 1.0, "click": 0.5, "rating": 2.0}
 UNKNOWN_GENRE = "(unknown)"
+NO_MOVIES_WARNING = ("silver_movies is not materialized: no titles, every genre is (unknown); "
+                     "materialize the MovieLens batch graph to fill them in")
 
 
 def event_weight(event_type: Column, weights: dict[str, float] = EVENT_WEIGHTS) -> Column:

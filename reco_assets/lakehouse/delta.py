@@ -111,6 +111,12 @@ def arrow_schema(uri: str) -> pa.Schema:
     return pa.schema(table(uri).schema().to_arrow())
 
 
+def conflict(label: str, uri: str, error: Exception) -> ConcurrentWriteError:
+    """The error a write raises when another writer committed first (Spark's or delta-rs' exception as its cause)."""
+    return ConcurrentWriteError(f"{label}: another run committed to the same part of {uri} first, so this write was "
+                                f"not committed ({str(error).splitlines()[0][:300]})")
+
+
 def is_conflict(error: Exception) -> bool:
     text = f"{type(error).__name__} {error}"
     return any(marker in text for marker in CONFLICTS)
@@ -137,9 +143,7 @@ def write(df: DataFrame, uri: str, label: str, partition_by: tuple[str, ...] = (
         writer.save(uri)
     except Exception as error:
         if is_conflict(error):
-            raise ConcurrentWriteError(
-                f"{label}: another run committed to the same part of {uri} first, so this write was not "
-                f"committed ({str(error).splitlines()[0][:300]})") from error
+            raise conflict(label, uri, error) from error
         raise
     return find_commit(uri, token)
 
@@ -160,8 +164,7 @@ def write_rows(rows: pa.Table, uri: str, label: str, partition_by: tuple[str, ..
                         configuration=None if created else properties, storage_options=storage.write_options(uri),
                         commit_properties=CommitProperties(custom_metadata={"userMetadata": token}))
     except CommitFailedError as error:
-        raise ConcurrentWriteError(f"{label}: another run committed to the same part of {uri} first, so this write "
-                                   f"was not committed ({str(error).splitlines()[0][:300]})") from error
+        raise conflict(label, uri, error) from error
     return find_commit(uri, token)
 
 
