@@ -5,7 +5,9 @@ dagster.yaml, the sensor on by default). Events stream at --rate for --minutes; 
 --sample-every seconds records when it was sent and its broker time. A watcher reads `gold/trending_now` through
 DuckDB every 0.2 s: an event is reflected once the table's `as_of` (the latest broker time it includes) has
 reached it. Reports p50 / p95 / max and where the time goes (waiting for the sensor and for the run before,
-queue and process launch, each Spark step, visibility), from the Dagster instance's run and step records.
+queue and process launch, each Spark step, visibility), from the Dagster instance's run and step records. The
+samples, the watcher's observations and the runs are left in the phase's data dir (samples.json) for a look at
+the tail.
 
 Phases: `connect` (runs reach one warm Spark Connect server, what `make run` does) and `local` (every run starts
 its own local Spark: the baseline). The ratio of their p50s is the figure.
@@ -26,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -36,6 +39,7 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.kafka.client import KafkaResource, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse.hours import HOUR_STATE_TAG
 from reco_assets.sensors import events_job
 from reco_assets.services import ConnectServer, LocalBroker, free_port
 
@@ -137,7 +141,8 @@ def run_breakdown(instance: dg.DagsterInstance) -> list[dict]:
                  if s.start_time and s.end_time}
         if "gold_trending_now" in steps and record.start_time:
             runs.append({"created": record.create_timestamp.timestamp(), "started": record.start_time,
-                         "ended": record.end_time, "steps": steps})
+                         "ended": record.end_time, "steps": steps,
+                         "state": record.dagster_run.tags.get(HOUR_STATE_TAG)})
     runs.sort(key=lambda r: r["steps"]["gold_trending_now"][1])
     # A run can start only when the hour's run before it has ended (it may be requested earlier and queue).
     for before, run in zip([None, *runs], runs, strict=False):
@@ -190,6 +195,11 @@ def phase(name: str, minutes: float, rate: float, sample_every: float, preloaded
         print(f"  gold_trending_now's freshness policy, as the daemon evaluated it: {freshness_status(port)}")
         with dg.DagsterInstance.from_config(str(home)) as instance:
             runs = run_breakdown(instance)
+            states = Counter(f"{r.dagster_run.tags.get(HOUR_STATE_TAG)} {r.dagster_run.status.value.lower()}"
+                             for r in instance.get_run_records(dg.RunsFilter(job_name=events_job.name)))
+        print(f"  runs by state: {', '.join(f'{n} {state}' for state, n in sorted(states.items()))}")
+        (data_dir / "samples.json").write_text(json.dumps({"samples": samples, "changes": watcher.changes,
+                                                           "runs": runs}))
     finally:
         if dev:
             os.killpg(dev.pid, signal.SIGTERM)

@@ -27,14 +27,22 @@ from reco_assets.silver.events import silver_events
 # new run queues behind it and starts as soon as it ends), and its last run was requested at least this long ago;
 # closed hours get one final run.
 OPEN_HOUR_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_REFRESH_S", "0"))
-SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "5"))
-# Runs of the open hour keep gold_trending_now current and refresh the hour's gold_trending and
-# gold_genre_minute_stats only this often (they are off the live path); closed hours get all of them.
-OPEN_HOUR_FULL_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_FULL_REFRESH_S", "600"))
+# The daemon evaluates sensors every 5 s at most (its loop); a minimum interval of 5 s as well aliases with that loop
+# and skips every other evaluation about a third of the time, so the default asks for less and gets every loop.
+SENSOR_INTERVAL_S = int(os.environ.get("RECO_SENSOR_INTERVAL_S", "1"))
+# The open hour's runs are live ones: bronze and silver add the new records, gold_trending_now is recomputed. The
+# hour's gold_trending and gold_genre_minute_stats are refreshed this often, by a run of their own that does not hold
+# the hour (the live runs go on meanwhile); closed hours get every asset in their final run. 0: no live runs, every
+# run of the open hour materializes every asset.
+OPEN_HOUR_GOLD_REFRESH_S = float(os.environ.get("RECO_OPEN_HOUR_GOLD_REFRESH_S", "600"))
 # A run in these states has not read Kafka's offsets yet: it will land every record that exists when it starts.
 WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 IN_FLIGHT = [*WAITING, dg.DagsterRunStatus.STARTED]
 FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+# Dagster's run tags: a single-run backfill's range of partitions, and the run queue's priority (higher first).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+PRIORITY_TAG = "dagster/priority"
 # An hour whose latest run failed or was cancelled is requested again after 30 s, 60 s, 120 s, ... (doubling), at
 # most this many times in a row; then the tick reports it until someone materializes it (failures of the last day).
 RETRY_BASE_S = float(os.environ.get("RECO_RETRY_BASE_S", "30"))
@@ -50,16 +58,17 @@ events_job = dg.define_asset_job(
     description="One broker hour of events: Kafka → bronze_events → silver_events (+ dead letter) → trending "
                 "(hourly, per genre and minute, now).",
 )
-# What a live refresh of the open hour materializes.
 SILVER_EVENTS = dg.AssetKey("silver_events")
+# What a live run of the open hour materializes, and what its gold refresh does.
 LIVE_ASSETS = [dg.AssetKey(name) for name in ("bronze_events", "silver_events", "silver_events_rejected",
                                                "gold_trending_now")]
+GOLD_REFRESH_ASSETS = [dg.AssetKey("gold_trending"), dg.AssetKey("gold_genre_minute_stats")]
 
 
 @dataclass
 class Cursor:
     """Per-partition offsets already covered by requested runs, where to scan from, open hours run so far
-    (when last run, when last run with every asset), when the topics were last observed."""
+    (when last run, when their gold was last refreshed), when the topics were last observed."""
 
     offsets: dict[str, int] = field(default_factory=dict)
     scan_from: str | None = None
@@ -88,12 +97,23 @@ class FailedHour:
 
 @dataclass(frozen=True)
 class HourRun:
+    """One run to request. `state` (its HOUR_STATE_TAG): `closed`, the hour's final run of every asset; `open`,
+    every asset of the open hour; `live`, the open hour's LIVE_ASSETS; `gold`, the open hour's GOLD_REFRESH_ASSETS,
+    in a run that does not hold the hour."""
+
     hour: str
-    closed: bool
+    state: str
     run_key: str
     records: int
-    live: bool = False  # only the live assets (LIVE_ASSETS), not the hour's whole gold
     retry: int = 0  # the run that follows this many failed runs of the hour in a row
+
+    @property
+    def closed(self) -> bool:
+        return self.state == "closed"
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
 
 
 def _tp_name(tp: TopicPartitionKey) -> str:
@@ -109,9 +129,10 @@ def plan_tick(
     offsets_at: Callable[[datetime], dict[TopicPartitionKey, int]],
     open_refresh_s: float,
     busy: Callable[[str], bool] = lambda hour: False,
-    full_refresh_s: float = 0.0,
+    gold_refresh_s: float = 0.0,
     failed: dict[str, FailedHour] | None = None,
     log_ids: dict[str, str] | None = None,
+    has_silver: Callable[[str], bool] = lambda hour: True,
 ) -> tuple[list[HourRun], Cursor, list[str]]:
     """Which hours to run, the cursor after this tick, and what the tick has to say. Pure apart from the look-ups
     passed in.
@@ -121,7 +142,9 @@ def plan_tick(
     left to the run that waits, instead of piling up runs. A running run does not make an hour busy: the next run
     is requested at once and queues behind it (dagster.yaml allows one run per hour at a time). `failed` holds the
     hours whose latest run failed: each is run again after a doubling backoff, at most MAX_RETRIES times in a row;
-    until then (and past that) its new records wait like a rate-limited hour's.
+    until then (and past that) its new records wait like a rate-limited hour's. With `gold_refresh_s`, the open
+    hour's runs are live ones, and once silver_events holds the hour (`has_silver`) and a run of it was requested
+    before, a gold refresh of it is requested at most that often.
 
     A topic-partition whose log is not the one the cursor was built on is read again from its log's start, from
     the first hour that has records: its cluster or topic id changed (`log_ids`, the cluster's id and each
@@ -185,23 +208,24 @@ def plan_tick(
                 # Rate-limited, or backing off after a failure: leave this hour's new records for a later tick.
                 advance = {tp: min(advance[tp], max(lo[tp], covered[tp])) for tp in end}
                 continue
-            live = not closed and now.timestamp() - cursor.full_runs.get(hour, 0.0) < full_refresh_s
-            state = "closed" if closed else "live" if live else "open"
+            state = "closed" if closed else "live" if gold_refresh_s > 0 else "open"
             retry = failed[hour].failures if wait is not None else 0
-            runs.append(HourRun(hour, closed, f"{hour}:{state}:{signature[:12]}", new, live, retry))
+            runs.append(HourRun(hour, state, f"{hour}:{state}:{signature[:12]}", new, retry))
             if closed:
                 new_cursor.open_hours.pop(hour, None)
                 new_cursor.full_runs.pop(hour, None)
-            else:
-                new_cursor.open_hours[hour] = now.timestamp()
-                if not live:
-                    new_cursor.full_runs[hour] = now.timestamp()
+                continue
+            if state == "live" and hour in cursor.open_hours and \
+                    now.timestamp() - cursor.full_runs.get(hour, 0.0) >= gold_refresh_s and has_silver(hour):
+                runs.append(HourRun(hour, "gold", f"{hour}:gold:{signature[:12]}", 0))
+                new_cursor.full_runs[hour] = now.timestamp()
+            new_cursor.open_hours[hour] = now.timestamp()
         new_cursor.offsets = {_tp_name(tp): advance[tp] for tp in end}
         new_cursor.scan_from = min([current, *[h for h in hours if h in new_cursor.open_hours]])
     # Hours that were last run while open and have closed since, without new records: one final run.
     for hour in sorted(cursor.open_hours):
         if hour not in scanned and is_closed(hour):
-            runs.append(HourRun(hour, True, f"{hour}:closed:final", 0))
+            runs.append(HourRun(hour, "closed", f"{hour}:closed:final", 0))
             new_cursor.open_hours.pop(hour, None)
             new_cursor.full_runs.pop(hour, None)
     planned = {run.hour for run in runs}
@@ -215,8 +239,8 @@ def plan_tick(
         elif wait > 0:
             notes.append(f"hour {hour}: its last run failed ({failure.failures} in a row); retrying in {wait:.0f} s")
         else:
-            runs.append(HourRun(hour, is_closed(hour), f"{hour}:retry:{failure.failures}:{failure.failed_at:.0f}",
-                                0, retry=failure.failures))
+            runs.append(HourRun(hour, "closed" if is_closed(hour) else "open",
+                                f"{hour}:retry:{failure.failures}:{failure.failed_at:.0f}", 0, failure.failures))
             notes.append(f"hour {hour}: its last run failed ({failure.failures} in a row); retrying now")
     return runs, new_cursor, notes
 
@@ -246,6 +270,12 @@ def failed_hours(instance: dg.DagsterInstance, now: datetime) -> dict[str, Faile
     return found
 
 
+def silver_holds(instance: dg.DagsterInstance, hour: str) -> bool:
+    """Whether silver_events was materialized for the hour: its gold can be refreshed."""
+    return bool(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=SILVER_EVENTS,
+                                                                      asset_partitions=[hour]), limit=1).records)
+
+
 def topics_observation(end: dict[TopicPartitionKey, int], start: dict[TopicPartitionKey, int],
                        landed: dict[TopicPartitionKey, int], where: str) -> dg.AssetObservation:
     """kafka_event_topics as observed now: per topic, the records its logs retain and the lag (not in bronze yet)."""
@@ -262,20 +292,37 @@ def busy_hours(instance: dg.DagsterInstance) -> set[str]:
     """The hours whose next run must wait: a run of the hour (its `dagster/partition`) has not started yet, and will
     land the new records itself when it does; or a single-run backfill of a range of hours (tagged with the range's
     first and last hour, not `dagster/partition`, so dagster.yaml's per-hour limit cannot queue a run behind it)
-    covers the hour and is queued or running."""
+    covers the hour and is queued or running. An open hour's gold refresh (also tagged with a range, so as not to
+    hold the hour) does not make it busy."""
     hours = set()
     for run in instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT)):
         tags = run.tags
         if "dagster/partition" in tags:
             if run.status in WAITING:
                 hours.add(tags["dagster/partition"])
-        elif "dagster/asset_partition_range_start" in tags and "dagster/asset_partition_range_end" in tags:
+        elif tags.get(HOUR_STATE_TAG) == "gold":
+            continue
+        elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
             try:
-                hours.update(hours_between(tags["dagster/asset_partition_range_start"],
-                                           tags["dagster/asset_partition_range_end"]))
+                hours.update(hours_between(tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]))
             except (ValueError, dg.DagsterInvariantViolationError):  # a range of another partitions definition
                 continue
     return hours
+
+
+def run_request(run: HourRun) -> dg.RunRequest:
+    """The request for one planned run. Live runs go first in the queue. A gold refresh names its hour as a range of
+    one (as a single-run backfill does), not as `dagster/partition`, so dagster.yaml's one-run-per-hour limit does
+    not queue the hour's live runs behind it."""
+    tags = {HOUR_STATE_TAG: run.state, "reco/new_records": str(run.records),
+            **({"reco/retry": str(run.retry)} if run.retry else {})}
+    if run.state == "gold":
+        return dg.RunRequest(run_key=run.run_key, asset_selection=GOLD_REFRESH_ASSETS,
+                             tags={**tags, ASSET_PARTITION_RANGE_START_TAG: run.hour,
+                                   ASSET_PARTITION_RANGE_END_TAG: run.hour, PRIORITY_TAG: "-1"})
+    return dg.RunRequest(run_key=run.run_key, partition_key=run.hour,
+                         asset_selection=LIVE_ASSETS if run.live else None,
+                         tags={**tags, **({PRIORITY_TAG: "1"} if run.live else {})})
 
 
 @dg.sensor(
@@ -307,8 +354,9 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
             return hour in busy
 
         runs, new_cursor, notes = plan_tick(cursor, now, end, log_start, first_hour, offsets_at,
-                                            OPEN_HOUR_REFRESH_S, waits, OPEN_HOUR_FULL_REFRESH_S,
-                                            failed_hours(context.instance, now), offsets.log_ids())
+                                            OPEN_HOUR_REFRESH_S, waits, OPEN_HOUR_GOLD_REFRESH_S,
+                                            failed_hours(context.instance, now), offsets.log_ids(),
+                                            lambda hour: silver_holds(context.instance, hour))
     except (KafkaUnavailable, KafkaSetupError) as error:
         return dg.SkipReason(f"{error} — the next tick resumes from the saved offsets")
     for note in notes:
@@ -327,15 +375,6 @@ def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResourc
                                cursor=new_cursor.dump(), asset_events=observations)
     context.log.info(f"{len(runs)} run(s) requested in {time.monotonic() - started:.2f} s; "
                      f"cursor {new_cursor.dump()}")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=run.run_key, partition_key=run.hour,
-                          asset_selection=LIVE_ASSETS if run.live else None,
-                          tags={HOUR_STATE_TAG: "closed" if run.closed else "live" if run.live else "open",
-                                "reco/new_records": str(run.records),
-                                **({"reco/retry": str(run.retry)} if run.retry else {})})
-            for run in runs
-        ],
-        cursor=new_cursor.dump(),
+    return dg.SensorResult(run_requests=[run_request(run) for run in runs], cursor=new_cursor.dump(),
         asset_events=observations,
     )

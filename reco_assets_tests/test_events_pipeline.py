@@ -21,12 +21,14 @@ from reco_assets.events.producer import EventProducer
 from reco_assets.kafka.client import EVENT_TOPICS, KafkaResource, KafkaSetupError, ensure_topics
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_value, previous_hour
-from reco_assets.sensors import LIVE_ASSETS, events_job, kafka_events_sensor
+from reco_assets.sensors import GOLD_REFRESH_ASSETS, LIVE_ASSETS, events_job, kafka_events_sensor
 from reco_assets_tests.conftest import materialize, running_broker
 
 pytestmark = pytest.mark.integration
 HOURLY_CHECKS = {"offset_ranges_meet_neighbours": True, "event_id_unique": True, "reconciles_with_bronze": True,
                  "ranks_dense_and_unique": True}
+CHECKED_ASSET = {"offset_ranges_meet_neighbours": "bronze_events", "event_id_unique": "silver_events",
+                 "reconciles_with_bronze": "silver_events", "ranks_dense_and_unique": "gold_trending"}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,8 @@ def hourly_job(data_dir, kafka):
 
 def run_requested(result, data_dir, instance, kafka) -> list[str]:
     """Run each request as the daemon would: events_hourly_job, the request's partition, assets (a live run
-    selects LIVE_ASSETS) and tags. Every check of the assets run passes."""
+    selects LIVE_ASSETS, a gold refresh GOLD_REFRESH_ASSETS of the hour its tags name) and tags. Every check of the
+    assets run passes."""
     hours = []
     job = hourly_job(data_dir, kafka)
     for request in result.run_requests:
@@ -73,10 +76,14 @@ def run_requested(result, data_dir, instance, kafka) -> list[str]:
         materialized = {e.asset_key for e in outcome.get_asset_materialization_events()}
         if request.tags["reco/hour_state"] == "live":
             assert materialized == set(LIVE_ASSETS)
+        if request.tags["reco/hour_state"] == "gold":
+            assert materialized == set(GOLD_REFRESH_ASSETS)
+            assert {e.partition for e in outcome.get_asset_materialization_events()} == {
+                request.tags["dagster/asset_partition_range_start"]}
         checks = {e.check_name: e.passed for e in outcome.get_asset_check_evaluations()}
-        assert checks == {name: True for name in HOURLY_CHECKS if name != "ranks_dense_and_unique"
-                          or dg.AssetKey("gold_trending") in materialized}, checks
-        hours.append(request.partition_key)
+        assert checks == {name: True for name, asset in CHECKED_ASSET.items() if dg.AssetKey(asset) in materialized}, \
+            checks
+        hours.append(request.partition_key or request.tags["dagster/asset_partition_range_start"])
     return hours
 
 
@@ -107,7 +114,9 @@ def stream(kafka, tmp_path_factory, dagster_instance):
     batch = generator.batch(3000)
     produce(kafka, batch)
     data_dir = tmp_path_factory.mktemp("events_data")
-    result = tick(dagster_instance, kafka, None, data_dir)
+    with pytest.MonkeyPatch.context() as patch:  # live runs off: the hour's run materializes every asset
+        patch.setattr("reco_assets.sensors.OPEN_HOUR_GOLD_REFRESH_S", 0.0)
+        result = tick(dagster_instance, kafka, None, data_dir)
     hours = run_requested(result, data_dir, dagster_instance, kafka)
     return {"batch": batch, "data_dir": data_dir, "hours": hours, "cursor": result.cursor, "kafka": kafka,
             "first_tick": result}
@@ -255,7 +264,7 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
                                                                        monkeypatch, capsys):
     data_dir, kafka = stream["data_dir"], stream["kafka"]
     monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_REFRESH_S", 0.0)  # the open hour may be re-run at once
-    monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_FULL_REFRESH_S", 3600.0)  # so its run is a live one
+    monkeypatch.setattr("reco_assets.sensors.OPEN_HOUR_GOLD_REFRESH_S", 3600.0)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     kafka_broker.down()
     try:
@@ -276,14 +285,15 @@ def test_broker_outage_skips_with_a_message_then_resumes_without_loss(stream, ka
                          [first.values[i] for i in again], [first.labels[i] for i in again]))
     produce(kafka, more)
     result = tick(dagster_instance, kafka, stream["cursor"], stream["data_dir"])
-    # The sensor's live path, run for real (run_requested checks what it materializes), unless the hour closed.
+    # The sensor's live path and the hour's gold refresh, run for real (run_requested checks what each
+    # materializes), unless the hour closed.
     states = {r.tags["reco/hour_state"] for r in result.run_requests}
-    assert states == {"live"} or "closed" in states, states
+    assert states == {"live", "gold"} or "closed" in states, states
     run_requested(result, data_dir, dagster_instance, kafka)
     expected = set(expected_outcome(list(zip(stream["batch"].topics, stream["batch"].values, strict=True)))[0])
     expected |= {v.decode().split('"event_id":"')[1][:36] for v in more.values}
     assert {r[0] for r in rows(data_dir, "events", "event_id")} == expected
-    if states == {"live"}:
+    if "closed" not in states:
         # The live run read only the new records, and added them to what bronze and silver held...
         for key in ("bronze_events", "silver_events"):
             event = dagster_instance.get_latest_materialization_event(dg.AssetKey(key))

@@ -6,7 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from reco_assets.sensors import MAX_RETRIES, RETRY_BASE_S, Cursor, FailedHour, plan_tick
+from reco_assets.sensors import (
+    GOLD_REFRESH_ASSETS,
+    LIVE_ASSETS,
+    MAX_RETRIES,
+    RETRY_BASE_S,
+    Cursor,
+    FailedHour,
+    HourRun,
+    plan_tick,
+    run_request,
+)
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TP = ("events_views", 0)
@@ -18,14 +28,14 @@ def log_of(*minutes: float) -> list[int]:
 
 
 def tick(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0, busy: frozenset = frozenset(),
-         full_refresh_s: float = 0.0):
+         gold_refresh_s: float = 0.0):
     """(runs, cursor) of one tick."""
-    return tick_notes(cursor, now, log, refresh_s, busy, full_refresh_s)[:2]
+    return tick_notes(cursor, now, log, refresh_s, busy, gold_refresh_s)[:2]
 
 
 def tick_notes(cursor: Cursor, now: datetime, log: list[int], refresh_s: float = 60.0, busy: frozenset = frozenset(),
-               full_refresh_s: float = 0.0, failed: dict | None = None, log_start: int = 0,
-               log_ids: dict | None = None):
+               gold_refresh_s: float = 0.0, failed: dict | None = None, log_start: int = 0,
+               log_ids: dict | None = None, has_silver=lambda hour: True):
     """(runs, cursor, notes) of one tick over one topic-partition whose records have the broker times `log`, the
     first `log_start` of them deleted."""
     end = {TP: len(log)}
@@ -37,8 +47,8 @@ def tick_notes(cursor: Cursor, now: datetime, log: list[int], refresh_s: float =
         return (T0 + timedelta(milliseconds=log[0] - int(T0.timestamp() * 1000))).strftime("%Y-%m-%d-%H:00")
 
     return plan_tick(cursor, now, end, {TP: log_start}, first_hour, offsets_at, open_refresh_s=refresh_s,
-                     busy=lambda hour: hour in busy, full_refresh_s=full_refresh_s, failed=failed,
-                     log_ids=log_ids)
+                     busy=lambda hour: hour in busy, gold_refresh_s=gold_refresh_s, failed=failed,
+                     log_ids=log_ids, has_silver=has_silver)
 
 
 def test_first_tick_runs_every_hour_with_records_closed_ones_final():
@@ -88,17 +98,40 @@ def test_open_hour_waits_while_a_run_of_it_waits_to_start_closed_hours_do_not():
     assert [(r.hour, r.closed) for r in runs] == [("2026-11-23-10:00", True)]
 
 
-def test_open_hour_runs_are_live_between_full_refreshes():
+def test_open_hour_runs_are_live_and_its_gold_is_refreshed_in_runs_of_its_own():
     now = T0 + timedelta(minutes=30)
     log = log_of(1)
-    runs, cursor = tick(Cursor(), now, log, refresh_s=0, full_refresh_s=120)
-    assert [(r.live, r.run_key.split(":")[2]) for r in runs] == [(False, "open")]
-    for seconds, live in ((10, True), (60, True), (125, False), (130, True)):
+    runs, cursor = tick(Cursor(), now, log, refresh_s=0, gold_refresh_s=120)
+    # The hour's first run is a live one too (bronze and silver start it by appending); its gold comes next tick.
+    assert [r.state for r in runs] == ["live"] and runs[0].run_key.split(":")[2] == "live"
+    for seconds, states in ((5, ["live"]), (10, ["live", "gold"]), (60, ["live"]), (125, ["live"]),
+                            (135, ["live", "gold"])):
         log = [*log, int((now + timedelta(seconds=seconds)).timestamp() * 1000)]
-        runs, cursor = tick(cursor, now + timedelta(seconds=seconds), log, refresh_s=0, full_refresh_s=120)
-        assert [r.live for r in runs] == [live], seconds
-    runs, cursor = tick(cursor, T0 + timedelta(minutes=61), log, refresh_s=0, full_refresh_s=120)
-    assert [(r.closed, r.live) for r in runs] == [(True, False)] and cursor.full_runs == {}
+        # Not before silver_events holds the hour (the first run may still be going): its gold would fail.
+        runs, cursor, _ = tick_notes(cursor, now + timedelta(seconds=seconds), log, refresh_s=0, gold_refresh_s=120,
+                                     has_silver=lambda hour, at=seconds: at >= 10)
+        assert [r.state for r in runs] == states, seconds
+        assert all(r.hour == "2026-11-23-10:00" for r in runs) and len({r.run_key for r in runs}) == len(runs)
+    # No new records, no gold refresh either; once closed, one final run of every asset.
+    runs, cursor = tick(cursor, now + timedelta(seconds=400), log, refresh_s=0, gold_refresh_s=120)
+    assert runs == []
+    runs, cursor = tick(cursor, T0 + timedelta(minutes=61), log, refresh_s=0, gold_refresh_s=120)
+    assert [r.state for r in runs] == ["closed"] and cursor.full_runs == {} and cursor.open_hours == {}
+    # Without live runs (0), every run of the open hour is of every asset, and there is no gold refresh.
+    runs, _ = tick(Cursor(), now, log_of(1), refresh_s=0)
+    runs, _ = tick(_, now + timedelta(seconds=10), log_of(1, 30.1), refresh_s=0)
+    assert [r.state for r in runs] == ["open"]
+
+
+def test_gold_refresh_runs_name_their_hour_as_a_range_and_leave_it_free():
+    gold = run_request(HourRun("2026-11-23-10:00", "gold", "k", 0))
+    assert gold.partition_key is None and gold.asset_selection == GOLD_REFRESH_ASSETS
+    assert gold.tags["dagster/asset_partition_range_start"] == gold.tags["dagster/asset_partition_range_end"] \
+        == "2026-11-23-10:00"
+    live = run_request(HourRun("2026-11-23-10:00", "live", "k", 3))
+    assert live.partition_key == "2026-11-23-10:00" and live.asset_selection == LIVE_ASSETS
+    assert int(live.tags["dagster/priority"]) > int(gold.tags["dagster/priority"])
+    assert run_request(HourRun("2026-11-23-10:00", "closed", "k", 3)).asset_selection is None
 
 
 def test_hour_that_closed_without_new_records_gets_one_final_run():
@@ -204,7 +237,8 @@ def test_cursor_round_trips_as_json():
 def test_busy_hours_are_those_with_a_run_waiting_to_start_or_a_range_backfill_in_flight():
     """A run that waits to start will land the new records itself; a running run of one hour does not hold the next
     one back (it queues behind it). A range backfill carries the range's first and last hour as tags, not
-    dagster/partition: every hour of it is busy while it is queued or running. Finished runs are forgotten."""
+    dagster/partition: every hour of it is busy while it is queued or running; an open hour's gold refresh, tagged
+    the same way, is not. Finished runs are forgotten."""
     from dagster._core.storage.dagster_run import DagsterRun
 
     from reco_assets.sensors import busy_hours
@@ -217,6 +251,9 @@ def test_busy_hours_are_those_with_a_run_waiting_to_start_or_a_range_backfill_in
             (dg.DagsterRunStatus.NOT_STARTED, {"dagster/partition": "2026-11-07-04:00"}),
             (dg.DagsterRunStatus.STARTED, {"dagster/partition": "2026-11-07-05:00"}),
             (dg.DagsterRunStatus.SUCCESS, {"dagster/partition": "2026-11-08-03:00"}),
+            (dg.DagsterRunStatus.STARTED, {"dagster/asset_partition_range_start": "2026-11-09-03:00",
+                                           "dagster/asset_partition_range_end": "2026-11-09-03:00",
+                                           "reco/hour_state": "gold"}),  # an open hour's gold refresh
         ):
             instance.add_run(DagsterRun(job_name="events_hourly_job", status=status, tags=tags))
         assert busy_hours(instance) == {"2026-11-05-22:00", "2026-11-05-23:00", "2026-11-06-00:00",

@@ -61,18 +61,19 @@ class PartialHourError(RuntimeError):
     """Kafka no longer holds all of an hour that bronze already keeps in full."""
 
 
-def held_ranges(spark: SparkSession, lakehouse: LakehouseResource, partition_key: str) -> dict[tuple, tuple]:
+def held_ranges(lakehouse: LakehouseResource, partition_key: str) -> dict[tuple, tuple]:
     """(topic, partition) -> [start, end) that bronze holds for the hour: from bronze.event_ranges, or, for an hour
     whose records committed without their ranges (a killed run), from the records' offsets."""
     rows = [r for r in lakehouse.table("bronze.event_ranges").rows_of_hours([partition_key]) if r["records"] > 0]
     if rows:
         return {(r["topic"], r["partition"]): (r["start_offset"], r["end_offset"]) for r in rows}
     events = lakehouse.table("bronze.events")
-    if not events.exists():
+    version = events.version()
+    if version is None:
         return {}
-    rows = (events.read_hours(spark, [partition_key]).groupBy("topic", "partition")
-            .agg(F.min("offset").alias("first"), F.max("offset").alias("last")).collect())
-    return {(r["topic"], r["partition"]): (r["first"], r["last"] + 1) for r in rows}
+    offsets = events.arrow([partition_key], version, ["topic", "partition", "offset"]) \
+        .group_by(["topic", "partition"]).aggregate([("offset", "min"), ("offset", "max")])
+    return {(r["topic"], r["partition"]): (r["offset_min"], r["offset_max"] + 1) for r in offsets.to_pylist()}
 
 
 def read_kafka_ranges(spark: SparkSession, kafka: KafkaResource, ranges: list[OffsetRange]) -> DataFrame:
@@ -136,11 +137,11 @@ def _ranges_table(ranges: list[OffsetRange]) -> str:
 def appendable(held: dict[tuple, tuple], ranges: list[OffsetRange], held_records: int) -> list[OffsetRange] | None:
     """The ranges still to land when the hour can grow by appending them to what bronze holds, else None.
 
-    Only when bronze holds a prefix of each of the hour's ranges (the same starts, no end past the log's) and its
-    records are exactly those of its ranges: an earlier run killed between its two commits left records without
-    their ranges, and then the hour is replaced whole.
+    Only when bronze holds a prefix of each of the hour's ranges (the same starts, no end past the log's; none at
+    all for a new hour) and its records are exactly those of its ranges: an earlier run killed between its two
+    commits left records without their ranges, and then the hour is replaced whole.
     """
-    if not held or sum(end - start for start, end in held.values()) != held_records:
+    if sum(end - start for start, end in held.values()) != held_records:
         return None
     now = {(r.topic, r.partition): r for r in ranges}
     if not held.keys() <= now.keys():
@@ -167,7 +168,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     start_ms, end_ms = int(window.start.timestamp() * 1000), int(window.end.timestamp() * 1000)
     ranges = offsets.ranges(start_ms, end_ms)
     log_start = offsets.start([(r.topic, r.partition) for r in ranges])
-    held = held_ranges(spark, lakehouse, partition_key)
+    held = held_ranges(lakehouse, partition_key)
     refuse_partial_overwrite(partition_key, held, ranges, log_start)
     # Retention may have cut this hour's beginning when its range starts where the log now starts.
     maybe_truncated = [f"{r.topic}/{r.partition}" for r in ranges
@@ -177,7 +178,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     events = lakehouse.table("bronze.events")
     version = events.version()
     held_records = events.hour_counts([partition_key], version).get(partition_key, 0) if version is not None else 0
-    rest = appendable(held, ranges, held_records) if append and not closed else None
+    rest = appendable(held, ranges, held_records) if append and not closed and version is not None else None
     new = records if rest is None else sum(r.count for r in rest)
     if new > LIVE_READ_MAX_RECORDS:
         rest = None
@@ -205,6 +206,10 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     ranges_table = lakehouse.table("bronze.event_ranges")
     if commit is not None or not ranges_table.rows_of_hours([partition_key]):  # or a killed run left none
         ranges_table.replace_hours(range_rows(rows), [partition_key], log)
+    if rest is not None and new:
+        compacted = events.compact_hour(partition_key)
+        if compacted and log:
+            log.info(f"hour {partition_key}: compacted {compacted} files of the live runs' appends")
     return {"hour": partition_key, "ranges": ranges, "records": records, "new_records": new,
             "appended": rest is not None, "closed": closed, "maybe_truncated": maybe_truncated,
             "version": commit.version if commit else version}

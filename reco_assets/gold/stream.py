@@ -18,6 +18,9 @@ from reco_assets.silver import silver_movies
 from reco_assets.silver.events import read_events
 
 STREAM_KINDS = {"spark", "delta"}
+# gold_trending's and gold_genre_minute_stats' steps run one at a time across runs (one writer per table) in a pool of
+# their own, so an open hour's gold refresh does not hold up the live runs' steps (EVENT_HOURS_POOL).
+GOLD_HOURS_POOL = "lakehouse_gold_hours"
 TRENDING_COLUMNS = ["hour", "rank", "movie_id", "title", "genres", "genre_ranks", "trend_score", "events",
                     "baseline_mean", "views", "clicks", "ratings", "unique_users", "avg_rating", "watch_seconds"]
 
@@ -66,7 +69,7 @@ def rank_violations(spark, table: Table, version: int, keys: list[str]) -> dict[
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="gold",
     kinds=STREAM_KINDS,
-    pool=EVENT_HOURS_POOL,
+    pool=GOLD_HOURS_POOL,
     deps=[dg.AssetDep("silver_events", partition_mapping=trailing_silver_hours), silver_movies],
     check_specs=[dg.AssetCheckSpec("ranks_dense_and_unique", asset="gold_trending",
                                    description="every hour's ranks, overall and per genre, are exactly 1..n")],
@@ -100,7 +103,7 @@ def gold_trending(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="gold",
     kinds=STREAM_KINDS,
-    pool=EVENT_HOURS_POOL,
+    pool=GOLD_HOURS_POOL,
     deps=["silver_events", silver_movies],
 )
 def gold_genre_minute_stats(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,

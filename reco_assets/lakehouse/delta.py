@@ -179,6 +179,21 @@ def find_commit(uri: str, token: str) -> Commit:
     return Commit(commits[0]["version"], "NONE", {"numOutputRows": "0", "numFiles": "0"})
 
 
+def compact_partition(uri: str, column: str, value: str, min_files: int, target_bytes: int) -> int:
+    """Bin-pack one partition's files smaller than `target_bytes` with delta-rs, when it has `min_files` or more: a
+    commit that changes no rows (readers of any version see the same data). Returns the files removed (0: no
+    commit). Like every write, it takes the table's one-writer rule (on S3: docs/lakehouse.md)."""
+    log = table(uri)
+    if len(log.file_uris(file_pruning_predicate=[(column, "=", value)])) < min_files:
+        return 0
+    writer = DeltaTable(uri, storage_options=storage.write_options(uri))
+    try:
+        metrics = writer.optimize.compact(partition_filters=[(column, "=", value)], target_size=target_bytes)
+    except CommitFailedError as error:
+        raise conflict(f"compaction of {column} {value}", uri, error) from error
+    return int(metrics["numFilesRemoved"])
+
+
 def optimize(spark: SparkSession, uri: str, where: str | None = None) -> dict:
     """Compact small files (bin-packing) of the rows matching `where`; Delta's OPTIMIZE metrics."""
     clause = f" WHERE {where}" if where else ""

@@ -16,7 +16,8 @@ HOUR_COLUMN = "hour"
 HOUR_PATTERN = "yyyy-MM-dd-HH"  # Spark's date_format pattern of the column
 
 # kafka_events_sensor tags each run with the state of its hour: `closed` (its final run), `open` (every asset of
-# the open hour) or `live` (the open hour's live assets only; bronze and silver then add just the new records).
+# the open hour), `live` (the open hour's live assets only; bronze and silver then add just the new records) or
+# `gold` (a refresh of the open hour's gold_trending and gold_genre_minute_stats).
 HOUR_STATE_TAG = "reco/hour_state"
 
 

@@ -18,6 +18,11 @@ from reco_assets.lakehouse.hours import HOUR_COLUMN, hour_value, value_hour
 from reco_assets.lakehouse.tables import MOVIELENS_MANIFEST, TABLES, TableSpec, View
 
 DEFAULT_DATA_DIR = "data"
+# A live run appends a file per hourly table; once the open hour has this many, the run compacts them into files of
+# up to LIVE_COMPACT_BYTES (about a tenth of a second each time), so reads of the hour stay fast until its final run
+# rewrites it whole.
+LIVE_FILES_PER_HOUR = 50
+LIVE_COMPACT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,12 @@ class Table:
     def append_to_hour(self, rows: DataFrame | pa.Table, partition_key: str, log=None) -> Commit:
         """Add `rows` (all of this hour) to the hour in one commit, keeping the rows it has."""
         return self._write(rows, f"{self.name} hour {partition_key} (append)", log, append=True)
+
+    def compact_hour(self, partition_key: str, min_files: int = LIVE_FILES_PER_HOUR,
+                     target_bytes: int = LIVE_COMPACT_BYTES) -> int:
+        """Compact the hour's small files once live appends have left `min_files` of them (delta-rs, no Spark);
+        the files removed, 0 when there were too few."""
+        return delta.compact_partition(self.uri, HOUR_COLUMN, hour_value(partition_key), min_files, target_bytes)
 
     def _write(self, rows: DataFrame | pa.Table, label: str, log, where: str | None = None,
                append: bool = False) -> Commit:

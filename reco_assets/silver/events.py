@@ -240,13 +240,13 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
     """A live run's way: check only the bronze records past those silver holds of the hour, deduplicate them in
     memory (`split_new`) against the hour's accepted events and the window's, and append them in one commit.
 
-    None when that cannot give the rows a rebuild gives: silver holds none of the hour, or not exactly a prefix
-    of each topic-partition's records, or a new copy of an accepted event came first; or the counts disagree after
-    the append (another run wrote the hour meanwhile). The caller then rebuilds the hour.
+    None when that cannot give the rows a rebuild gives: silver holds not exactly a prefix of each
+    topic-partition's records (none, for a new hour), or a new copy of an accepted event came first; or the counts
+    disagree after the append (another run wrote the hour meanwhile). The caller then rebuilds the hour.
     """
     outcomes = lakehouse.table("silver.event_outcomes")
     held = sum(outcomes.hour_counts([partition_key], history_version).values())
-    if not held or held > records:
+    if held > records:
         return None
     if held == records:
         return _counts(outcomes, partition_key, history_version, records, 0, bronze_version, True)
@@ -275,6 +275,9 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
                         "(another run wrote the hour meanwhile); rebuilding the hour")
         return None
     refuse_overlap(spark, outcomes, partition_key, window_hours, history_version, commit.version)
+    compacted = outcomes.compact_hour(partition_key)
+    if compacted and log:
+        log.info(f"hour {partition_key}: compacted {compacted} files of the live runs' appends")
     return _counts(outcomes, partition_key, commit.version, records, new.num_rows, bronze_version, True)
 
 

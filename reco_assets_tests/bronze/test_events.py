@@ -14,11 +14,13 @@ def test_only_the_offsets_past_what_bronze_holds_are_appended():
                                                                     OffsetRange(*CLICKS, 0, 4)]
     # Nothing new: empty ranges, nothing to read.
     assert [r.count for r in appendable({VIEWS: (10, 25), CLICKS: (0, 4)}, now, held_records=19)] == [0, 0]
+    # A new hour: its first live run appends all of it.
+    assert appendable({}, now, held_records=0) == now
 
 
 def test_the_hour_is_replaced_whole_when_appending_could_not_give_its_records():
     now = [OffsetRange(*VIEWS, 10, 25)]
-    assert appendable({}, now, held_records=0) is None  # nothing held: the first run lands the hour
+    assert appendable({}, now, held_records=3) is None  # records of no range
     # Records without their ranges (a run killed between its two commits): more records than the ranges say.
     assert appendable({VIEWS: (10, 20)}, now, held_records=15) is None
     assert appendable({VIEWS: (12, 20)}, now, held_records=8) is None  # the hour's range starts elsewhere now

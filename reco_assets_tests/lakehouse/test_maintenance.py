@@ -4,7 +4,7 @@ import dagster as dg
 from pyspark.sql import functions as F
 
 from reco_assets.definitions import defs
-from reco_assets.lakehouse import LakehouseResource
+from reco_assets.lakehouse import LakehouseResource, delta
 from reco_assets.lakehouse.maintenance import live_files_per_hour, stored_files
 
 CLOSED, OPEN = "2026-11-05-10", "2099-01-01-00"
@@ -40,3 +40,33 @@ def test_maintenance_compacts_closed_hours_and_vacuums(tmp_path, spark, dagster_
     assert observed["gold.trending"]["files_compacted"].value == 4
     assert observed["gold.trending"]["stored_files_before"].value == 24
     assert observed["gold.trending"]["stored_files_after"].value == 5
+
+
+def test_a_live_hour_is_compacted_once_its_appends_reach_the_threshold(tmp_path):
+    """Live runs append a file each to the open hour; past the threshold the hour's small files become one, in a
+    commit that changes no rows and leaves the other hours' files alone."""
+    import pyarrow as pa
+
+    table = LakehouseResource(data_dir=str(tmp_path)).table("bronze.events")
+    schema = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+                        ("timestamp", pa.timestamp("us", "UTC")), ("key", pa.binary()), ("value", pa.binary()),
+                        ("hour", pa.string())])
+
+    def rows(hour: str, first: int) -> pa.Table:
+        return pa.Table.from_pylist([{"topic": "events_views", "partition": 0, "offset": first + i,
+                                      "timestamp": None, "key": b"k", "value": b"v", "hour": hour}
+                                     for i in range(10)], schema)
+
+    table.append_to_hour(rows(CLOSED, 0), f"{CLOSED}:00")
+    table.append_to_hour(rows(CLOSED, 10), f"{CLOSED}:00")
+    for run in range(4):
+        table.append_to_hour(rows(OPEN, run * 10), f"{OPEN}:00")
+    version = table.version()
+    assert table.compact_hour(f"{OPEN}:00", min_files=5) == 0 and table.version() == version  # below: no commit
+    table.append_to_hour(rows(OPEN, 40), f"{OPEN}:00")
+    before = table.arrow(None, table.version()).sort_by([("hour", "ascending"), ("offset", "ascending")])
+    assert table.compact_hour(f"{OPEN}:00", min_files=5) == 5
+    after = table.arrow(None, table.version())
+    assert after.sort_by([("hour", "ascending"), ("offset", "ascending")]) == before
+    files = pa.table(delta.table(table.uri).get_add_actions(flatten=True)).to_pylist()
+    assert sorted(f["partition.hour"] for f in files) == [CLOSED, CLOSED, OPEN]

@@ -105,7 +105,8 @@ def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_cop
     silver_hour(LATE, lakehouse, spark)
     held = [(1, 0, 50, view(uuid(1), 1)), (1, 1, 51, view(uuid(2), 2))]
     land(spark, lakehouse, EARLY, held)
-    assert not silver_hour(EARLY, lakehouse, spark, append=True)["appended"]  # nothing held yet: a rebuild
+    counts = silver_hour(EARLY, lakehouse, spark, append=True)  # a new hour starts by appending too
+    assert counts["appended"] and counts["new"] == 2 and counts["silver"] == 2
     later = [*held, (1, 2, 55, view(uuid(1), 1)), (1, 3, 56, view(uuid(3), 3)), (1, 4, 57, b"not json"),
              (2, 0, 58, view(uuid(9).upper(), 0)), (2, 1, 58, view(uuid(4), 4)), (2, 2, 59, view(uuid(4), 4))]
     land(spark, lakehouse, EARLY, later)
