@@ -207,7 +207,8 @@ def test_docker_dagster_instance_keeps_the_run_queue_policy():
     assert all(limit in limits for limit in local_runs.get("tag_concurrency_limits") or [])
     # One run at a time per hour partition of the event assets.
     assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
-    assert docker["concurrency"]["pools"] == local["concurrency"]["pools"] == {"default_limit": 1}
+    assert docker["concurrency"]["pools"] == local["concurrency"]["pools"] == {"default_limit": 1,
+                                                                              "op_granularity_run_buffer": 1}
     assert docker["run_monitoring"]["enabled"] is True
     assert docker["telemetry"]["enabled"] is False
     # Files that runs write (in the daemon's container) and the webserver reads are on the shared volume.
