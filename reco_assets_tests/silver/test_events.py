@@ -125,7 +125,4 @@ def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_cop
     land(spark, lakehouse, EARLY, earlier_copy)
     counts = silver_hour(EARLY, lakehouse, spark, append=True)
     assert not counts["appended"] and counts["silver"] == 4 and counts["rejected"] == 5
-    rebuilt = hour_rows(spark, lakehouse, EARLY)
-    assert any("duplicate of events_views/0@0" in row for row in rebuilt)
-    silver_hour(EARLY, lakehouse, spark)
-    assert hour_rows(spark, lakehouse, EARLY) == rebuilt
+    assert any("duplicate of events_views/0@0" in row for row in hour_rows(spark, lakehouse, EARLY))
