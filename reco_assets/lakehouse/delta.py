@@ -183,10 +183,9 @@ def compact_partition(uri: str, column: str, value: str, min_files: int, target_
     """Bin-pack one partition's files smaller than `target_bytes` with delta-rs, when it has `min_files` or more: a
     commit that changes no rows (readers of any version see the same data). Returns the files removed (0: no
     commit). Like every write, it takes the table's one-writer rule (on S3: docs/lakehouse.md)."""
-    log = table(uri)
-    if len(log.file_uris(file_pruning_predicate=[(column, "=", value)])) < min_files:
+    writer = DeltaTable(uri, storage_options=storage.write_options(uri))  # one load of the log, for both
+    if len(writer.file_uris(file_pruning_predicate=[(column, "=", value)])) < min_files:
         return 0
-    writer = DeltaTable(uri, storage_options=storage.write_options(uri))
     try:
         metrics = writer.optimize.compact(partition_filters=[(column, "=", value)], target_size=target_bytes)
     except CommitFailedError as error:
