@@ -75,11 +75,12 @@ def test_als_beats_popularity_on_held_out_ratings(warehouse):
     rows = {
         r[0]: r[1:]
         for r in warehouse.execute(
-            "SELECT model, ndcg, precision, recall, map, coverage, rmse, users FROM gold.reco_evaluation"
+            "SELECT model, ndcg, precision, recall, map, coverage, rmse, users FROM gold.reco_evaluation "
+            "WHERE protocol = 'per_user_chronological'"
         ).fetchall()
     }
     als, popularity = rows["als"], rows["popularity"]
-    assert set(rows) == {"als", "popularity", "hybrid"}
+    assert set(rows) == {"als", "popularity", "recent_popularity", "hybrid"}
     assert als[0] > popularity[0] * 1.2, (als, popularity)
     assert 0.05 < popularity[0] < 0.15, "popularity nDCG@10 near the 0.087 measured for this split"
     assert als[4] > popularity[4], "ALS covers more of the catalog"
@@ -132,7 +133,8 @@ def test_hybrid_is_evaluated_beside_als_and_popularity(warehouse):
     rows = {
         r[0]: r[1:]
         for r in warehouse.execute(
-            "SELECT model, ndcg, recall, coverage, novelty, users FROM gold.reco_evaluation"
+            "SELECT model, ndcg, recall, coverage, novelty, users FROM gold.reco_evaluation "
+            "WHERE protocol = 'per_user_chronological'"
         ).fetchall()
     }
     hybrid, als, popularity = rows["hybrid"], rows["als"], rows["popularity"]

@@ -32,9 +32,9 @@ def row_counts(lakehouse: LakehouseResource) -> dict[str, int]:
             for name in TABLES if (table := lakehouse.table(name)).exists()}
 
 
-def evaluation(lakehouse: LakehouseResource) -> dict[str, dict]:
+def evaluation(lakehouse: LakehouseResource) -> dict[tuple[str, str], dict]:
     rows = delta.rows(lakehouse.table("gold.reco_evaluation").uri)
-    return {row["model"]: {metric: row[metric] for metric in METRICS} for row in rows}
+    return {(row["protocol"], row["model"]): {metric: row[metric] for metric in METRICS} for row in rows}
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +86,10 @@ def test_the_graph_on_s3_and_a_cluster_matches_a_local_run(on_cluster, batch_gra
 
     local_metrics = evaluation(local)
     print(f"rows per table (both runs): {on_s3}\nmetrics on the cluster: {ran_on_s3}\nin local mode: {local_metrics}")
-    assert ran_on_s3["popularity"] == pytest.approx(local_metrics["popularity"], abs=1e-9)
-    for model in ("als", "hybrid"):
-        assert ran_on_s3[model] == pytest.approx(local_metrics[model], abs=ALS_TOLERANCE), model
+    assert set(ran_on_s3) == set(local_metrics)
+    for (protocol, model), metrics in local_metrics.items():
+        tolerance = 1e-9 if model in ("popularity", "recent_popularity") else ALS_TOLERANCE
+        assert ran_on_s3[protocol, model] == pytest.approx(metrics, abs=tolerance), (protocol, model)
 
 
 def test_the_master_ran_the_runs_and_the_catalog_answers_over_s3(on_cluster):

@@ -45,22 +45,10 @@ class ALSConfig(dg.Config):
     implicit_prefs: bool = Field(default=True, description="implicit-feedback ALS (ratings as confidence)")
     alpha: float = Field(default=0.1, description="confidence scale for implicit feedback")
     seed: int = Field(default=42, description="random seed, for reproducible factors")
-    holdout_fraction: float = Field(default=0.2, description="share of each user's latest ratings held out")
-    eval_k: int = Field(default=10, description="cut-off K of the offline metrics")
     num_blocks: int = Field(
         default=4,
         description="user and item blocks of ALS (Spark's default is 10; on 2 cores 4 trains about 10 % faster, "
                     "a cluster wants at least one per core)",
-    )
-    report_rmse: bool = Field(
-        default=True,
-        description="report RMSE on the hold-out (for implicit ALS, of an explicit twin with reg 0.1)",
-    )
-    rmse_max_iter: int = Field(default=5, description="iterations of the explicit twin trained for RMSE")
-    rmse_rank: int = Field(
-        default=10,
-        description="rank of the explicit twin (its RMSE on the sample is flat in the rank: 0.926 at 10, 0.928 at "
-                    "64; its cost grows with the rank's square)",
     )
 
     def als(self, **overrides) -> ALS:

@@ -11,8 +11,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from reco_assets.gold import als, hybrid
-from reco_assets.gold.hybrid import HybridWeights
+from reco_assets.gold import als, evaluation, hybrid
 from reco_assets.gold.ranking import ItemIndex
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.duck import scalar
@@ -21,7 +20,6 @@ from reco_assets.silver import silver_movies, silver_ratings, silver_tags
 from reco_assets.silver.events import silver_events
 
 GOLD_KINDS = {"spark", "delta"}
-MODELS = ("als", "popularity", "hybrid")
 
 
 def _read(spark, lakehouse: LakehouseResource, layer: str, table: str) -> DataFrame:
@@ -34,94 +32,47 @@ def _join_movies(df: DataFrame, movies: DataFrame, on: str = "movie_id", **colum
     return df.join(F.broadcast(attributes), on, "left")
 
 
-class ModelConfig(als.ALSConfig):
-    """The ALS settings, and the hybrid weights that the evaluation scores with them."""
+class ModelConfig(als.ALSConfig, evaluation.EvaluationConfig):
+    """The ALS settings, how they are evaluated, and whether a model that loses to popularity is served."""
 
-    hybrid: HybridWeights = Field(
-        default_factory=HybridWeights,
-        description="the hybrid's weights for the evaluation (gold_hybrid_recommendations has the served ones)",
-    )
     require_beating_popularity: bool = Field(
         default=True,
-        description="train and serve the model only when ALS beats popularity on the hold-out (nDCG@K); false "
-                    "serves it anyway",
+        description="train and serve the model only when ALS beats popularity on the per-user hold-out (nDCG@K); "
+                    "false serves it anyway",
     )
 
 
 MODEL_GATE = dg.AssetCheckSpec(
     "als_beats_popularity", asset="gold_reco_evaluation", blocking=True,
-    description="ALS beats the popularity baseline on nDCG@K; when it does not, no new model is trained or served "
-                "and the previous one stays",
+    description="ALS beats the popularity baseline on nDCG@K of the per-user hold-out; when it does not, no new "
+                "model is trained or served and the previous one stays",
 )
+EVALUATION_COLUMNS = {
+    "protocol": "STRING", "model": "STRING", "k": "INT", "precision": "DOUBLE", "recall": "DOUBLE", "ndcg": "DOUBLE",
+    "map": "DOUBLE", "coverage": "DOUBLE", "novelty": "DOUBLE", "rmse": "DOUBLE", "users": "INT",
+    "model_version": "STRING", "cutoff": "STRING", "evaluated_at": "TIMESTAMP",
+}
+# Metadata keys of a protocol's metrics: the per-user protocol's keep the names they had before the global one came.
+METADATA_PREFIX = {evaluation.PER_USER: "", evaluation.GLOBAL: "temporal_"}
 
 
-def _evaluation_rows(
-    config: ModelConfig, ratings: DataFrame, events: DataFrame | None, movies: DataFrame, tags: DataFrame,
-    seconds: dict[str, float],
-) -> list[dict]:
-    """Train on the chronological split and score ALS, popularity and the hybrid on the same held-out ratings;
-    `seconds` receives the time of each stage.
-
-    The test set is MovieLens's held-out ratings. Stream events train too, and tags describe movies, except on
-    held-out (user, movie) pairs: nothing a user did with a held-out movie reaches any model.
-    """
-    clock = [time.monotonic()]
-
-    def lap(stage: str) -> None:
-        now = time.monotonic()
-        seconds[stage] = round(now - clock[0], 1)
-        clock[0] = now
-
-    catalog_size = movies.count()
-    split = als.chronological_split(ratings, config.holdout_fraction).cache()
-    train_ratings = split.where(~F.col("is_test")).drop("is_test")
-    test = split.where(F.col("is_test")).drop("is_test")
-    held_out = test.select("user_id", "movie_id")
-    train_events = events.join(held_out, ["user_id", "movie_id"], "left_anti") if events is not None else None
-    train = als.interactions(train_ratings, train_events).cache()
-    queries = (
-        als.user_histories(train)
-        .join(test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id")
-        .cache()
-    )
-    item_users = als.item_users(train).cache()
-    train_users = train.select("user_id").distinct().count()
-    lap("split")
-
-    def summary(per_user: DataFrame) -> dict:
-        return als.summarize(per_user, catalog_size, item_users, train_users)
-
-    model = config.als().fit(train)
-    lap("als_fit")
-    # One top-N pass serves both: ALS's own list is the head of the candidates that the hybrid re-ranks.
-    content = hybrid.content_index(movies, tags.join(held_out, ["user_id", "movie_id"], "left_anti"))
-    candidates = hybrid.candidate_signals(
-        queries.join(model.userFactors, "id"), als.item_index(model.itemFactors),
-        content, max(config.hybrid.candidates, config.eval_k),
-    ).cache()
-    als_lists = hybrid.ranked_lists(candidates.where(F.col("als_rank") <= config.eval_k)
-                                    .withColumnRenamed("als_rank", "rank"))
-    als_metrics = summary(als.evaluate_lists(als_lists.join(queries.select("id", "relevant"), "id"), config.eval_k))
-    lap("als_candidates")
-    counts = item_users.toPandas()
-    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["users"].to_numpy(np.float32)[:, None])
-    pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
-    pop_metrics = summary(als.evaluate_top_k(pop_queries, popularity, config.eval_k))
-    lap("popularity")
-    hybrid_metrics = summary(hybrid.evaluate(candidates, queries, train_ratings, config.hybrid, config.eval_k))
-    lap("hybrid")
-    if config.report_rmse:
-        rating_model = (
-            model if not config.implicit_prefs
-            else config.als(implicitPrefs=False, regParam=0.1, maxIter=config.rmse_max_iter,
-                            rank=config.rmse_rank).fit(train_ratings)
-        )
-        als_metrics["rmse"] = als.rmse(rating_model, test)
-        lap("rmse")
-    for frame in (split, train, queries, item_users, candidates):
-        frame.unpersist()
-    return [{"model": "als", **als_metrics}, {"model": "popularity", **pop_metrics},
-            {"model": "hybrid", **hybrid_metrics}]
+def _evaluation_metadata(rows: list[dict], k: int) -> dict:
+    """Each protocol's metrics per model, and each model's nDCG against the better popularity baseline and ALS."""
+    metadata = {}
+    for protocol, prefix in METADATA_PREFIX.items():
+        by_model = {row["model"]: row for row in rows if row["protocol"] == protocol}
+        for model, row in by_model.items():
+            for metric in als.METRIC_NAMES:
+                metadata[f"{prefix}{model}_{metric}_at_{k}"] = dg.MetadataValue.float(round(row[metric], 5))
+            for metric in ("coverage", "novelty"):
+                metadata[f"{prefix}{model}_{metric}"] = dg.MetadataValue.float(round(row[metric], 5))
+        best = evaluation.best_baseline(rows, protocol)
+        for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als"),
+                                ("als", "best_popularity"), ("hybrid", "best_popularity")):
+            denominator = best["ndcg"] if baseline == "best_popularity" else by_model[baseline]["ndcg"]
+            ratio = by_model[model]["ndcg"] / denominator if denominator else float("nan")
+            metadata[f"{prefix}ndcg_ratio_{model}_vs_{baseline}"] = dg.MetadataValue.float(round(ratio, 3))
+    return metadata
 
 
 @dg.multi_asset(
@@ -145,8 +96,9 @@ def _evaluation_rows(
             kinds=GOLD_KINDS,
             deps=[silver_ratings, silver_movies, silver_tags, silver_events],
             description=(
-                "Offline evaluation of ALS, the popularity baseline and the hybrid on one per-user chronological "
-                "hold-out: precision, recall, nDCG and MAP at K, catalog coverage, novelty, RMSE."
+                "Offline evaluation of ALS, the hybrid, popularity and recent popularity under two protocols, a "
+                "per-user chronological hold-out and a global temporal split: precision, recall, nDCG and MAP at K, "
+                "catalog coverage, novelty, RMSE."
             ),
         ),
     ],
@@ -168,52 +120,24 @@ def als_model_and_evaluation(
 
     started = time.monotonic()
     stage_seconds: dict[str, float] = {}
-    rows = _evaluation_rows(
-        config, ratings, events, _read(spark, lakehouse, "silver", "movies"),
-        _read(spark, lakehouse, "silver", "tags"), stage_seconds,
-    )
+    movies, tags = _read(spark, lakehouse, "silver", "movies"), _read(spark, lakehouse, "silver", "tags")
+    splits = [evaluation.per_user_chronological(ratings, events, config.holdout_fraction),
+              evaluation.global_temporal(ratings, events, config.temporal_cutoff_quantile)]
+    rows = [row for split in splits for row in evaluation.evaluate(config, config, split, movies, tags, stage_seconds)]
     context.log.info(f"evaluation stages (seconds): {stage_seconds}")
+    cuts = {split.protocol: split.cut for split in splits}
     for row in rows:
-        row.update(k=config.eval_k, model_version=version if row["model"] != "popularity" else None,
-                   evaluated_at=trained_at)
-    evaluation = pd.DataFrame(rows).reindex(
-        columns=[
-            "model",
-            "k",
-            "precision",
-            "recall",
-            "ndcg",
-            "map",
-            "coverage",
-            "novelty",
-            "rmse",
-            "users",
-            "model_version",
-            "evaluated_at",
-        ]
-    )
-    evaluation = evaluation.astype(object).where(evaluation.notna(), None)  # NULL, not NaN, where a metric has no value
+        row.update(k=config.eval_k, model_version=version if row["model"] in ("als", "hybrid") else None,
+                   cutoff=cuts[row["protocol"]], evaluated_at=trained_at)
+    table_rows = pd.DataFrame(rows).reindex(columns=list(EVALUATION_COLUMNS))
+    table_rows = table_rows.astype(object).where(table_rows.notna(), None)  # NULL, not NaN, where a metric has none
     eval_table = lakehouse.table("gold.reco_evaluation")
     eval_commit = eval_table.overwrite(spark.createDataFrame(
-        evaluation,
-        schema=(
-            "model STRING, k INT, precision DOUBLE, recall DOUBLE, ndcg DOUBLE, map DOUBLE, coverage DOUBLE, "
-            "novelty DOUBLE, rmse DOUBLE, users INT, model_version STRING, evaluated_at TIMESTAMP"
-        ),
+        table_rows, schema=", ".join(f"{name} {kind}" for name, kind in EVALUATION_COLUMNS.items())
     ).coalesce(1), context.log)
-    by_model = {row["model"]: row for row in rows}
+    metrics = _evaluation_metadata(rows, config.eval_k)
+    by_model = {row["model"]: row for row in rows if row["protocol"] == evaluation.PER_USER}
     als_row = by_model["als"]
-    metrics = {
-        f"{model}_{metric}_at_{config.eval_k}": dg.MetadataValue.float(round(by_model[model][metric], 5))
-        for model in MODELS
-        for metric in als.METRIC_NAMES
-    }
-    for model in MODELS:
-        for metric in ("coverage", "novelty"):
-            metrics[f"{model}_{metric}"] = dg.MetadataValue.float(round(by_model[model][metric], 5))
-    for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als")):
-        ratio = by_model[model]["ndcg"] / by_model[baseline]["ndcg"] if by_model[baseline]["ndcg"] else float("nan")
-        metrics[f"ndcg_ratio_{model}_vs_{baseline}"] = dg.MetadataValue.float(round(ratio, 3))
     beats = by_model["als"]["ndcg"] > by_model["popularity"]["ndcg"]
     gate = dg.AssetCheckResult(
         check_name=MODEL_GATE.name,
@@ -222,12 +146,14 @@ def als_model_and_evaluation(
         severity=dg.AssetCheckSeverity.ERROR if config.require_beating_popularity else dg.AssetCheckSeverity.WARN,
         description=None if beats else (
             f"ALS ({by_model['als']['ndcg']:.4f}) does not beat popularity ({by_model['popularity']['ndcg']:.4f}) on "
-            f"nDCG@{config.eval_k}: " + ("the previous model stays served" if config.require_beating_popularity
-                                          else "served anyway (require_beating_popularity is false)")),
+            f"nDCG@{config.eval_k} of the per-user hold-out: " + (
+                "the previous model stays served" if config.require_beating_popularity
+                else "served anyway (require_beating_popularity is false)")),
         metadata={"als_ndcg": metrics[f"als_ndcg_at_{config.eval_k}"],
                   "popularity_ndcg": metrics[f"popularity_ndcg_at_{config.eval_k}"],
                   "ratio": metrics["ndcg_ratio_als_vs_popularity"], "model_version": version},
     )
+    temporal_users = next(row["users"] for row in rows if row["protocol"] == evaluation.GLOBAL)
     yield dg.MaterializeResult(
         asset_key="gold_reco_evaluation",
         metadata={
@@ -235,11 +161,14 @@ def als_model_and_evaluation(
             "als_rmse": dg.MetadataValue.float(round(als_row.get("rmse", float("nan")), 5)),
             "hybrid_weights": dg.MetadataValue.json(config.hybrid.model_dump()),
             "users_evaluated": dg.MetadataValue.int(als_row["users"]),
-            "split": f"per-user chronological hold-out, latest {config.holdout_fraction:.0%} (at least one)",
+            "temporal_users_evaluated": dg.MetadataValue.int(temporal_users),
+            "split": splits[0].description,
+            "temporal_split": splits[1].description,
             "model_version": version,
             "delta_version": dg.MetadataValue.int(eval_commit.version),
             "path": dg.MetadataValue.path(eval_table.uri),
-            "summary": dg.MetadataValue.md(evaluation.drop(columns=["evaluated_at"]).to_markdown(index=False)),
+            "summary": dg.MetadataValue.md(
+                table_rows.drop(columns=["evaluated_at", "model_version", "cutoff"]).to_markdown(index=False)),
             "seconds": round(time.monotonic() - started, 2),
             "stage_seconds": dg.MetadataValue.json(stage_seconds),
         },

@@ -337,13 +337,13 @@ def ranked_lists(recommendations: DataFrame) -> DataFrame:
 
 def evaluate(candidates: DataFrame, queries: DataFrame, train_ratings: DataFrame, config: HybridWeights,
              k: int) -> DataFrame:
-    """Per-user metrics at k of the hybrid for query rows (id, relevant) of the hold-out.
+    """Per-user metrics at k of the hybrid for query rows (id, relevant, as_of) of a test set.
 
     `candidates`: candidate_signals of the model trained on the split (at least config.candidates per user). The
-    trend is as of each user's train cutoff (their latest training rating; every evaluated user has one) and
-    counts training ratings only, so nothing of the held-out period leaks.
+    trend is as of each user's `as_of` (the moment they are recommended to) and counts training ratings only, so
+    nothing of the test period leaks.
     """
-    cutoffs = train_ratings.groupBy("user_id").agg(F.max("rated_at").alias("as_of"))
+    cutoffs = queries.select(F.col("id").alias("user_id"), "as_of")
     scored = with_trend_as_of(
         train_ratings.select("movie_id", F.col("rated_at").alias("at")),
         candidates.where(F.col("als_rank") <= config.candidates).join(F.broadcast(cutoffs), "user_id"),

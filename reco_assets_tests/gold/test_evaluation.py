@@ -1,0 +1,88 @@
+"""The evaluation's protocols and its recent-popularity baseline."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reco_assets.gold import evaluation
+
+
+def naive_recent_popularity(days, items, n_items, cutoff, window, length):
+    """Rank every rated item from scratch: ratings in the window, then ratings before the cutoff, then position."""
+    before = days < cutoff
+    recent = np.bincount(items[before & (days >= cutoff - window)], minlength=n_items)
+    total = np.bincount(items[before], minlength=n_items)
+    ranked = sorted(np.flatnonzero(total), key=lambda item: (-recent[item], -total[item], item))
+    return ranked[:length]
+
+
+def test_recent_popularity_ranks_by_the_window_then_by_all_ratings_before_the_cutoff():
+    days = np.array([0, 1, 2, 10, 11, 11])
+    items = np.array([0, 0, 1, 2, 2, 1])
+    cutoffs = np.array([12, 2, 11, 12])
+    lists = evaluation.recent_popularity_lists(days, items, 4, cutoffs, 5, np.array([10, 10, 10, 1]))
+    assert [list(found) for found in lists] == [[2, 1, 0], [0], [2, 0, 1], [2]]  # item 3 was never rated
+
+
+def test_recent_popularity_sweep_matches_a_ranking_from_scratch_at_every_cutoff():
+    rng = np.random.default_rng(7)
+    days = rng.integers(0, 400, 5000).astype(float)
+    items = rng.zipf(1.6, 5000) % 300
+    cutoffs = rng.integers(-5, 420, 60).astype(float)
+    lengths = rng.integers(1, 40, 60)
+    lists = evaluation.recent_popularity_lists(days, items, 300, cutoffs, 28, lengths)
+    for found, cutoff, length in zip(lists, cutoffs, lengths, strict=True):
+        assert list(found) == naive_recent_popularity(days, items, 300, cutoff, 28, length), cutoff
+
+
+def test_recent_popularity_never_recommends_a_seen_movie_and_looks_back_from_each_users_day():
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    ratings = pd.DataFrame({
+        "movie_id": [10, 10, 10, 20, 20, 30, 30, 30, 30],
+        "rated_at": pd.to_datetime([start + timedelta(days=d) for d in (0, 1, 2, 40, 41, 70, 71, 72, 73)]),
+    })
+    queries = pd.DataFrame({
+        "exclude": [[20], [], [10, 30]],
+        "as_of": pd.to_datetime([start + timedelta(days=45, hours=5), start + timedelta(days=80),
+                                 start + timedelta(days=80)]),
+    })
+    recommended = evaluation.recent_popularity_top_k(queries, ratings, 28.0, 2)
+    assert recommended.tolist() == [
+        [10, -1],  # day 45: 20 is the recent one but seen; 30 was not rated yet
+        [30, 10],  # day 80: 30 in the window, then 10 (3 ratings) before 20 (2)
+        [20, -1],
+    ]
+
+
+def test_the_global_cut_is_the_quantile_of_rating_time_and_only_known_users_are_tested(spark):
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    rows = [(user, movie, 4.0, start + timedelta(days=day)) for user, movie, day in
+            [(1, 1, 0), (1, 2, 1), (2, 1, 2), (2, 3, 3), (1, 3, 4), (2, 2, 5), (3, 1, 6), (3, 2, 7), (1, 4, 8),
+             (2, 4, 9)]]
+    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
+    split = evaluation.global_temporal(ratings, None, 0.8)
+    assert split.cut == start + timedelta(days=7)  # 8 of the 10 ratings are at or before day 7
+    assert sorted(tuple(r) for r in split.train.select("user_id", "movie_id").collect()) == sorted(
+        (u, m) for u, m, _, at in rows if at < split.cut)
+    # user 3 rated before the cut, so their day-7 rating is tested with the others after it
+    assert sorted(tuple(r) for r in split.test.select("user_id", "movie_id").collect()) == [(1, 4), (2, 4), (3, 2)]
+    cutoffs = {(r.user_id, r.as_of.astimezone(UTC)) for r in split.cutoffs.collect()}
+    assert cutoffs == {(u, split.cut) for u in (1, 2, 3)}
+
+
+def test_a_user_first_seen_after_the_global_cut_is_not_tested(spark):
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    rows = [(1, m, 3.0, start + timedelta(days=m)) for m in range(1, 9)] + [(9, 1, 5.0, start + timedelta(days=30))]
+    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
+    split = evaluation.global_temporal(ratings, None, 0.5)
+    assert {r.user_id for r in split.test.collect()} == {1}
+
+
+@pytest.mark.parametrize("quantile", [0.0, 1.0])
+def test_the_cut_stays_inside_the_ratings(spark, quantile):
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    rows = [(1, m, 3.0, start + timedelta(days=m)) for m in range(5)]
+    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
+    assert evaluation.temporal_cut(ratings, quantile) == start + timedelta(days=0 if quantile == 0 else 4)
