@@ -146,6 +146,28 @@ def test_hybrid_is_evaluated_beside_als_and_popularity(warehouse):
     assert hybrid[2] > popularity[2]
 
 
+def test_both_protocols_score_every_model_on_one_test_set_each(warehouse):
+    rows = warehouse.execute(
+        "SELECT protocol, model, ndcg, users, cutoff, model_version IS NOT NULL FROM gold.reco_evaluation"
+    ).fetchall()
+    by_protocol = {}
+    for protocol, model, ndcg, users, cutoff, versioned in rows:
+        by_protocol.setdefault(protocol, {})[model] = (ndcg, users, cutoff, versioned)
+    models = {"als", "hybrid", "popularity", "recent_popularity"}
+    assert {protocol: set(found) for protocol, found in by_protocol.items()} == {
+        "per_user_chronological": models, "global_temporal": models}
+    for protocol, found in by_protocol.items():
+        assert len({users for _, users, _, _ in found.values()}) == 1, (protocol, found)  # one test set per protocol
+        assert {model for model, (*_, versioned) in found.items() if versioned} == {"als", "hybrid"}
+    temporal = by_protocol["global_temporal"]
+    # The sample's 80 % quantile of rating time falls on 2016-03-22; 28 users rated both before and after it.
+    assert {cutoff.date().isoformat() for _, _, cutoff, _ in temporal.values()} == {"2016-03-22"}
+    assert temporal["als"][1] == 28
+    assert {cutoff for _, _, cutoff, _ in by_protocol["per_user_chronological"].values()} == {None}
+    best_baseline = max(temporal["popularity"][0], temporal["recent_popularity"][0])
+    assert temporal["hybrid"][0] > temporal["als"][0] > best_baseline, temporal
+
+
 def test_similar_and_popular_movies(warehouse):
     assert scalar(warehouse, "SELECT count(*) FROM gold.similar_movies WHERE movie_id = similar_movie_id") == 0
     assert scalar(warehouse, "SELECT max(rank) FROM gold.similar_movies") == 20

@@ -1,5 +1,6 @@
 """Gold: ALS recommendations, similar movies, the popularity baseline, the hybrid and the offline evaluation."""
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -50,23 +51,27 @@ MODEL_GATE = dg.AssetCheckSpec(
 EVALUATION_COLUMNS = {
     "protocol": "STRING", "model": "STRING", "k": "INT", "precision": "DOUBLE", "recall": "DOUBLE", "ndcg": "DOUBLE",
     "map": "DOUBLE", "coverage": "DOUBLE", "novelty": "DOUBLE", "rmse": "DOUBLE", "users": "INT",
-    "model_version": "STRING", "cutoff": "STRING", "evaluated_at": "TIMESTAMP",
+    "model_version": "STRING", "cutoff": "TIMESTAMP", "evaluated_at": "TIMESTAMP",
 }
 # Metadata keys of a protocol's metrics: the per-user protocol's keep the names they had before the global one came.
 METADATA_PREFIX = {evaluation.PER_USER: "", evaluation.GLOBAL: "temporal_"}
 
 
-def _evaluation_metadata(rows: list[dict], k: int) -> dict:
-    """Each protocol's metrics per model, and each model's nDCG against the better popularity baseline and ALS."""
+def _evaluation_metadata(rows: list[dict], splits: list[evaluation.Split], k: int) -> dict:
+    """Per protocol: its split, users, each model's metrics, and nDCG ratios against popularity, the better
+    popularity baseline and ALS."""
     metadata = {}
-    for protocol, prefix in METADATA_PREFIX.items():
-        by_model = {row["model"]: row for row in rows if row["protocol"] == protocol}
+    for split in splits:
+        prefix = METADATA_PREFIX[split.protocol]
+        by_model = {row["model"]: row for row in rows if row["protocol"] == split.protocol}
+        metadata[f"{prefix}split"] = split.description
+        metadata[f"{prefix}users_evaluated"] = dg.MetadataValue.int(by_model["als"]["users"])
         for model, row in by_model.items():
             for metric in als.METRIC_NAMES:
                 metadata[f"{prefix}{model}_{metric}_at_{k}"] = dg.MetadataValue.float(round(row[metric], 5))
             for metric in ("coverage", "novelty"):
                 metadata[f"{prefix}{model}_{metric}"] = dg.MetadataValue.float(round(row[metric], 5))
-        best = evaluation.best_baseline(rows, protocol)
+        best = evaluation.best_baseline(rows, split.protocol)
         for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als"),
                                 ("als", "best_popularity"), ("hybrid", "best_popularity")):
             denominator = best["ndcg"] if baseline == "best_popularity" else by_model[baseline]["ndcg"]
@@ -121,21 +126,23 @@ def als_model_and_evaluation(
     started = time.monotonic()
     stage_seconds: dict[str, float] = {}
     movies, tags = _read(spark, lakehouse, "silver", "movies"), _read(spark, lakehouse, "silver", "tags")
-    splits = [evaluation.per_user_chronological(ratings, events, config.holdout_fraction),
-              evaluation.global_temporal(ratings, events, config.temporal_cutoff_quantile)]
+    splits = [evaluation.per_user_chronological(ratings, events, config.holdout_fraction)]
+    if config.global_temporal:
+        splits.append(evaluation.global_temporal(ratings, events, config.temporal_cutoff_quantile))
     rows = [row for split in splits for row in evaluation.evaluate(config, config, split, movies, tags, stage_seconds)]
     context.log.info(f"evaluation stages (seconds): {stage_seconds}")
     cuts = {split.protocol: split.cut for split in splits}
     for row in rows:
         row.update(k=config.eval_k, model_version=version if row["model"] in ("als", "hybrid") else None,
                    cutoff=cuts[row["protocol"]], evaluated_at=trained_at)
-    table_rows = pd.DataFrame(rows).reindex(columns=list(EVALUATION_COLUMNS))
-    table_rows = table_rows.astype(object).where(table_rows.notna(), None)  # NULL, not NaN, where a metric has none
+    # NULL, not NaN, where a metric has no value (RMSE of a baseline, say)
+    records = [tuple(None if isinstance(value := row.get(name), float) and math.isnan(value) else value
+                     for name in EVALUATION_COLUMNS) for row in rows]
     eval_table = lakehouse.table("gold.reco_evaluation")
     eval_commit = eval_table.overwrite(spark.createDataFrame(
-        table_rows, schema=", ".join(f"{name} {kind}" for name, kind in EVALUATION_COLUMNS.items())
+        records, schema=", ".join(f"{name} {kind}" for name, kind in EVALUATION_COLUMNS.items())
     ).coalesce(1), context.log)
-    metrics = _evaluation_metadata(rows, config.eval_k)
+    metrics = _evaluation_metadata(rows, splits, config.eval_k)
     by_model = {row["model"]: row for row in rows if row["protocol"] == evaluation.PER_USER}
     als_row = by_model["als"]
     beats = by_model["als"]["ndcg"] > by_model["popularity"]["ndcg"]
@@ -153,22 +160,17 @@ def als_model_and_evaluation(
                   "popularity_ndcg": metrics[f"popularity_ndcg_at_{config.eval_k}"],
                   "ratio": metrics["ndcg_ratio_als_vs_popularity"], "model_version": version},
     )
-    temporal_users = next(row["users"] for row in rows if row["protocol"] == evaluation.GLOBAL)
     yield dg.MaterializeResult(
         asset_key="gold_reco_evaluation",
         metadata={
             **metrics,
             "als_rmse": dg.MetadataValue.float(round(als_row.get("rmse", float("nan")), 5)),
             "hybrid_weights": dg.MetadataValue.json(config.hybrid.model_dump()),
-            "users_evaluated": dg.MetadataValue.int(als_row["users"]),
-            "temporal_users_evaluated": dg.MetadataValue.int(temporal_users),
-            "split": splits[0].description,
-            "temporal_split": splits[1].description,
             "model_version": version,
             "delta_version": dg.MetadataValue.int(eval_commit.version),
             "path": dg.MetadataValue.path(eval_table.uri),
             "summary": dg.MetadataValue.md(
-                table_rows.drop(columns=["evaluated_at", "model_version", "cutoff"]).to_markdown(index=False)),
+                pd.DataFrame(rows).drop(columns=["evaluated_at", "model_version", "cutoff"]).to_markdown(index=False)),
             "seconds": round(time.monotonic() - started, 2),
             "stage_seconds": dg.MetadataValue.json(stage_seconds),
         },

@@ -37,6 +37,7 @@ class EvaluationConfig(dg.Config):
     eval_k: int = Field(default=10, description="cut-off K of the offline metrics")
     holdout_fraction: float = Field(default=0.2, description="per-user protocol: share of each user's latest "
                                                              "ratings held out")
+    global_temporal: bool = Field(default=True, description="also evaluate under the global temporal split")
     temporal_cutoff_quantile: float = Field(
         default=0.8, description="global protocol: the cut T is this quantile of the ratings' time")
     recent_popularity_days: float = Field(

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 # Regularised to nothing: every user's scores come out flat, so ALS ranks no better than chance.
 BAD_ALS = {"ops": {"als_model_and_evaluation": {"config": {
-    "rank": 2, "max_iter": 1, "reg_param": 1000.0, "report_rmse": False}}}}
+    "rank": 2, "max_iter": 1, "reg_param": 1000.0, "report_rmse": False, "global_temporal": False}}}}
 SERVED = ("gold.als_factors", "gold.recommendations")
 
 

@@ -26,7 +26,8 @@ ANIMATED = [1, 3114, 6377, 4886, 8961, 68954, 50872, 60069, 4306, 364, 588, 595]
 CLICKED = 2355  # A Bug's Life: clicked twice, never viewed, so still recommendable
 SCHEMA = (", ".join(f"{column} {OUTPUT_TYPES[column]}" for column in EVENT_COLUMNS)
           + ", topic STRING, partition INT, offset BIGINT, received_at TIMESTAMP")
-SMALL_ALS = {"ops": {"als_model_and_evaluation": {"config": {"rank": 16, "max_iter": 5, "report_rmse": False}}}}
+SMALL_ALS = {"ops": {"als_model_and_evaluation": {"config": {"rank": 16, "max_iter": 5, "report_rmse": False,
+                                                             "global_temporal": False}}}}
 
 
 def event(n: int, hour: datetime, kind: str, user: int, movie: int, **fields) -> dict:
