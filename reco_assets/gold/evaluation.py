@@ -72,6 +72,7 @@ class Split:
     cutoffs: DataFrame
     cut: datetime | None
     description: str
+    cached: tuple[DataFrame, ...] = ()  # what evaluate unpersists when it is done with the split
 
 
 def per_user_chronological(ratings: DataFrame, events: DataFrame | None, holdout_fraction: float) -> Split:
@@ -85,12 +86,13 @@ def per_user_chronological(ratings: DataFrame, events: DataFrame | None, holdout
         PER_USER, train, test,
         events.join(held_out, ["user_id", "movie_id"], "left_anti") if events is not None else None,
         train.groupBy("user_id").agg(F.max("rated_at").alias("as_of")), None,
-        f"per-user chronological hold-out, latest {holdout_fraction:.0%} (at least one)",
+        f"per-user chronological hold-out, latest {holdout_fraction:.0%} (at least one)", (split,),
     )
 
 
 def temporal_cut(ratings: DataFrame, quantile: float):
-    """The rating time at `quantile` (exact: the smallest time with at least that share of ratings at or before)."""
+    """The earliest rating time with at least `quantile` of the ratings at or before it (Spark's percentile_approx,
+    to within a millionth of the ratings)."""
     seconds = ratings.select(F.col("rated_at").cast("double").alias("s"))
     cut = seconds.agg(F.percentile_approx("s", quantile, 1_000_000)).first()[0]
     return ratings.where(F.col("rated_at").cast("double") >= cut).agg(F.min("rated_at")).first()[0].astimezone(UTC)
@@ -233,7 +235,7 @@ def evaluate(config: "EvaluationConfig", als_config: als.ALSConfig, split: Split
         )
         metrics["als"]["rmse"] = als.rmse(rating_model, split.test)
         lap("rmse")
-    for frame in (train, queries, item_users, candidates):
+    for frame in (train, queries, item_users, candidates, *split.cached):
         frame.unpersist()
     return [{"protocol": split.protocol, "model": name, **metrics[name]} for name in MODELS]
 
