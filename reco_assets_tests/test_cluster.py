@@ -25,6 +25,9 @@ METRICS = ("precision", "recall", "ndcg", "map", "coverage")
 # ALS's seed fixes its initial factors, not the order in which partitions meet: a run on other partitioning may
 # differ in the third decimal (on the bundled sample, measured: identical to the last digit).
 ALS_TOLERANCE = 0.01
+# The global temporal split tests 28 users of the sample: one hit more or less for one of them moves a mean metric
+# by up to 1/28.
+GLOBAL_ALS_TOLERANCE = 0.04
 
 
 def row_counts(lakehouse: LakehouseResource) -> dict[str, int]:
@@ -88,7 +91,8 @@ def test_the_graph_on_s3_and_a_cluster_matches_a_local_run(on_cluster, batch_gra
     print(f"rows per table (both runs): {on_s3}\nmetrics on the cluster: {ran_on_s3}\nin local mode: {local_metrics}")
     assert set(ran_on_s3) == set(local_metrics)
     for (protocol, model), metrics in local_metrics.items():
-        tolerance = 1e-9 if model in ("popularity", "recent_popularity") else ALS_TOLERANCE
+        tolerance = (1e-9 if model in ("popularity", "recent_popularity")
+                     else GLOBAL_ALS_TOLERANCE if protocol == "global_temporal" else ALS_TOLERANCE)
         assert ran_on_s3[protocol, model] == pytest.approx(metrics, abs=tolerance), (protocol, model)
 
 

@@ -71,7 +71,9 @@ class ALSConfig(dg.Config):
         return ALS(**params)
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+        """The ALS settings' hash (an evaluation setting beside them in a run's config does not change it)."""
+        settings = self.model_dump(include=set(ALSConfig.model_fields))
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def chronological_split(ratings: DataFrame, holdout_fraction: float) -> DataFrame:

@@ -2,8 +2,8 @@
 
 - `per_user_chronological`: each user's latest ratings are held out; every user is recommended to at their own
   last training moment.
-- `global_temporal`: one cut T (a quantile of rating time); everything before T trains, the ratings after T of
-  users known before it are the test, and everyone is recommended to at T.
+- `global_temporal`: one cut T (a quantile of rating time); everything before T trains (ratings, events, tags),
+  the ratings at or after T of users known before it are the test, and everyone is recommended to at T.
 
 Design and figures: docs/recommendation-quality.md.
 """
@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from reco_assets.gold import als, hybrid
@@ -34,14 +34,14 @@ DAY_SECONDS = 86400.0
 class EvaluationConfig(dg.Config):
     """How the models are evaluated: the two protocols' splits, the cut-off K and the recent-popularity window."""
 
-    eval_k: int = Field(default=10, description="cut-off K of the offline metrics")
-    holdout_fraction: float = Field(default=0.2, description="per-user protocol: share of each user's latest "
-                                                             "ratings held out")
+    eval_k: int = Field(default=10, ge=1, description="cut-off K of the offline metrics")
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1, description="per-user protocol: share of each user's "
+                                                                         "latest ratings held out")
     global_temporal: bool = Field(default=True, description="also evaluate under the global temporal split")
     temporal_cutoff_quantile: float = Field(
-        default=0.8, description="global protocol: the cut T is this quantile of the ratings' time")
+        default=0.8, gt=0, lt=1, description="global protocol: the cut T is this quantile of the ratings' time")
     recent_popularity_days: float = Field(
-        default=28.0, description="recent popularity: the most-rated movies of this many days before the cut")
+        default=28.0, gt=0, description="recent popularity: the most-rated movies of this many days before the cut")
     hybrid: HybridWeights = Field(
         default_factory=HybridWeights,
         description="the hybrid's weights for the evaluation (gold_hybrid_recommendations has the served ones)",
@@ -114,28 +114,31 @@ def global_temporal(ratings: DataFrame, events: DataFrame | None, quantile: floa
 
 
 def recent_popularity_lists(days: np.ndarray, items: np.ndarray, n_items: int, cutoffs: np.ndarray,
-                            window_days: float, lengths: np.ndarray) -> list[np.ndarray]:
+                            window_days: float, lengths: np.ndarray, ratings: np.ndarray | None = None
+                            ) -> list[np.ndarray]:
     """For each cutoff (a day), the first `lengths[i]` item positions by number of ratings in [cutoff - window,
     cutoff), then by ratings before cutoff, then by position; only items rated before the cutoff.
 
-    `days`, `items`: one entry per rating. One sweep over the ratings in time order serves every cutoff.
+    `days`, `items`: one entry per rating, or per (item, day) with its number of `ratings`. One sweep over them in
+    time order serves every cutoff.
     """
     order = np.argsort(days, kind="stable")
     days, items = np.asarray(days, np.float64)[order], np.asarray(items, np.int64)[order]
-    recent, total = np.zeros(n_items, np.int64), np.zeros(n_items, np.int64)
+    weights = np.ones(len(days)) if ratings is None else np.asarray(ratings, np.float64)[order]
+    recent, total = np.zeros(n_items), np.zeros(n_items)
     added = removed = 0
-    scale = np.float64(len(days) + 1)
+    scale = weights.sum() + 1
     lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(cutoffs)
     for i in np.argsort(cutoffs, kind="stable"):
         end = int(np.searchsorted(days, cutoffs[i], "left"))
         if end > added:
-            new = np.bincount(items[added:end], minlength=n_items)
+            new = np.bincount(items[added:end], weights[added:end], minlength=n_items)
             recent += new
             total += new
             added = end
         start = int(np.searchsorted(days, cutoffs[i] - window_days, "left"))
         if start > removed:
-            recent -= np.bincount(items[removed:start], minlength=n_items)
+            recent -= np.bincount(items[removed:start], weights[removed:start], minlength=n_items)
             removed = start
         key = recent * scale + total  # exact in float64 below 2**53
         length = min(int(lengths[i]), int((total > 0).sum()))
@@ -148,18 +151,23 @@ def recent_popularity_lists(days: np.ndarray, items: np.ndarray, n_items: int, c
     return lists
 
 
-def recent_popularity_top_k(queries: pd.DataFrame, ratings: pd.DataFrame, window_days: float, k: int) -> np.ndarray:
-    """[users, k] movie ids (-1 where fewer) for query rows (exclude, as_of): the movies most rated in the window
-    before each user's day of `as_of`, never one they have seen. `ratings`: movie_id, rated_at of training."""
-    ids = np.unique(ratings["movie_id"].to_numpy(np.int64))
-    positions, _ = locate(ids, ratings["movie_id"].to_numpy(np.int64))
-    days = np.floor(ratings["rated_at"].astype("int64").to_numpy() / 1e9 / DAY_SECONDS)
-    cut_days = np.floor(queries["as_of"].astype("int64").to_numpy() / 1e9 / DAY_SECONDS)
-    unique_days, day_of_user = np.unique(cut_days, return_inverse=True)
+def day_number(column: str) -> Column:
+    """Whole UTC days since the epoch of a timestamp column, as `day`."""
+    return F.floor(F.col(column).cast("double") / DAY_SECONDS).alias("day")
+
+
+def recent_popularity_top_k(queries: pd.DataFrame, daily: pd.DataFrame, window_days: float, k: int) -> np.ndarray:
+    """[users, k] movie ids (-1 where fewer) for query rows (exclude, day): the movies most rated in the window
+    before each user's day, never one they have seen. `daily`: movie_id, day, ratings (training ratings per
+    movie and day)."""
+    ids = np.unique(daily["movie_id"].to_numpy(np.int64))
+    positions, _ = locate(ids, daily["movie_id"].to_numpy(np.int64))
+    unique_days, day_of_user = np.unique(queries["day"].to_numpy(np.float64), return_inverse=True)
     excluded = queries["exclude"].map(len).to_numpy()
     lengths = np.zeros(len(unique_days), np.int64)
     np.maximum.at(lengths, day_of_user, excluded + k)
-    lists = recent_popularity_lists(days, positions, len(ids), unique_days, window_days, lengths)
+    lists = recent_popularity_lists(daily["day"].to_numpy(np.float64), positions, len(ids), unique_days,
+                                    window_days, lengths, daily["ratings"].to_numpy())
     recommended = np.full((len(queries), k), -1, np.int64)
     for row, (day, seen) in enumerate(zip(day_of_user, queries["exclude"], strict=True)):
         candidates = ids[lists[day]]
@@ -168,13 +176,19 @@ def recent_popularity_top_k(queries: pd.DataFrame, ratings: pd.DataFrame, window
     return recommended
 
 
-def evaluate(config: "EvaluationConfig", als_config: als.ALSConfig, split: Split, movies: DataFrame,
+def training_tags(split: Split, tags: DataFrame) -> DataFrame:
+    """The tags (user_id, movie_id, tag, tagged_at) the split may describe movies with: none on a test (user, movie)
+    pair, and under a global split none from its cut on."""
+    kept = tags.join(split.test.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti")
+    return kept if split.cut is None else kept.where(F.col("tagged_at") < F.lit(split.cut))
+
+
+def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, movies: DataFrame,
              tags: DataFrame, seconds: dict[str, float]) -> list[dict]:
     """Train ALS on the split and score it, the hybrid, popularity and recent popularity on the same test users;
     one row per model with the split's protocol. `seconds` receives the time of each stage.
 
-    Tags describe movies, except on test (user, movie) pairs: nothing a user did with a test movie reaches any
-    model.
+    The content vectors use `training_tags` only. The four models must score the same users, or it fails.
     """
     spark = split.train.sparkSession
     clock = [time.monotonic()]
@@ -186,7 +200,6 @@ def evaluate(config: "EvaluationConfig", als_config: als.ALSConfig, split: Split
 
     k = config.eval_k
     catalog_size = movies.count()
-    held_out = split.test.select("user_id", "movie_id")
     train = als.interactions(split.train, split.events).cache()
     queries = (
         als.user_histories(train)
@@ -205,7 +218,7 @@ def evaluate(config: "EvaluationConfig", als_config: als.ALSConfig, split: Split
     model = als_config.als().fit(train)
     lap("als_fit")
     # One top-N pass serves both: ALS's own list is the head of the candidates that the hybrid re-ranks.
-    content = hybrid.content_index(movies, tags.join(held_out, ["user_id", "movie_id"], "left_anti"))
+    content = hybrid.content_index(movies, training_tags(split, tags))
     candidates = hybrid.candidate_signals(
         queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), content,
         max(config.hybrid.candidates, k),
@@ -218,9 +231,9 @@ def evaluate(config: "EvaluationConfig", als_config: als.ALSConfig, split: Split
     pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
     metrics["popularity"] = summary(als.evaluate_top_k(pop_queries, popularity, k))
     lap("popularity")
-    users = queries.select("id", "exclude", "relevant", "as_of").toPandas()
-    recent = recent_popularity_top_k(users, split.train.select("movie_id", "rated_at").toPandas(),
-                                     config.recent_popularity_days, k)
+    users = queries.select("id", "exclude", "relevant", day_number("as_of")).toPandas()
+    daily = split.train.groupBy("movie_id", day_number("rated_at")).agg(F.count(F.lit(1)).alias("ratings"))
+    recent = recent_popularity_top_k(users, daily.toPandas(), config.recent_popularity_days, k)
     metrics["recent_popularity"] = summary(spark.createDataFrame(
         als.evaluation_frame(users["id"].to_numpy(np.int32), recent, list(users["relevant"]), k),
         als.EVALUATION_ROW_SCHEMA))
@@ -237,6 +250,9 @@ def evaluate(config: "EvaluationConfig", als_config: als.ALSConfig, split: Split
         lap("rmse")
     for frame in (train, queries, item_users, candidates, *split.cached):
         frame.unpersist()
+    scored = {name: found["users"] for name, found in metrics.items()}
+    if len(set(scored.values())) != 1:
+        raise ValueError(f"{split.protocol}: the models scored different numbers of test users: {scored}")
     return [{"protocol": split.protocol, "model": name, **metrics[name]} for name in MODELS]
 
 

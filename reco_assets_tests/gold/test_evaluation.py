@@ -38,22 +38,23 @@ def test_recent_popularity_sweep_matches_a_ranking_from_scratch_at_every_cutoff(
 
 
 def test_recent_popularity_never_recommends_a_seen_movie_and_looks_back_from_each_users_day():
-    start = datetime(2020, 1, 1, tzinfo=UTC)
-    ratings = pd.DataFrame({
-        "movie_id": [10, 10, 10, 20, 20, 30, 30, 30, 30],
-        "rated_at": pd.to_datetime([start + timedelta(days=d) for d in (0, 1, 2, 40, 41, 70, 71, 72, 73)]),
-    })
-    queries = pd.DataFrame({
-        "exclude": [[20], [], [10, 30]],
-        "as_of": pd.to_datetime([start + timedelta(days=45, hours=5), start + timedelta(days=80),
-                                 start + timedelta(days=80)]),
-    })
-    recommended = evaluation.recent_popularity_top_k(queries, ratings, 28.0, 2)
+    daily = pd.DataFrame({"movie_id": [10, 10, 20, 30, 30],
+                          "day": [0, 2, 40, 70, 73],
+                          "ratings": [2, 1, 2, 3, 1]})  # movie 10: 3 ratings, 20: 2, 30: 4
+    queries = pd.DataFrame({"exclude": [[20], [], [10, 30]], "day": [45, 80, 80]})
+    recommended = evaluation.recent_popularity_top_k(queries, daily, 28.0, 2)
     assert recommended.tolist() == [
         [10, -1],  # day 45: 20 is the recent one but seen; 30 was not rated yet
         [30, 10],  # day 80: 30 in the window, then 10 (3 ratings) before 20 (2)
         [20, -1],
     ]
+
+
+def test_day_numbers_are_whole_utc_days(spark):
+    late = datetime(2020, 1, 1, 23, 30, tzinfo=UTC)
+    frame = spark.createDataFrame([(late,), (late + timedelta(hours=1),)], "at TIMESTAMP")
+    days = [row.day for row in frame.select(evaluation.day_number("at")).collect()]
+    assert days == [(late - datetime(1970, 1, 1, tzinfo=UTC)).days, 18263]
 
 
 def test_the_global_cut_is_the_quantile_of_rating_time_and_only_known_users_are_tested(spark):
@@ -86,3 +87,17 @@ def test_the_cut_stays_inside_the_ratings(spark, quantile):
     rows = [(1, m, 3.0, start + timedelta(days=m)) for m in range(5)]
     ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
     assert evaluation.temporal_cut(ratings, quantile) == start + timedelta(days=0 if quantile == 0 else 4)
+
+
+def test_a_global_split_describes_movies_with_the_tags_before_its_cut_only(spark):
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    ratings = spark.createDataFrame([(1, m, 3.0, start + timedelta(days=m)) for m in range(1, 11)],
+                                    "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
+    tags = spark.createDataFrame([(1, 2, "early", start + timedelta(days=2)),
+                                  (2, 3, "later", start + timedelta(days=9)),
+                                  (1, 9, "test pair", start + timedelta(days=1))],
+                                 "user_id INT, movie_id INT, tag STRING, tagged_at TIMESTAMP")
+    split = evaluation.global_temporal(ratings, None, 0.5)
+    assert sorted(row.tag for row in evaluation.training_tags(split, tags).collect()) == ["early"]
+    per_user = evaluation.per_user_chronological(ratings, None, 0.2)  # holds out movies 9 and 10
+    assert sorted(row.tag for row in evaluation.training_tags(per_user, tags).collect()) == ["early", "later"]
