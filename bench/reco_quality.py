@@ -5,6 +5,10 @@ The evaluation's own code (`reco_assets.gold.evaluation.evaluate`) on MovieLens 
 read the way the silver assets read them, in local Spark. No stream events.
 
     .venv/bin/python bench/reco_quality.py [--seeds 1 2 3] [--movielens DIR] [--protocols per_user_chronological ...]
+    .venv/bin/python bench/reco_quality.py --ablation   # the ranker without each generator, then each feature group
+
+The ablation retrains only the ranker, once per variant, on the same split as the full ranker, and prints each
+variant's nDCG@K against popularity's from the same script.
 """
 
 import argparse
@@ -13,15 +17,25 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagster_pyspark.resources import spark_session_from_config  # noqa: E402
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
-from reco_assets.gold import evaluation  # noqa: E402
+from reco_assets.gold import evaluation, hybrid  # noqa: E402
 from reco_assets.gold.assets import ModelConfig  # noqa: E402
+from reco_assets.gold.ranker import FEATURES, GENERATORS, RankerConfig  # noqa: E402
+from reco_assets.gold.ranking import ranking_metrics  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import transforms  # noqa: E402
+
+
+def split_of(protocol: str, ratings, config: ModelConfig) -> evaluation.Split:
+    if protocol == evaluation.PER_USER:
+        return evaluation.per_user_chronological(ratings, None, config.holdout_fraction)
+    return evaluation.global_temporal(ratings, None, config.temporal_cutoff_quantile)
 
 
 def main() -> None:
@@ -29,6 +43,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--movielens", default=str(BUNDLED_SAMPLE), help="a folder with MovieLens's CSV files")
     parser.add_argument("--protocols", nargs="+", default=list(evaluation.PROTOCOLS), choices=evaluation.PROTOCOLS)
+    parser.add_argument("--ablation", action="store_true", help="ablate the ranker instead of running every model")
     args = parser.parse_args()
 
     spark = spark_session_from_config(spark_config(remote=False))
@@ -40,14 +55,17 @@ def main() -> None:
     ratings = read("ratings").cache()
     movies, tags = read("movies").cache(), read("tags").cache()
     print(f"{ratings.count():,} ratings, {movies.count():,} movies, {tags.count():,} tags from {args.movielens}")
+    if args.ablation:
+        for protocol in args.protocols:
+            ablate(ratings, movies, tags, protocol)
+        spark.stop()
+        return
     results: dict[tuple[str, str], list[dict]] = {}
     for seed in args.seeds:
         config = ModelConfig(seed=seed, report_rmse=False)
         for protocol in args.protocols:
             started = time.monotonic()
-            split = (evaluation.per_user_chronological(ratings, None, config.holdout_fraction)
-                     if protocol == evaluation.PER_USER
-                     else evaluation.global_temporal(ratings, None, config.temporal_cutoff_quantile))
+            split = split_of(protocol, ratings, config)
             rows = evaluation.evaluate(config, config, split, movies, tags, {})
             by_model = {row["model"]: row for row in rows}
             best = evaluation.best_baseline(rows, protocol)
@@ -72,6 +90,48 @@ def main() -> None:
             cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}–{max(values):.3f})")
         print(f"| {protocol} | {model} | {' | '.join(cells)} |")
     spark.stop()
+
+
+# Each generator alone, ranked by its own score; the ranker without one generator; without one group of features.
+GROUPS = {"EASE scores": ("ease_recent", "ease", "ease_recent_rank", "ease_rank"),
+          "recent EASE": ("ease_recent", "ease_recent_rank"),
+          "popularity": ("popularity", "popularity_rank"), "trend": ("trend", "trend_rank", "trend_year"),
+          "year gap": ("year_gap",), "age": ("age_days",), "content": ("content",), "activity": ("activity",)}
+ALONE = {"ease_recent": "ease_recent", "ease": "ease", "popular": "popularity", "trending": "trend"}
+
+
+def variants() -> dict[str, RankerConfig]:
+    found = {"ranker, all generators and features": RankerConfig()}
+    for generator, feature in ALONE.items():
+        found[f"{generator} alone (its own score)"] = RankerConfig(generators=[generator], features=[feature])
+    for generator in GENERATORS:
+        found[f"ranker without {generator}"] = RankerConfig(generators=[g for g in GENERATORS if g != generator])
+    for group, names in GROUPS.items():
+        found[f"ranker without {group} features"] = RankerConfig(features=[f for f in FEATURES if f not in names])
+    return found
+
+
+def ablate(ratings, movies, tags, protocol: str) -> None:
+    config = ModelConfig(report_rmse=False)
+    split = split_of(protocol, ratings, config)
+    _, users = evaluation.ranker_rows(split)
+    relevant = [np.asarray(r, np.int64) for r in users["relevant"]]
+    years = movies.select("movie_id", "year").toPandas().set_index("movie_id")["year"].astype(np.float64)
+    content = hybrid.content_index(movies, evaluation.training_tags(split, tags))
+    popular = RankerConfig(generators=["popular"], features=["popularity"])
+    k = config.eval_k
+    baseline = None
+    print(f"\n{split.description}: {len(users)} users\n")
+    print(f"| variant | nDCG@{k} | recall@{k} | ÷ popularity | seconds |")
+    print("|---|---:|---:|---:|---:|")
+    for name, variant in {"popularity (the baseline)": popular, **variants()}.items():
+        started = time.monotonic()
+        found = ranking_metrics(evaluation.ranker_top_k(variant, split, years, tags, movies, content, users, k),
+                                relevant, k)
+        ndcg = float(found["ndcg"].mean())
+        baseline = baseline or ndcg
+        print(f"| {name} | {ndcg:.4f} | {found['recall'].mean():.4f} | {ndcg / baseline:.3f} | "
+              f"{time.monotonic() - started:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_als_beats_popularity_on_held_out_ratings(warehouse):
         ).fetchall()
     }
     als, popularity = rows["als"], rows["popularity"]
-    assert set(rows) == {"als", "popularity", "recent_popularity", "hybrid"}
+    assert set(rows) == {"als", "popularity", "recent_popularity", "hybrid", "ranker"}
     assert als[0] > popularity[0] * 1.2, (als, popularity)
     assert 0.05 < popularity[0] < 0.15, "popularity nDCG@10 near the 0.087 measured for this split"
     assert als[4] > popularity[4], "ALS covers more of the catalog"
@@ -153,7 +153,7 @@ def test_both_protocols_score_every_model_on_one_test_set_each(warehouse):
     by_protocol = {}
     for protocol, model, ndcg, users, cutoff, versioned in rows:
         by_protocol.setdefault(protocol, {})[model] = (ndcg, users, cutoff, versioned)
-    models = {"als", "hybrid", "popularity", "recent_popularity"}
+    models = {"als", "hybrid", "ranker", "popularity", "recent_popularity"}
     assert {protocol: set(found) for protocol, found in by_protocol.items()} == {
         "per_user_chronological": models, "global_temporal": models}
     for protocol, found in by_protocol.items():
@@ -166,6 +166,19 @@ def test_both_protocols_score_every_model_on_one_test_set_each(warehouse):
     assert {cutoff for _, _, cutoff, _ in by_protocol["per_user_chronological"].values()} == {None}
     best_baseline = max(temporal["popularity"][0], temporal["recent_popularity"][0])
     assert temporal["hybrid"][0] > temporal["als"][0] > best_baseline, temporal
+
+
+def test_the_learned_ranker_meets_both_quality_targets(warehouse):
+    rows = {(protocol, model): (ndcg, recall, users) for protocol, model, ndcg, recall, users in warehouse.execute(
+        "SELECT protocol, model, ndcg, recall, users FROM gold.reco_evaluation").fetchall()}
+    per_user = {model: found for (protocol, model), found in rows.items() if protocol == "per_user_chronological"}
+    temporal = {model: found for (protocol, model), found in rows.items() if protocol == "global_temporal"}
+    # Issue targets on the sample: 1.6x popularity per user, 1.15x the better baseline under the global split.
+    assert per_user["ranker"][0] >= 1.6 * per_user["popularity"][0], per_user
+    assert per_user["ranker"][0] > per_user["hybrid"][0] and per_user["ranker"][1] > per_user["hybrid"][1], per_user
+    best_baseline = max(temporal["popularity"][0], temporal["recent_popularity"][0])
+    assert temporal["ranker"][0] >= 1.15 * best_baseline, temporal
+    assert per_user["ranker"][2] == 610 and temporal["ranker"][2] == 28
 
 
 def test_similar_and_popular_movies(warehouse):

@@ -72,8 +72,9 @@ def _evaluation_metadata(rows: list[dict], splits: list[evaluation.Split], k: in
             for metric in ("coverage", "novelty"):
                 metadata[f"{prefix}{model}_{metric}"] = dg.MetadataValue.float(round(row[metric], 5))
         best = evaluation.best_baseline(rows, split.protocol)
-        for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als"),
-                                ("als", "best_popularity"), ("hybrid", "best_popularity")):
+        for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("ranker", "popularity"),
+                                ("hybrid", "als"), ("ranker", "als"), ("als", "best_popularity"),
+                                ("hybrid", "best_popularity"), ("ranker", "best_popularity")):
             denominator = best["ndcg"] if baseline == "best_popularity" else by_model[baseline]["ndcg"]
             ratio = by_model[model]["ndcg"] / denominator if denominator else float("nan")
             metadata[f"{prefix}ndcg_ratio_{model}_vs_{baseline}"] = dg.MetadataValue.float(round(ratio, 3))

@@ -19,16 +19,16 @@ from pydantic import Field
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from reco_assets.gold import als, hybrid
+from reco_assets.gold import als, candidates, hybrid, ranker
 from reco_assets.gold.hybrid import HybridWeights
+from reco_assets.gold.ranker import RankerConfig
 from reco_assets.gold.ranking import ItemIndex, locate
 
 PER_USER = "per_user_chronological"
 GLOBAL = "global_temporal"
 PROTOCOLS = (PER_USER, GLOBAL)
-MODELS = ("als", "hybrid", "popularity", "recent_popularity")
+MODELS = ("als", "hybrid", "ranker", "popularity", "recent_popularity")
 BASELINES = ("popularity", "recent_popularity")
-DAY_SECONDS = 86400.0
 
 
 class EvaluationConfig(dg.Config):
@@ -46,6 +46,7 @@ class EvaluationConfig(dg.Config):
         default_factory=HybridWeights,
         description="the hybrid's weights for the evaluation (gold_hybrid_recommendations has the served ones)",
     )
+    ranker: RankerConfig = Field(default_factory=RankerConfig, description="the learned ranker's candidates and trees")
     report_rmse: bool = Field(
         default=True,
         description="per-user protocol: report RMSE on the hold-out (for implicit ALS, of an explicit twin with "
@@ -113,47 +114,9 @@ def global_temporal(ratings: DataFrame, events: DataFrame | None, quantile: floa
     )
 
 
-def recent_popularity_lists(days: np.ndarray, items: np.ndarray, n_items: int, cutoffs: np.ndarray,
-                            window_days: float, lengths: np.ndarray, ratings: np.ndarray | None = None
-                            ) -> list[np.ndarray]:
-    """For each cutoff (a day), the first `lengths[i]` item positions by number of ratings in [cutoff - window,
-    cutoff), then by ratings before cutoff, then by position; only items rated before the cutoff.
-
-    `days`, `items`: one entry per rating, or per (item, day) with its number of `ratings`. One sweep over them in
-    time order serves every cutoff.
-    """
-    order = np.argsort(days, kind="stable")
-    days, items = np.asarray(days, np.float64)[order], np.asarray(items, np.int64)[order]
-    weights = np.ones(len(days)) if ratings is None else np.asarray(ratings, np.float64)[order]
-    recent, total = np.zeros(n_items), np.zeros(n_items)
-    added = removed = 0
-    scale = weights.sum() + 1
-    lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(cutoffs)
-    for i in np.argsort(cutoffs, kind="stable"):
-        end = int(np.searchsorted(days, cutoffs[i], "left"))
-        if end > added:
-            new = np.bincount(items[added:end], weights[added:end], minlength=n_items)
-            recent += new
-            total += new
-            added = end
-        start = int(np.searchsorted(days, cutoffs[i] - window_days, "left"))
-        if start > removed:
-            recent -= np.bincount(items[removed:start], weights[removed:start], minlength=n_items)
-            removed = start
-        key = recent * scale + total  # exact in float64 below 2**53
-        length = min(int(lengths[i]), int((total > 0).sum()))
-        if length <= 0:
-            continue
-        kth = key[np.argpartition(-key, length - 1)[length - 1]]
-        above = np.flatnonzero(key > kth)
-        top = np.concatenate([above, np.flatnonzero(key == kth)[:length - len(above)]])  # ties: lowest positions
-        lists[i] = top[np.lexsort((top, -key[top]))]
-    return lists
-
-
 def day_number(column: str) -> Column:
     """Whole UTC days since the epoch of a timestamp column, as `day`."""
-    return F.floor(F.col(column).cast("double") / DAY_SECONDS).alias("day")
+    return F.floor(F.col(column).cast("double") / candidates.DAY_SECONDS).alias("day")
 
 
 def recent_popularity_top_k(queries: pd.DataFrame, daily: pd.DataFrame, window_days: float, k: int) -> np.ndarray:
@@ -166,12 +129,12 @@ def recent_popularity_top_k(queries: pd.DataFrame, daily: pd.DataFrame, window_d
     excluded = queries["exclude"].map(len).to_numpy()
     lengths = np.zeros(len(unique_days), np.int64)
     np.maximum.at(lengths, day_of_user, excluded + k)
-    lists = recent_popularity_lists(daily["day"].to_numpy(np.float64), positions, len(ids), unique_days,
-                                    window_days, lengths, daily["ratings"].to_numpy())
+    lists = candidates.recent_popularity_lists(daily["day"].to_numpy(np.float64), positions, len(ids), unique_days,
+                                               window_days, lengths, daily["ratings"].to_numpy())
     recommended = np.full((len(queries), k), -1, np.int64)
     for row, (day, seen) in enumerate(zip(day_of_user, queries["exclude"], strict=True)):
-        candidates = ids[lists[day]]
-        best = candidates[~np.isin(candidates, np.asarray(seen, np.int64))][:k]
+        ranked = ids[lists[day]]
+        best = ranked[~np.isin(ranked, np.asarray(seen, np.int64))][:k]
         recommended[row, :len(best)] = best
     return recommended
 
@@ -181,6 +144,43 @@ def training_tags(split: Split, tags: DataFrame) -> DataFrame:
     pair, and under a global split none from its cut on."""
     kept = tags.join(split.test.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti")
     return kept if split.cut is None else kept.where(F.col("tagged_at") < F.lit(split.cut))
+
+
+def ranker_rows(split: Split) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The split's (training interactions: user_id, movie_id, at, seen; test rows: id, as_of seconds, exclude,
+    relevant, by id)."""
+    interactions = candidates.timed_interactions(split.train, split.events).cache()
+    rows = (
+        interactions.groupBy(F.col("user_id").alias("id"))
+        .agg(F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"))
+        .join(split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id")
+        .join(split.cutoffs.select(F.col("user_id").alias("id"), F.col("as_of").cast("double").alias("as_of")), "id")
+        .orderBy("id").toPandas()
+    )
+    pairs = interactions.toPandas()
+    interactions.unpersist()
+    return pairs, rows
+
+
+def ranker_top_k(config: RankerConfig, split: Split, years: pd.Series, tags: DataFrame, movies: DataFrame,
+                 content: hybrid.ContentIndex, users: pd.DataFrame, k: int) -> np.ndarray:
+    """[users, k]: the ranker's best k movie ids for the split's test rows `users` (id, as_of seconds, exclude).
+
+    It learns from each user's latest `validation_fraction` of the split's training window (features from the rest
+    of that window), then ranks the test users' candidates drawn from the whole training window.
+    """
+    validation = per_user_chronological(split.train, split.events, config.validation_fraction)
+    pairs, rows = ranker_rows(validation)
+    fit_content = hybrid.content_index(movies, training_tags(validation, training_tags(split, tags)))
+    history = candidates.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"])
+    training = ranker.candidates(config, history, ranker.Queries.of(rows), years, fit_content)
+    model = ranker.fit(config, training, [np.asarray(r, np.int64) for r in rows["relevant"]])
+    for frame in validation.cached:
+        frame.unpersist()
+    pairs = candidates.timed_interactions(split.train, split.events).toPandas()
+    history = candidates.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"])
+    scored = ranker.candidates(config, history, ranker.Queries.of(users), years, content)
+    return ranker.top_k(model, scored, len(users), k)
 
 
 def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, movies: DataFrame,
@@ -219,11 +219,11 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     lap("als_fit")
     # One top-N pass serves both: ALS's own list is the head of the candidates that the hybrid re-ranks.
     content = hybrid.content_index(movies, training_tags(split, tags))
-    candidates = hybrid.candidate_signals(
+    als_candidates = hybrid.candidate_signals(
         queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), content,
         max(config.hybrid.candidates, k),
     ).cache()
-    als_lists = hybrid.ranked_lists(candidates.where(F.col("als_rank") <= k).withColumnRenamed("als_rank", "rank"))
+    als_lists = hybrid.ranked_lists(als_candidates.where(F.col("als_rank") <= k).withColumnRenamed("als_rank", "rank"))
     metrics = {"als": summary(als.evaluate_lists(als_lists.join(queries.select("id", "relevant"), "id"), k))}
     lap("als_candidates")
     counts = item_users.toPandas()
@@ -231,15 +231,22 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
     metrics["popularity"] = summary(als.evaluate_top_k(pop_queries, popularity, k))
     lap("popularity")
-    users = queries.select("id", "exclude", "relevant", day_number("as_of")).toPandas()
+    users = queries.select("id", "exclude", "relevant", day_number("as_of"),
+                           F.col("as_of").cast("double").alias("as_of")).toPandas()
     daily = split.train.groupBy("movie_id", day_number("rated_at")).agg(F.count(F.lit(1)).alias("ratings"))
     recent = recent_popularity_top_k(users, daily.toPandas(), config.recent_popularity_days, k)
     metrics["recent_popularity"] = summary(spark.createDataFrame(
         als.evaluation_frame(users["id"].to_numpy(np.int32), recent, list(users["relevant"]), k),
         als.EVALUATION_ROW_SCHEMA))
     lap("recent_popularity")
-    metrics["hybrid"] = summary(hybrid.evaluate(candidates, queries, split.train, config.hybrid, k))
+    metrics["hybrid"] = summary(hybrid.evaluate(als_candidates, queries, split.train, config.hybrid, k))
     lap("hybrid")
+    years = movies.select("movie_id", "year").toPandas().set_index("movie_id")["year"].astype(np.float64)
+    ranked = ranker_top_k(config.ranker, split, years, tags, movies, content, users, k)
+    metrics["ranker"] = summary(spark.createDataFrame(
+        als.evaluation_frame(users["id"].to_numpy(np.int32), ranked, list(users["relevant"]), k),
+        als.EVALUATION_ROW_SCHEMA))
+    lap("ranker")
     if split.protocol == PER_USER and config.report_rmse:
         rating_model = (
             model if not als_config.implicit_prefs
@@ -248,7 +255,7 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
         )
         metrics["als"]["rmse"] = als.rmse(rating_model, split.test)
         lap("rmse")
-    for frame in (train, queries, item_users, candidates, *split.cached):
+    for frame in (train, queries, item_users, als_candidates, *split.cached):
         frame.unpersist()
     scored = {name: found["users"] for name, found in metrics.items()}
     if len(set(scored.values())) != 1:

@@ -2,39 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from reco_assets.gold import evaluation
-
-
-def naive_recent_popularity(days, items, n_items, cutoff, window, length):
-    """Rank every rated item from scratch: ratings in the window, then ratings before the cutoff, then position."""
-    before = days < cutoff
-    recent = np.bincount(items[before & (days >= cutoff - window)], minlength=n_items)
-    total = np.bincount(items[before], minlength=n_items)
-    ranked = sorted(np.flatnonzero(total), key=lambda item: (-recent[item], -total[item], item))
-    return ranked[:length]
-
-
-def test_recent_popularity_ranks_by_the_window_then_by_all_ratings_before_the_cutoff():
-    days = np.array([0, 1, 2, 10, 11, 11])
-    items = np.array([0, 0, 1, 2, 2, 1])
-    cutoffs = np.array([12, 2, 11, 12])
-    lists = evaluation.recent_popularity_lists(days, items, 4, cutoffs, 5, np.array([10, 10, 10, 1]))
-    assert [list(found) for found in lists] == [[2, 1, 0], [0], [2, 0, 1], [2]]  # item 3 was never rated
-
-
-def test_recent_popularity_sweep_matches_a_ranking_from_scratch_at_every_cutoff():
-    rng = np.random.default_rng(7)
-    days = rng.integers(0, 400, 5000).astype(float)
-    items = rng.zipf(1.6, 5000) % 300
-    cutoffs = rng.integers(-5, 420, 60).astype(float)
-    lengths = rng.integers(1, 40, 60)
-    lists = evaluation.recent_popularity_lists(days, items, 300, cutoffs, 28, lengths)
-    for found, cutoff, length in zip(lists, cutoffs, lengths, strict=True):
-        assert list(found) == naive_recent_popularity(days, items, 300, cutoff, 28, length), cutoff
 
 
 def test_recent_popularity_never_recommends_a_seen_movie_and_looks_back_from_each_users_day():

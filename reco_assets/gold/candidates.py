@@ -1,0 +1,171 @@
+"""Candidate generators of the ranker, on the driver with numpy and scipy.
+
+- EASE (Steck, 2019), an item-to-item model with a closed form, fitted on the most interacted movies. It scores a
+  user twice: on their whole history, and on a history whose weights halve every `recency_half_life`
+  interactions back from the latest (what a user does next is closest to what they did last).
+- Popular movies: users per movie over the training window.
+- Trending movies: interactions per movie in the days before each user's cutoff (`recent_popularity_lists`).
+
+Design and figures: docs/recommendation-quality.md.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from scipy import sparse
+
+from reco_assets.gold.als import SEEN_EVENT_TYPES
+from reco_assets.gold.ranking import locate
+
+DAY_SECONDS = 86400.0
+
+
+def timed_interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
+    """user_id, movie_id, at (epoch seconds of its latest interaction), seen: every (user, movie) pair rated or in
+    the stream; seen when rated or viewed (SEEN_EVENT_TYPES), as ALS counts it."""
+    rows = ratings.select("user_id", "movie_id", F.col("rated_at").alias("at"), F.lit(True).alias("seen"))
+    if events is not None:
+        rows = rows.unionByName(events.select(
+            "user_id", "movie_id", F.col("event_ts").alias("at"), F.col("event_type").isin(*SEEN_EVENT_TYPES)
+            .alias("seen")))
+    return rows.groupBy("user_id", "movie_id").agg(F.max(F.col("at").cast("double")).alias("at"),
+                                                    F.max("seen").alias("seen"))
+
+
+@dataclass(frozen=True)
+class History:
+    """Training interactions, one per (user, movie): positions `user` and `item` into the sorted `user_ids` and
+    `item_ids`, and the time of each (epoch seconds)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    at: np.ndarray
+
+    @classmethod
+    def of(cls, users: np.ndarray, items: np.ndarray, at: np.ndarray) -> "History":
+        user_ids, user = np.unique(np.asarray(users, np.int64), return_inverse=True)
+        item_ids, item = np.unique(np.asarray(items, np.int64), return_inverse=True)
+        return cls(user_ids, item_ids, user, item, np.asarray(at, np.float64))
+
+    def matrix(self, values: np.ndarray | None = None) -> sparse.csr_matrix:
+        """[users, items]: 1 per interaction, or `values`."""
+        values = np.ones(len(self.user), np.float32) if values is None else np.asarray(values, np.float32)
+        return sparse.csr_matrix((values, (self.user, self.item)), shape=(len(self.user_ids), len(self.item_ids)))
+
+    def recency(self, half_life: float) -> np.ndarray:
+        """Each interaction's weight 2^(-n / half_life), n = the user's interactions after it (0 for the latest;
+        ties in time by movie position), at least 2^-100 so that float32 keeps it."""
+        order = np.lexsort((-self.item, -self.at, self.user))
+        sorted_users = self.user[order]
+        first = np.searchsorted(sorted_users, sorted_users, "left")
+        newer = np.empty(len(order), np.float64)
+        newer[order] = np.arange(len(order)) - first
+        return np.exp2(np.maximum(-newer / half_life, -100.0))
+
+    def users_per_item(self) -> np.ndarray:
+        return np.bincount(self.item, minlength=len(self.item_ids)).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Ease:
+    """EASE weights [c, c] over the item positions `columns` (zero diagonal)."""
+
+    columns: np.ndarray
+    weights: np.ndarray
+
+    def scores(self, histories: sparse.csr_matrix) -> np.ndarray:
+        """[rows, c]: each row's history (weights per item position) times the weights."""
+        return np.asarray(histories[:, self.columns] @ self.weights, np.float32)
+
+
+def fit_ease(history: History, l2: float, max_items: int) -> Ease:
+    """EASE on the `max_items` movies with the most users (at least two each): B = I - P / diag(P), P = (XᵀX +
+    l2·I)⁻¹ on the binary matrix X. The dense inverse is max_items² × 8 bytes (128 MB at 4,000)."""
+    users = history.users_per_item()
+    eligible = np.flatnonzero(users >= 2)
+    columns = np.sort(eligible[np.argsort(-users[eligible], kind="stable")[:max_items]])
+    binary = history.matrix()[:, columns]
+    gram = (binary.T @ binary).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return Ease(columns, weights.astype(np.float32))
+
+
+def recent_popularity_lists(days: np.ndarray, items: np.ndarray, n_items: int, cutoffs: np.ndarray,
+                            window_days: float, lengths: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """For each cutoff (a day), the first `lengths[i]` item positions by `counts` in [cutoff - window, cutoff),
+    then by counts before the cutoff, then by position; only items counted before the cutoff.
+
+    `days`, `items`, `counts`: how many interactions each item had on each day. One sweep over them in time order
+    serves every cutoff.
+    """
+    order = np.argsort(days, kind="stable")
+    days, items = np.asarray(days, np.float64)[order], np.asarray(items, np.int64)[order]
+    weights = np.asarray(counts, np.float64)[order]
+    recent, total = np.zeros(n_items), np.zeros(n_items)
+    added = removed = 0
+    scale = weights.sum() + 1
+    lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(cutoffs)
+    for i in np.argsort(cutoffs, kind="stable"):
+        end = int(np.searchsorted(days, cutoffs[i], "left"))
+        if end > added:
+            new = np.bincount(items[added:end], weights[added:end], minlength=n_items)
+            recent += new
+            total += new
+            added = end
+        start = int(np.searchsorted(days, cutoffs[i] - window_days, "left"))
+        if start > removed:
+            recent -= np.bincount(items[removed:start], weights[removed:start], minlength=n_items)
+            removed = start
+        key = recent * scale + total  # exact in float64 below 2**53
+        length = min(int(lengths[i]), int((total > 0).sum()))
+        if length <= 0:
+            continue
+        kth = key[np.argpartition(-key, length - 1)[length - 1]]
+        above = np.flatnonzero(key > kth)
+        top = np.concatenate([above, np.flatnonzero(key == kth)[:length - len(above)]])  # ties: lowest positions
+        lists[i] = top[np.lexsort((top, -key[top]))]
+    return lists
+
+
+def daily_counts(history: History) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(days, item positions, interactions) per (item, day) of the history."""
+    days = np.floor(history.at / DAY_SECONDS).astype(np.int64)
+    keys, counts = np.unique(history.item.astype(np.int64) * (1 << 32) + (days - days.min(initial=0)),
+                             return_counts=True)
+    return (keys & 0xFFFFFFFF) + days.min(initial=0), keys >> 32, counts
+
+
+def window_counts(history: History, items: np.ndarray, cutoffs: np.ndarray, window_seconds: float) -> np.ndarray:
+    """For each (item position, cutoff time): the item's interactions in [cutoff - window, cutoff)."""
+    keys = np.sort(history.item * 1e10 + history.at)  # times are below 1e10 s (the year 2286)
+    query = np.asarray(items, np.float64) * 1e10
+    return (np.searchsorted(keys, query + cutoffs, "left")
+            - np.searchsorted(keys, query + cutoffs - window_seconds, "left")).astype(np.float64)
+
+
+def first_seen(history: History) -> np.ndarray:
+    """Each item position's earliest interaction time."""
+    first = np.full(len(history.item_ids), np.inf)
+    np.minimum.at(first, history.item, history.at)
+    return first
+
+
+def unseen_heads(ranked: np.ndarray, excluded: sparse.csr_matrix, rows: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each row, the first n of `ranked` (item positions) that the row has not excluded."""
+    heads = []
+    for row in rows:
+        seen = excluded.indices[excluded.indptr[row]:excluded.indptr[row + 1]]
+        heads.append(ranked[~np.isin(ranked, seen)][:n] if len(seen) else ranked[:n])
+    return heads
+
+
+def locate_items(history: History, ids) -> tuple[np.ndarray, np.ndarray]:
+    """(item positions of the ids the history knows, mask of those among `ids`)."""
+    return locate(history.item_ids, np.asarray(ids, np.int64))

@@ -1,0 +1,87 @@
+"""The learned ranker on hand-made histories: its candidates, labels, features as of each cutoff, and what it learns."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reco_assets.gold import ranker
+from reco_assets.gold.candidates import History
+from reco_assets.gold.hybrid import ContentIndex
+
+CONFIG = ranker.RankerConfig(candidates_per_generator=5, trees=50, ease_l2=5.0)
+
+
+def content_of(movie_ids) -> ContentIndex:
+    movies = pd.DataFrame({"movie_id": list(movie_ids), "genres": [["Drama"] if m % 2 else ["Comedy"]
+                                                                   for m in movie_ids]})
+    return ContentIndex.from_movies(movies, pd.DataFrame({"movie_id": [], "tag": []}))
+
+
+def sequels(n_users: int, seed: int) -> tuple[pd.DataFrame, dict[int, int]]:
+    """Users who watch a run of consecutive movies (sequels), one a day, after the same 3 popular classics; the next
+    movie of each run is what they watch next."""
+    rng = np.random.default_rng(seed)
+    rows, following = [], {}
+    for user in range(n_users):
+        start, length = int(rng.integers(0, 60)), int(rng.integers(4, 9))
+        rows += [(user, 100 + c, float(c)) for c in range(3)]
+        rows += [(user, start + i, 86400.0 * (10 + i)) for i in range(length)]
+        following[user] = start + length
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "at"]), following
+
+
+def queries_of(frame: pd.DataFrame) -> ranker.Queries:
+    latest = frame.groupby("user_id")["at"].max()
+    seen = frame.groupby("user_id")["movie_id"].agg(list)
+    return ranker.Queries(latest.index.to_numpy(np.int64), latest.to_numpy(np.float64),
+                          [np.asarray(seen[user], np.int64) for user in latest.index])
+
+
+def test_candidates_are_unseen_and_described_as_of_each_cutoff():
+    frame, _ = sequels(40, seed=1)
+    history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
+    queries = queries_of(frame)
+    years = pd.Series(2000.0, index=frame["movie_id"].unique())
+    found = ranker.candidates(CONFIG, history, queries, years, content_of(history.item_ids))
+    assert found.features.shape == (len(found.row), len(ranker.FEATURES))
+    assert np.all(np.diff(found.row) >= 0) and set(found.row) == set(range(len(queries.users)))
+    for row, seen in enumerate(queries.exclude):
+        assert not np.isin(found.movie_id[found.row == row], seen).any(), row
+    feature = dict(zip(ranker.FEATURES, found.features.T, strict=True))
+    # Every user's cutoff is their last day; nobody watches a classic in the 30 days before it.
+    classic = found.movie_id >= 100
+    assert not classic.any() or (feature["trend"][classic] == 0).all()
+    assert (feature["year_gap"] == 1970 - 2000).all()  # cutoffs within 1970's first weeks
+    assert (feature["age_days"] >= 0).all()
+
+
+def test_labels_mark_the_relevant_pairs_of_each_row():
+    found = ranker.Candidates(np.array([0, 0, 1, 1]), np.array([5, 6, 5, 7]), np.zeros((4, 1), np.float32))
+    assert found.labels([np.array([6]), np.array([5, 9])]).tolist() == [False, True, True, False]
+
+
+def test_fitting_needs_both_kinds_of_candidates():
+    found = ranker.Candidates(np.array([0, 1]), np.array([5, 6]), np.zeros((2, len(ranker.FEATURES)), np.float32))
+    with pytest.raises(ValueError, match="relevant and irrelevant"):
+        ranker.fit(CONFIG, found, [np.array([9]), np.array([9])])
+
+
+def test_the_ranker_learns_what_users_watch_next_from_a_validation_slice():
+    frame, following = sequels(300, seed=2)
+    latest = frame.groupby("user_id")["at"].transform("max")
+    fit_frame, validation = frame[frame["at"] < latest], frame[frame["at"] == latest]
+    years = pd.Series(np.nan, index=np.arange(200))
+    content = content_of(np.arange(200))
+    fit_history = History.of(fit_frame["user_id"], fit_frame["movie_id"], fit_frame["at"])
+    fit_queries = queries_of(fit_frame)
+    relevant = validation.set_index("user_id")["movie_id"]
+    model = ranker.fit(CONFIG, ranker.candidates(CONFIG, fit_history, fit_queries, years, content),
+                       [np.array([relevant[user]]) for user in fit_queries.users])
+
+    queries = queries_of(frame)
+    scored = ranker.candidates(CONFIG, History.of(frame["user_id"], frame["movie_id"], frame["at"]), queries, years,
+                               content)
+    top = ranker.top_k(model, scored, len(queries.users), 3)
+    hits = np.mean([top[row, 0] == following[user] for row, user in enumerate(queries.users)])
+    assert hits > 0.6, hits  # popularity's first pick is never the next sequel
+    assert (top[:, 0] >= 0).all()
