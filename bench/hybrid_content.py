@@ -20,7 +20,7 @@ from sklearn.preprocessing import normalize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
-from reco_assets.gold.hybrid import ContentIndex, profile_weights  # noqa: E402
+from reco_assets.gold.content import ContentIndex  # noqa: E402
 from reco_assets.silver.transforms import NO_GENRES  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     rng = np.random.default_rng(7)
     ids = movies["movie_id"].to_numpy()
     histories = [rng.choice(ids, rng.integers(20, 300), replace=False) for _ in range(args.users)]
-    weights = [profile_weights(rng.integers(1, 11, len(h)) / 2.0) for h in histories]
+    weights = [rng.integers(1, 11, len(h)) / 2.0 for h in histories]
     candidates = [rng.choice(ids, 100, replace=False) for _ in range(args.users)]
 
     per_user, per_block = [], []

@@ -24,25 +24,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dagster_pyspark.resources import spark_session_from_config  # noqa: E402
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
-from reco_assets.gold import evaluation, hybrid  # noqa: E402
+from reco_assets.gold import evaluation, ranker, splits  # noqa: E402
 from reco_assets.gold.assets import ModelConfig  # noqa: E402
+from reco_assets.gold.content import content_index  # noqa: E402
 from reco_assets.gold.ranker import FEATURES, GENERATORS, RankerConfig  # noqa: E402
 from reco_assets.gold.ranking import ranking_metrics  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import transforms  # noqa: E402
 
 
-def split_of(protocol: str, ratings, config: ModelConfig) -> evaluation.Split:
-    if protocol == evaluation.PER_USER:
-        return evaluation.per_user_chronological(ratings, None, config.holdout_fraction)
-    return evaluation.global_temporal(ratings, None, config.temporal_cutoff_quantile)
+def split_of(protocol: str, ratings, config: ModelConfig) -> splits.Split:
+    if protocol == splits.PER_USER:
+        return splits.per_user_chronological(ratings, None, config.holdout_fraction)
+    return splits.global_temporal(ratings, None, config.temporal_cutoff_quantile)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--movielens", default=str(BUNDLED_SAMPLE), help="a folder with MovieLens's CSV files")
-    parser.add_argument("--protocols", nargs="+", default=list(evaluation.PROTOCOLS), choices=evaluation.PROTOCOLS)
+    parser.add_argument("--protocols", nargs="+", default=list(splits.PROTOCOLS), choices=splits.PROTOCOLS)
     parser.add_argument("--ablation", action="store_true", help="ablate the ranker instead of running every model")
     args = parser.parse_args()
 
@@ -97,41 +98,59 @@ GROUPS = {"EASE scores": ("ease_recent", "ease", "ease_recent_rank", "ease_rank"
           "recent EASE": ("ease_recent", "ease_recent_rank"),
           "popularity": ("popularity", "popularity_rank"), "trend": ("trend", "trend_rank", "trend_year"),
           "year gap": ("year_gap",), "age": ("age_days",), "content": ("content",), "activity": ("activity",)}
-ALONE = {"ease_recent": "ease_recent", "ease": "ease", "popular": "popularity", "trending": "trend"}
+ALONE = {"popular": "popularity", "trending": "trend", "ease": "ease", "ease_recent": "ease_recent"}
 
 
-def variants() -> dict[str, RankerConfig]:
-    found = {"ranker, all generators and features": RankerConfig()}
-    for generator, feature in ALONE.items():
-        found[f"{generator} alone (its own score)"] = RankerConfig(generators=[generator], features=[feature])
-    for generator in GENERATORS:
-        found[f"ranker without {generator}"] = RankerConfig(generators=[g for g in GENERATORS if g != generator])
-    for group, names in GROUPS.items():
-        found[f"ranker without {group} features"] = RankerConfig(features=[f for f in FEATURES if f not in names])
-    return found
+class OwnScore:
+    """Orders candidates by their one feature: a generator alone, without the trees."""
+
+    @staticmethod
+    def predict_proba(features: np.ndarray) -> np.ndarray:
+        return np.column_stack([-features[:, 0], features[:, 0]])
 
 
 def ablate(ratings, movies, tags, protocol: str) -> None:
     config = ModelConfig(report_rmse=False)
-    split = split_of(protocol, ratings, config)
-    _, users = evaluation.ranker_rows(split)
-    relevant = [np.asarray(r, np.int64) for r in users["relevant"]]
-    years = movies.select("movie_id", "year").toPandas().set_index("movie_id")["year"].astype(np.float64)
-    content = hybrid.content_index(movies, evaluation.training_tags(split, tags))
-    popular = RankerConfig(generators=["popular"], features=["popularity"])
     k = config.eval_k
-    baseline = None
+    split = split_of(protocol, ratings, config)
+    history, users = ranker.split_rows(split)
+    queries = ranker.Queries.of(users)
+    relevant = [np.asarray(r, np.int64) for r in users["relevant"]]
+    years = ranker.release_years(movies)
+    content = content_index(movies, splits.training_tags(split, tags))
     print(f"\n{split.description}: {len(users)} users\n")
     print(f"| variant | nDCG@{k} | recall@{k} | ÷ popularity | seconds |")
     print("|---|---:|---:|---:|---:|")
-    for name, variant in {"popularity (the baseline)": popular, **variants()}.items():
-        started = time.monotonic()
-        found = ranking_metrics(evaluation.ranker_top_k(variant, split, years, tags, movies, content, users, k),
-                                relevant, k)
+    baseline = None
+
+    def report(name: str, recommended: np.ndarray, started: float) -> None:
+        nonlocal baseline
+        found = ranking_metrics(recommended, relevant, k)
         ndcg = float(found["ndcg"].mean())
         baseline = baseline or ndcg
         print(f"| {name} | {ndcg:.4f} | {found['recall'].mean():.4f} | {ndcg / baseline:.3f} | "
               f"{time.monotonic() - started:.0f} |", flush=True)
+
+    for generator, feature in ALONE.items():
+        started = time.monotonic()
+        alone = RankerConfig(generators=[generator], features=[feature], candidates_per_generator=k)
+        found = ranker.candidates(alone, ranker.Generators(alone, history), queries, years, content)
+        report(f"{generator} alone, by its own score", ranker.top_k(OwnScore, found, len(users), k), started)
+    variants = {"ranker, all generators and features": RankerConfig()}
+    for generator in GENERATORS:
+        variants[f"ranker without {generator}"] = RankerConfig(generators=[g for g in GENERATORS if g != generator])
+    for group, names in GROUPS.items():
+        variants[f"ranker without {group} features"] = RankerConfig(features=[f for f in FEATURES if f not in names])
+    for name, variant in variants.items():
+        started = time.monotonic()
+        report(name, evaluation.hybrid_top_k(variant, split, movies, tags, users, k), started)
+    learned = ranker.learn(RankerConfig(), split.train, split.events, splits.training_tags(split, tags), movies, years)
+    drops = ranker.importances(learned, k)
+    print(f"\nthe full ranker's permutation importances (nDCG@{k} drop on {min(len(learned.relevant), 1000)} "
+          f"validation users when a feature is shuffled)\n")
+    print("| feature | nDCG drop |\n|---|---:|")
+    for feature, drop in sorted(drops.items(), key=lambda item: -item[1]):
+        print(f"| {feature} | {drop:.4f} |")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from reco_assets.lakehouse.delta import is_conflict
 from reco_assets.lakehouse.maintenance import compact_closed_hours, stored_files, vacuum
 from reco_assets.lakehouse.tables import TABLES
 
-# als_model and gold_reco_evaluation are one multi-asset; downstream: recommendations, similar movies, the
-# hybrid and the DuckDB catalog.
+# als_model and gold_reco_evaluation are one multi-asset; downstream: recommendations, similar movies and the
+# DuckDB catalog. The hybrid learns its own ranker from silver at each materialization.
 als_retrain_job = dg.define_asset_job(
     "als_retrain_job",
-    selection=dg.AssetSelection.assets("als_model", "gold_reco_evaluation").downstream(),
-    description="Retrain ALS on every rating and streamed event, re-evaluate it, and refresh what is served from it.",
+    selection=dg.AssetSelection.assets("als_model", "gold_reco_evaluation", "gold_hybrid_recommendations").downstream(),
+    description="Retrain ALS and the hybrid's ranker on every rating and streamed event, re-evaluate them, and "
+                "refresh what is served from them.",
 )
 
 daily_als_retrain = dg.ScheduleDefinition(
@@ -26,7 +27,8 @@ daily_als_retrain = dg.ScheduleDefinition(
     cron_schedule="0 3 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at 03:00 UTC: retrain ALS with the day's events and refresh the recommendations.",
+    description="Every day at 03:00 UTC: retrain ALS and the hybrid with the day's events and refresh the "
+                "recommendations.",
 )
 
 

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from reco_assets.gold import trending
-from reco_assets.gold.ranking import ItemIndex, kept_ranks, padded, ranking_metrics, top_k
+from reco_assets.gold.ranking import ItemIndex, kept_ranks, ranking_metrics, top_k
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.silver.events import read_events
 
@@ -153,18 +153,6 @@ def evaluate_top_k(queries: DataFrame, index: ItemIndex, k: int) -> DataFrame:
                                         list(pdf["relevant"].iloc[rows]), k)
 
     return queries.select("id", "features", "exclude", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
-
-
-def evaluate_lists(lists: DataFrame, k: int) -> DataFrame:
-    """Per-user precision, recall, nDCG and MAP at k for rows (id, recommended: movie ids best first, relevant)."""
-
-    def score(batches):
-        for pdf in batches:
-            if len(pdf):
-                yield evaluation_frame(pdf["id"].to_numpy(), padded(list(pdf["recommended"]), k),
-                                        list(pdf["relevant"]), k)
-
-    return lists.select("id", "recommended", "relevant").mapInPandas(score, EVALUATION_ROW_SCHEMA)
 
 
 def read_silver_events(spark, lakehouse: LakehouseResource) -> tuple[DataFrame | None, int | None]:

@@ -12,7 +12,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from reco_assets.gold import als, evaluation, hybrid
+from reco_assets.gold import als, evaluation, hybrid, splits
 from reco_assets.gold.ranking import ItemIndex
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.duck import scalar
@@ -54,14 +54,14 @@ EVALUATION_COLUMNS = {
     "model_version": "STRING", "cutoff": "TIMESTAMP", "evaluated_at": "TIMESTAMP",
 }
 # Metadata keys of a protocol's metrics: the per-user protocol's keep the names they had before the global one came.
-METADATA_PREFIX = {evaluation.PER_USER: "", evaluation.GLOBAL: "temporal_"}
+METADATA_PREFIX = {splits.PER_USER: "", splits.GLOBAL: "temporal_"}
 
 
-def _evaluation_metadata(rows: list[dict], splits: list[evaluation.Split], k: int) -> dict:
+def _evaluation_metadata(rows: list[dict], evaluated: list[splits.Split], k: int) -> dict:
     """Per protocol: its split, users, each model's metrics, and nDCG ratios against popularity, the better
     popularity baseline and ALS."""
     metadata = {}
-    for split in splits:
+    for split in evaluated:
         prefix = METADATA_PREFIX[split.protocol]
         by_model = {row["model"]: row for row in rows if row["protocol"] == split.protocol}
         metadata[f"{prefix}split"] = split.description
@@ -72,9 +72,8 @@ def _evaluation_metadata(rows: list[dict], splits: list[evaluation.Split], k: in
             for metric in ("coverage", "novelty"):
                 metadata[f"{prefix}{model}_{metric}"] = dg.MetadataValue.float(round(row[metric], 5))
         best = evaluation.best_baseline(rows, split.protocol)
-        for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("ranker", "popularity"),
-                                ("hybrid", "als"), ("ranker", "als"), ("als", "best_popularity"),
-                                ("hybrid", "best_popularity"), ("ranker", "best_popularity")):
+        for model, baseline in (("als", "popularity"), ("hybrid", "popularity"), ("hybrid", "als"),
+                                ("als", "best_popularity"), ("hybrid", "best_popularity")):
             denominator = best["ndcg"] if baseline == "best_popularity" else by_model[baseline]["ndcg"]
             ratio = by_model[model]["ndcg"] / denominator if denominator else float("nan")
             metadata[f"{prefix}ndcg_ratio_{model}_vs_{baseline}"] = dg.MetadataValue.float(round(ratio, 3))
@@ -102,9 +101,9 @@ def _evaluation_metadata(rows: list[dict], splits: list[evaluation.Split], k: in
             kinds=GOLD_KINDS,
             deps=[silver_ratings, silver_movies, silver_tags, silver_events],
             description=(
-                "Offline evaluation of ALS, the hybrid, popularity and recent popularity under two protocols, a "
-                "per-user chronological hold-out and a global temporal split: precision, recall, nDCG and MAP at K, "
-                "catalog coverage, novelty, RMSE."
+                "Offline evaluation of ALS, the hybrid (the learned ranker), popularity and recent popularity "
+                "under two protocols, a per-user chronological hold-out and a global temporal split: precision, "
+                "recall, nDCG and MAP at K, catalog coverage, novelty, RMSE."
             ),
         ),
     ],
@@ -123,18 +122,20 @@ def als_model_and_evaluation(
     events, events_version = als.read_silver_events(spark, lakehouse)
     trained_at = datetime.now(UTC)
     version = f"als-{trained_at:%Y%m%dT%H%M%SZ}-{config.fingerprint()}"
+    versions = {"als": version, "hybrid": f"hybrid-{trained_at:%Y%m%dT%H%M%SZ}-{config.hybrid.fingerprint()}"}
 
     started = time.monotonic()
     stage_seconds: dict[str, float] = {}
     movies, tags = _read(spark, lakehouse, "silver", "movies"), _read(spark, lakehouse, "silver", "tags")
-    splits = [evaluation.per_user_chronological(ratings, events, config.holdout_fraction)]
+    evaluated = [splits.per_user_chronological(ratings, events, config.holdout_fraction)]
     if config.global_temporal:
-        splits.append(evaluation.global_temporal(ratings, events, config.temporal_cutoff_quantile))
-    rows = [row for split in splits for row in evaluation.evaluate(config, config, split, movies, tags, stage_seconds)]
+        evaluated.append(splits.global_temporal(ratings, events, config.temporal_cutoff_quantile))
+    rows = [row for split in evaluated
+            for row in evaluation.evaluate(config, config, split, movies, tags, stage_seconds)]
     context.log.info(f"evaluation stages (seconds): {stage_seconds}")
-    cuts = {split.protocol: split.cut for split in splits}
+    cuts = {split.protocol: split.cut for split in evaluated}
     for row in rows:
-        row.update(k=config.eval_k, model_version=version if row["model"] in ("als", "hybrid") else None,
+        row.update(k=config.eval_k, model_version=versions.get(row["model"]),
                    cutoff=cuts[row["protocol"]], evaluated_at=trained_at)
     # NULL, not NaN, where a metric has no value (RMSE of a baseline, say)
     records = [tuple(None if isinstance(value := row.get(name), float) and math.isnan(value) else value
@@ -143,8 +144,8 @@ def als_model_and_evaluation(
     eval_commit = eval_table.overwrite(spark.createDataFrame(
         records, schema=", ".join(f"{name} {kind}" for name, kind in EVALUATION_COLUMNS.items())
     ).coalesce(1), context.log)
-    metrics = _evaluation_metadata(rows, splits, config.eval_k)
-    by_model = {row["model"]: row for row in rows if row["protocol"] == evaluation.PER_USER}
+    metrics = _evaluation_metadata(rows, evaluated, config.eval_k)
+    by_model = {row["model"]: row for row in rows if row["protocol"] == splits.PER_USER}
     als_row = by_model["als"]
     beats = by_model["als"]["ndcg"] > by_model["popularity"]["ndcg"]
     gate = dg.AssetCheckResult(
@@ -166,7 +167,7 @@ def als_model_and_evaluation(
         metadata={
             **metrics,
             "als_rmse": dg.MetadataValue.float(round(als_row.get("rmse", float("nan")), 5)),
-            "hybrid_weights": dg.MetadataValue.json(config.hybrid.model_dump()),
+            "hybrid_ranker": dg.MetadataValue.json(config.hybrid.model_dump()),
             "model_version": version,
             "delta_version": dg.MetadataValue.int(eval_commit.version),
             "path": dg.MetadataValue.path(eval_table.uri),

@@ -142,9 +142,15 @@ def daily_counts(history: History) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (keys & 0xFFFFFFFF) + days.min(initial=0), keys >> 32, counts
 
 
-def window_counts(history: History, items: np.ndarray, cutoffs: np.ndarray, window_seconds: float) -> np.ndarray:
-    """For each (item position, cutoff time): the item's interactions in [cutoff - window, cutoff)."""
-    keys = np.sort(history.item * 1e10 + history.at)  # times are below 1e10 s (the year 2286)
+def item_times(history: History) -> np.ndarray:
+    """The sorted keys (item position × 1e10 + time) that `window_counts` searches; times are below 1e10 s (the year
+    2286) and the keys stay exact in float64 below 900,000 items."""
+    return np.sort(history.item * 1e10 + history.at)
+
+
+def window_counts(keys: np.ndarray, items: np.ndarray, cutoffs: np.ndarray, window_seconds: float) -> np.ndarray:
+    """For each (item position, cutoff time): the item's interactions in [cutoff - window, cutoff), from the
+    `item_times` keys of a history."""
     query = np.asarray(items, np.float64) * 1e10
     return (np.searchsorted(keys, query + cutoffs, "left")
             - np.searchsorted(keys, query + cutoffs - window_seconds, "left")).astype(np.float64)
@@ -162,7 +168,8 @@ def unseen_heads(ranked: np.ndarray, excluded: sparse.csr_matrix, rows: np.ndarr
     heads = []
     for row in rows:
         seen = excluded.indices[excluded.indptr[row]:excluded.indptr[row + 1]]
-        heads.append(ranked[~np.isin(ranked, seen)][:n] if len(seen) else ranked[:n])
+        head = ranked[:n + len(seen)]  # at most len(seen) of them are excluded
+        heads.append(head[~np.isin(head, seen)][:n] if len(seen) else head[:n])
     return heads
 
 

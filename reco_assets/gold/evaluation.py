@@ -1,16 +1,10 @@
-"""Offline evaluation: two protocols, each scoring ALS, the hybrid and two popularity baselines on one test set.
-
-- `per_user_chronological`: each user's latest ratings are held out; every user is recommended to at their own
-  last training moment.
-- `global_temporal`: one cut T (a quantile of rating time); everything before T trains (ratings, events, tags),
-  the ratings at or after T of users known before it are the test, and everyone is recommended to at T.
+"""Offline evaluation: under each protocol of gold/splits.py, ALS, the hybrid (the learned ranker) and two popularity
+baselines, popularity and recent popularity, scored on one test set.
 
 Design and figures: docs/recommendation-quality.md.
 """
 
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
@@ -19,15 +13,13 @@ from pydantic import Field
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from reco_assets.gold import als, candidates, hybrid, ranker
-from reco_assets.gold.hybrid import HybridWeights
+from reco_assets.gold import als, candidates, ranker
+from reco_assets.gold.content import content_index
 from reco_assets.gold.ranker import RankerConfig
 from reco_assets.gold.ranking import ItemIndex, locate
+from reco_assets.gold.splits import PER_USER, Split, training_tags
 
-PER_USER = "per_user_chronological"
-GLOBAL = "global_temporal"
-PROTOCOLS = (PER_USER, GLOBAL)
-MODELS = ("als", "hybrid", "ranker", "popularity", "recent_popularity")
+MODELS = ("als", "hybrid", "popularity", "recent_popularity")
 BASELINES = ("popularity", "recent_popularity")
 
 
@@ -42,11 +34,11 @@ class EvaluationConfig(dg.Config):
         default=0.8, gt=0, lt=1, description="global protocol: the cut T is this quantile of the ratings' time")
     recent_popularity_days: float = Field(
         default=28.0, gt=0, description="recent popularity: the most-rated movies of this many days before the cut")
-    hybrid: HybridWeights = Field(
-        default_factory=HybridWeights,
-        description="the hybrid's weights for the evaluation (gold_hybrid_recommendations has the served ones)",
+    hybrid: RankerConfig = Field(
+        default_factory=RankerConfig,
+        description="the hybrid's candidates and ranker for the evaluation (gold_hybrid_recommendations has the "
+                    "served ones)",
     )
-    ranker: RankerConfig = Field(default_factory=RankerConfig, description="the learned ranker's candidates and trees")
     report_rmse: bool = Field(
         default=True,
         description="per-user protocol: report RMSE on the hold-out (for implicit ALS, of an explicit twin with "
@@ -57,60 +49,6 @@ class EvaluationConfig(dg.Config):
         default=10,
         description="rank of the explicit twin (its RMSE on the sample is flat in the rank: 0.926 at 10, 0.928 at "
                     "64; its cost grows with the rank's square)",
-    )
-
-
-@dataclass(frozen=True)
-class Split:
-    """One protocol's data: `train` and `test` ratings (user_id, movie_id, rating, rated_at), the stream `events`
-    that train (or None), `cutoffs` (user_id, as_of): when each evaluated user is recommended to, and the one `cut`
-    of a global split."""
-
-    protocol: str
-    train: DataFrame
-    test: DataFrame
-    events: DataFrame | None
-    cutoffs: DataFrame
-    cut: datetime | None
-    description: str
-    cached: tuple[DataFrame, ...] = ()  # what evaluate unpersists when it is done with the split
-
-
-def per_user_chronological(ratings: DataFrame, events: DataFrame | None, holdout_fraction: float) -> Split:
-    """Each user's latest ratings (a share, at least one) are the test; users with one rating only train. Stream
-    events train, except on held-out (user, movie) pairs."""
-    split = als.chronological_split(ratings, holdout_fraction).cache()
-    train = split.where(~F.col("is_test")).drop("is_test")
-    test = split.where(F.col("is_test")).drop("is_test")
-    held_out = test.select("user_id", "movie_id")
-    return Split(
-        PER_USER, train, test,
-        events.join(held_out, ["user_id", "movie_id"], "left_anti") if events is not None else None,
-        train.groupBy("user_id").agg(F.max("rated_at").alias("as_of")), None,
-        f"per-user chronological hold-out, latest {holdout_fraction:.0%} (at least one)", (split,),
-    )
-
-
-def temporal_cut(ratings: DataFrame, quantile: float):
-    """The earliest rating time with at least `quantile` of the ratings at or before it (Spark's percentile_approx,
-    to within a millionth of the ratings)."""
-    seconds = ratings.select(F.col("rated_at").cast("double").alias("s"))
-    cut = seconds.agg(F.percentile_approx("s", quantile, 1_000_000)).first()[0]
-    return ratings.where(F.col("rated_at").cast("double") >= cut).agg(F.min("rated_at")).first()[0].astimezone(UTC)
-
-
-def global_temporal(ratings: DataFrame, events: DataFrame | None, quantile: float) -> Split:
-    """Everything before the cut T trains (ratings and stream events); the ratings at or after T of users with a
-    training rating are the test, all recommended to at T."""
-    cut = temporal_cut(ratings, quantile)
-    train = ratings.where(F.col("rated_at") < F.lit(cut))
-    known = train.select("user_id").distinct()
-    test = ratings.where(F.col("rated_at") >= F.lit(cut)).join(known, "user_id")
-    return Split(
-        GLOBAL, train, test,
-        events.where(F.col("event_ts") < F.lit(cut)) if events is not None else None,
-        known.withColumn("as_of", F.lit(cut)), cut,
-        f"global temporal split at {cut:%Y-%m-%d %H:%M} UTC (the {quantile:.0%} quantile of rating time)",
     )
 
 
@@ -139,48 +77,21 @@ def recent_popularity_top_k(queries: pd.DataFrame, daily: pd.DataFrame, window_d
     return recommended
 
 
-def training_tags(split: Split, tags: DataFrame) -> DataFrame:
-    """The tags (user_id, movie_id, tag, tagged_at) the split may describe movies with: none on a test (user, movie)
-    pair, and under a global split none from its cut on."""
-    kept = tags.join(split.test.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti")
-    return kept if split.cut is None else kept.where(F.col("tagged_at") < F.lit(split.cut))
+def hybrid_top_k(config: RankerConfig, split: Split, movies: DataFrame, tags: DataFrame, users: pd.DataFrame,
+                 k: int) -> np.ndarray:
+    """[users, k]: the hybrid's best k movie ids for the split's test rows `users` (id, as_of seconds, exclude).
 
-
-def ranker_rows(split: Split) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The split's (training interactions: user_id, movie_id, at, seen; test rows: id, as_of seconds, exclude,
-    relevant, by id)."""
-    interactions = candidates.timed_interactions(split.train, split.events).cache()
-    rows = (
-        interactions.groupBy(F.col("user_id").alias("id"))
-        .agg(F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"))
-        .join(split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")), "id")
-        .join(split.cutoffs.select(F.col("user_id").alias("id"), F.col("as_of").cast("double").alias("as_of")), "id")
-        .orderBy("id").toPandas()
-    )
-    pairs = interactions.toPandas()
-    interactions.unpersist()
-    return pairs, rows
-
-
-def ranker_top_k(config: RankerConfig, split: Split, years: pd.Series, tags: DataFrame, movies: DataFrame,
-                 content: hybrid.ContentIndex, users: pd.DataFrame, k: int) -> np.ndarray:
-    """[users, k]: the ranker's best k movie ids for the split's test rows `users` (id, as_of seconds, exclude).
-
-    It learns from each user's latest `validation_fraction` of the split's training window (features from the rest
-    of that window), then ranks the test users' candidates drawn from the whole training window.
+    The ranker learns from a validation slice of the split's training window (ranker.learn), then ranks the test
+    users' candidates drawn from the whole window; content vectors use the split's `training_tags` only.
     """
-    validation = per_user_chronological(split.train, split.events, config.validation_fraction)
-    pairs, rows = ranker_rows(validation)
-    fit_content = hybrid.content_index(movies, training_tags(validation, training_tags(split, tags)))
-    history = candidates.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"])
-    training = ranker.candidates(config, history, ranker.Queries.of(rows), years, fit_content)
-    model = ranker.fit(config, training, [np.asarray(r, np.int64) for r in rows["relevant"]])
-    for frame in validation.cached:
-        frame.unpersist()
-    pairs = candidates.timed_interactions(split.train, split.events).toPandas()
-    history = candidates.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"])
-    scored = ranker.candidates(config, history, ranker.Queries.of(users), years, content)
-    return ranker.top_k(model, scored, len(users), k)
+    years = ranker.release_years(movies)
+    allowed = training_tags(split, tags)
+    learned = ranker.learn(config, split.train, split.events, allowed, movies, years)
+    history, _ = ranker.history_of(split.train, split.events)
+    passes = ranker.scored_passes(config, ranker.Generators(config, history), ranker.Queries.of(users), years,
+                                  content_index(movies, allowed))
+    return np.concatenate([ranker.top_k(learned.model, scored, len(rows), k) for rows, scored in passes]
+                          or [np.empty((0, k), np.int64)])
 
 
 def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, movies: DataFrame,
@@ -217,15 +128,9 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
 
     model = als_config.als().fit(train)
     lap("als_fit")
-    # One top-N pass serves both: ALS's own list is the head of the candidates that the hybrid re-ranks.
-    content = hybrid.content_index(movies, training_tags(split, tags))
-    als_candidates = hybrid.candidate_signals(
-        queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), content,
-        max(config.hybrid.candidates, k),
-    ).cache()
-    als_lists = hybrid.ranked_lists(als_candidates.where(F.col("als_rank") <= k).withColumnRenamed("als_rank", "rank"))
-    metrics = {"als": summary(als.evaluate_lists(als_lists.join(queries.select("id", "relevant"), "id"), k))}
-    lap("als_candidates")
+    metrics = {"als": summary(als.evaluate_top_k(queries.join(model.userFactors, "id"),
+                                                 als.item_index(model.itemFactors), k))}
+    lap("als_top_k")
     counts = item_users.toPandas()
     popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["users"].to_numpy(np.float32)[:, None])
     pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
@@ -239,14 +144,11 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
         als.evaluation_frame(users["id"].to_numpy(np.int32), recent, list(users["relevant"]), k),
         als.EVALUATION_ROW_SCHEMA))
     lap("recent_popularity")
-    metrics["hybrid"] = summary(hybrid.evaluate(als_candidates, queries, split.train, config.hybrid, k))
-    lap("hybrid")
-    years = movies.select("movie_id", "year").toPandas().set_index("movie_id")["year"].astype(np.float64)
-    ranked = ranker_top_k(config.ranker, split, years, tags, movies, content, users, k)
-    metrics["ranker"] = summary(spark.createDataFrame(
+    ranked = hybrid_top_k(config.hybrid, split, movies, tags, users, k)
+    metrics["hybrid"] = summary(spark.createDataFrame(
         als.evaluation_frame(users["id"].to_numpy(np.int32), ranked, list(users["relevant"]), k),
         als.EVALUATION_ROW_SCHEMA))
-    lap("ranker")
+    lap("hybrid")
     if split.protocol == PER_USER and config.report_rmse:
         rating_model = (
             model if not als_config.implicit_prefs
@@ -255,7 +157,7 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
         )
         metrics["als"]["rmse"] = als.rmse(rating_model, split.test)
         lap("rmse")
-    for frame in (train, queries, item_users, als_candidates, *split.cached):
+    for frame in (train, queries, item_users, *split.cached):
         frame.unpersist()
     scored = {name: found["users"] for name, found in metrics.items()}
     if len(set(scored.values())) != 1:

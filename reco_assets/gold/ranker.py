@@ -4,18 +4,22 @@ user's history and the user's activity; a scikit-learn gradient-boosted classifi
 inside the training window, orders them. Design and figures: docs/recommendation-quality.md.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from scipy import sparse
 
 from reco_assets.gold import candidates as gen
-from reco_assets.gold.hybrid import ContentIndex
-from reco_assets.gold.ranking import locate
+from reco_assets.gold import splits
+from reco_assets.gold.content import ContentIndex, content_index
+from reco_assets.gold.ranking import locate, ranking_metrics
 
 FEATURES = (
     "ease_recent", "ease", "ease_recent_rank", "ease_rank", "popularity", "popularity_rank", "trend", "trend_rank",
@@ -23,6 +27,8 @@ FEATURES = (
 )
 GENERATORS = ("ease_recent", "ease", "popular", "trending")
 QUERY_BLOCK = 1024  # query rows whose EASE scores are dense at once: 1,024 × 4,000 × 4 bytes = 16 MB
+PASS_ROWS = 20_000  # query rows whose candidates and features are held at once (about 2.4M pairs)
+IMPORTANCE_USERS = 1000  # validation users the permutation importances are measured on
 
 
 class RankerConfig(dg.Config):
@@ -39,6 +45,8 @@ class RankerConfig(dg.Config):
                                                               "user's cutoff")
     validation_fraction: float = Field(default=0.2, gt=0, lt=1, description="the ranker learns from each user's "
                                                                             "latest share of the training window")
+    max_training_users: int = Field(default=20_000, ge=1, description="users of the validation slice the trees "
+                                                                      "learn from (a seeded sample when more)")
     generators: list[str] = Field(default=list(GENERATORS), min_length=1,
                                   description=f"where candidates come from, of {', '.join(GENERATORS)}")
     features: list[str] = Field(default=list(FEATURES), min_length=1,
@@ -46,7 +54,7 @@ class RankerConfig(dg.Config):
     trees: int = Field(default=300, ge=1, description="boosting iterations")
     learning_rate: float = Field(default=0.05, gt=0)
     max_leaf_nodes: int = Field(default=31, ge=2)
-    seed: int = Field(default=0, description="random seed of the trees")
+    seed: int = Field(default=0, description="random seed of the trees and of the training users' sample")
 
     @field_validator("generators", "features")
     @classmethod
@@ -55,6 +63,11 @@ class RankerConfig(dg.Config):
         if unknown := [name for name in names if name not in known]:
             raise ValueError(f"unknown {info.field_name} {unknown}; known: {list(known)}")
         return [name for name in known if name in names]
+
+    def fingerprint(self) -> str:
+        """A hash of the ranker's settings (RankerConfig's own fields only)."""
+        settings = self.model_dump(include=set(RankerConfig.model_fields))
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,21 @@ class Queries:
         """From rows (id, as_of seconds, exclude)."""
         return cls(frame["id"].to_numpy(np.int64), frame["as_of"].to_numpy(np.float64),
                    [np.asarray(seen, np.int64) for seen in frame["exclude"]])
+
+    @classmethod
+    def everyone(cls, history: gen.History, seen: np.ndarray, as_of: float) -> "Queries":
+        """Every user of the history, all at `as_of`, each excluding the movies of their `seen` interactions."""
+        kept = np.flatnonzero(seen)
+        kept = kept[np.lexsort((history.item[kept], history.user[kept]))]
+        bounds = np.searchsorted(history.user[kept], np.arange(1, len(history.user_ids)))
+        return cls(history.user_ids, np.full(len(history.user_ids), float(as_of)),
+                   np.split(history.item_ids[history.item[kept]], bounds))
+
+    def __getitem__(self, rows: slice) -> "Queries":
+        return Queries(self.users[rows], self.as_of[rows], self.exclude[rows])
+
+    def __len__(self) -> int:
+        return len(self.users)
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,22 @@ class Candidates:
         return np.isin((self.row.astype(np.int64) << 32) + self.movie_id, keys)
 
 
+class Generators:
+    """What the generators know of one history, computed once for every query block: the users' binary and
+    recency-weighted rows, EASE, popularity, daily counts, and each movie's first and every interaction time."""
+
+    def __init__(self, config: RankerConfig, history: gen.History):
+        self.history = history
+        self.binary = history.matrix()
+        self.recent = history.matrix(history.recency(config.recency_half_life))
+        self.ease = gen.fit_ease(history, config.ease_l2, config.ease_items)
+        self.popularity = history.users_per_item()
+        self.popular_order = np.argsort(-self.popularity, kind="stable")
+        self.daily = gen.daily_counts(history)
+        self.first = gen.first_seen(history)
+        self.item_times = gen.item_times(history)
+
+
 def _ranks_within(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """1-based rank of each value within its row, highest first (NaN last); rows sorted ascending."""
     order = np.lexsort((-np.nan_to_num(values, nan=-np.inf), rows))
@@ -98,44 +142,42 @@ def _ranks_within(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _excluded(history: gen.History, queries: Queries) -> sparse.csr_matrix:
-    lengths = np.fromiter(map(len, queries.exclude), np.int64, len(queries.exclude))
-    ids = np.concatenate(queries.exclude) if len(queries.exclude) else np.empty(0, np.int64)
+    lengths = np.fromiter(map(len, queries.exclude), np.int64, len(queries))
+    ids = np.concatenate(queries.exclude) if len(queries) else np.empty(0, np.int64)
     items, known = gen.locate_items(history, ids)
     rows = np.repeat(np.arange(len(lengths)), lengths)[known]
     return sparse.csr_matrix((np.ones(len(items), np.float32), (rows, items)),
                              shape=(len(lengths), len(history.item_ids)))
 
 
-def candidates(config: RankerConfig, history: gen.History, queries: Queries, years: pd.Series,
+def candidates(config: RankerConfig, generators: Generators, queries: Queries, years: pd.Series,
                content: ContentIndex) -> Candidates:
     """The union of the `generators`' best `candidates_per_generator` unseen movies of each query row, with their
     `features`.
 
     `years`: release year by movie id (NaN where unknown). Every feature is as of the row's `as_of` except the
-    all-time popularity, which counts the whole `history` as the popularity baseline does.
+    all-time popularity, which counts the whole history as the popularity baseline does.
     """
+    history, ease = generators.history, generators.ease
     n = config.candidates_per_generator
-    n_rows, n_items = len(queries.users), len(history.item_ids)
+    n_rows, n_items = len(queries), len(history.item_ids)
     positions, known = locate(history.user_ids, queries.users)
     select = sparse.csr_matrix((np.ones(len(positions), np.float32), (np.flatnonzero(known), positions)),
                                shape=(n_rows, len(history.user_ids)))
-    recency = history.recency(config.recency_half_life)
-    binary, recent = select @ history.matrix(), select @ history.matrix(recency)
+    binary, recent = select @ generators.binary, select @ generators.recent
     excluded = _excluded(history, queries)
-    ease = gen.fit_ease(history, config.ease_l2, config.ease_items)
 
-    popularity = history.users_per_item()
     none = [np.empty(0, np.int64)] * n_rows
-    popular = (gen.unseen_heads(np.argsort(-popularity, kind="stable"), excluded, np.arange(n_rows), n)
+    popular = (gen.unseen_heads(generators.popular_order, excluded, np.arange(n_rows), n)
                if "popular" in config.generators else none)
     cutoff_days, day_of_row = np.unique(np.floor(queries.as_of / gen.DAY_SECONDS), return_inverse=True)
     lengths = np.zeros(len(cutoff_days), np.int64)
     np.maximum.at(lengths, day_of_row, np.diff(excluded.indptr) + n)
-    days, day_items, counts = gen.daily_counts(history)
-    trending_lists = gen.recent_popularity_lists(days, day_items, n_items, cutoff_days, config.trend_days, lengths,
-                                                 counts)
-    trending = ([gen.unseen_heads(trending_lists[day], excluded, [row], n)[0] for row, day in enumerate(day_of_row)]
-                if "trending" in config.generators else none)
+    trending = none
+    if "trending" in config.generators:
+        lists = gen.recent_popularity_lists(*generators.daily[:2], n_items, cutoff_days, config.trend_days, lengths,
+                                            generators.daily[2])
+        trending = [gen.unseen_heads(lists[day], excluded, [row], n)[0] for row, day in enumerate(day_of_row)]
     generating = np.array([name in config.generators for name in ("ease_recent", "ease")])
 
     rows, items, ease_scores = [], [], []
@@ -160,33 +202,51 @@ def candidates(config: RankerConfig, history: gen.History, queries: Queries, yea
         rows.append(pair_rows)
         items.append(pair_items)
         ease_scores.append(values)
-    row, item = np.concatenate(rows), np.concatenate(items)
+    row = np.concatenate(rows) if rows else np.empty(0, np.int64)
+    item = np.concatenate(items) if items else np.empty(0, np.int64)
     ease_recent, ease_all = np.concatenate(ease_scores, axis=1) if ease_scores else np.empty((2, 0))
 
     as_of = queries.as_of[row]
-    trend = gen.window_counts(history, item, as_of, config.trend_days * gen.DAY_SECONDS)
-    trend_year = gen.window_counts(history, item, as_of, 365 * gen.DAY_SECONDS)
+    trend = gen.window_counts(generators.item_times, item, as_of, config.trend_days * gen.DAY_SECONDS)
     movie_id = history.item_ids[item]
-    year = years.reindex(movie_id).to_numpy(np.float64)
-    cutoff_year = pd.to_datetime(as_of, unit="s", utc=True).year.to_numpy(np.float64)
-    first = gen.first_seen(history)[item]
-    activity = np.asarray(binary.sum(axis=1)).ravel()
-    similarities = content.similarities(
-        [history.item_ids[recent.indices[recent.indptr[r]:recent.indptr[r + 1]]] for r in range(n_rows)],
-        [recent.data[recent.indptr[r]:recent.indptr[r + 1]] for r in range(n_rows)],
-        np.split(movie_id, np.searchsorted(row, np.arange(1, n_rows))) if n_rows else [],
-    )
+    popularity = generators.popularity[item]
     columns = {
-        "ease_recent": ease_recent, "ease": ease_all,
-        "ease_recent_rank": _ranks_within(row, ease_recent), "ease_rank": _ranks_within(row, ease_all),
-        "popularity": np.log1p(popularity[item]), "popularity_rank": _ranks_within(row, popularity[item]),
-        "trend": np.log1p(trend), "trend_rank": _ranks_within(row, trend), "trend_year": np.log1p(trend_year),
-        "year_gap": cutoff_year - year,
-        "age_days": np.maximum(as_of - first, 0.0) / gen.DAY_SECONDS,
-        "content": np.concatenate(similarities) if n_rows else np.empty(0),
-        "activity": np.log1p(activity[row]),
+        "ease_recent": lambda: ease_recent, "ease": lambda: ease_all,
+        "ease_recent_rank": lambda: _ranks_within(row, ease_recent), "ease_rank": lambda: _ranks_within(row, ease_all),
+        "popularity": lambda: np.log1p(popularity), "popularity_rank": lambda: _ranks_within(row, popularity),
+        "trend": lambda: np.log1p(trend), "trend_rank": lambda: _ranks_within(row, trend),
+        "trend_year": lambda: np.log1p(gen.window_counts(generators.item_times, item, as_of, 365 * gen.DAY_SECONDS)),
+        "year_gap": lambda: (pd.to_datetime(as_of, unit="s", utc=True).year.to_numpy(np.float64)
+                             - years.reindex(movie_id).to_numpy(np.float64)),
+        "age_days": lambda: np.maximum(as_of - generators.first[item], 0.0) / gen.DAY_SECONDS,
+        "content": lambda: _content(content, history, recent, row, movie_id, n_rows),
+        "activity": lambda: np.log1p(np.asarray(binary.sum(axis=1)).ravel()[row]),
     }
-    return Candidates(row, movie_id, np.stack([columns[name] for name in config.features], axis=1).astype(np.float32))
+    features = np.empty((len(row), len(config.features)), np.float32)
+    for column, name in enumerate(config.features):
+        features[:, column] = columns[name]()
+    return Candidates(row, movie_id, features)
+
+
+def scored_passes(config: RankerConfig, generators: Generators, queries: Queries, years: pd.Series,
+                  content: ContentIndex):
+    """(query rows of the pass, their candidates) for PASS_ROWS query rows at a time."""
+    for start in range(0, len(queries), PASS_ROWS):
+        rows = queries[start:start + PASS_ROWS]
+        yield rows, candidates(config, generators, rows, years, content)
+
+
+def _content(content: ContentIndex, history: gen.History, recent: sparse.csr_matrix, row: np.ndarray,
+             movie_id: np.ndarray, n_rows: int) -> np.ndarray:
+    """The cosine of each candidate to its row's history profile, the history weighted by recency."""
+    if not n_rows:
+        return np.empty(0)
+    bounds = recent.indptr
+    similarities = content.similarities(
+        [history.item_ids[recent.indices[bounds[r]:bounds[r + 1]]] for r in range(n_rows)],
+        [recent.data[bounds[r]:bounds[r + 1]] for r in range(n_rows)],
+        np.split(movie_id, np.searchsorted(row, np.arange(1, n_rows))))
+    return np.concatenate(similarities)
 
 
 def fit(config: RankerConfig, training: Candidates, relevant: list[np.ndarray]):
@@ -204,17 +264,98 @@ def fit(config: RankerConfig, training: Candidates, relevant: list[np.ndarray]):
     return model.fit(features, labels)
 
 
-def top_k(model, scored: Candidates, n_rows: int, k: int) -> np.ndarray:
-    """[rows, k] movie ids, the model's best first (-1 where a row has fewer candidates)."""
+def best(model, scored: Candidates, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indexes into `scored` of each row's best k by the model, best first and by row; their 0-based ranks; their
+    probabilities)."""
     probability = model.predict_proba(scored.features)[:, 1] if len(scored.row) else np.empty(0)
     order = np.lexsort((-probability, scored.row))
     rows = scored.row[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")
     kept = rank < k
+    return order[kept], rank[kept], probability[order[kept]]
+
+
+def top_k(model, scored: Candidates, n_rows: int, k: int) -> np.ndarray:
+    """[rows, k] movie ids, the model's best first (-1 where a row has fewer candidates)."""
+    picked, rank, _ = best(model, scored, k)
     recommended = np.full((n_rows, k), -1, np.int64)
-    recommended[rows[kept], rank[kept]] = scored.movie_id[order][kept]
+    recommended[scored.row[picked], rank] = scored.movie_id[picked]
     return recommended
 
 
-def as_of_seconds(moment: datetime) -> float:
-    return moment.astimezone(UTC).timestamp()
+@dataclass(frozen=True)
+class Learned:
+    """A trained ranker, the validation candidates it learned from, their relevant movies and the features' names."""
+
+    model: object
+    training: Candidates
+    relevant: list[np.ndarray]
+    features: list[str]
+
+
+def release_years(movies: DataFrame) -> pd.Series:
+    """Release year by movie id (NaN where unknown)."""
+    return movies.select("movie_id", "year").toPandas().set_index("movie_id")["year"].astype(np.float64)
+
+
+def history_of(ratings: DataFrame, events: DataFrame | None) -> tuple[gen.History, np.ndarray]:
+    """The History of ratings and stream events, and which of its interactions are seen (never recommended)."""
+    pairs = gen.timed_interactions(ratings, events).toPandas()
+    return gen.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"]), pairs["seen"].to_numpy(bool)
+
+
+def split_rows(split: splits.Split) -> tuple[gen.History, pd.DataFrame]:
+    """The History of a split's training window, and its test rows (id, as_of seconds, exclude: the seen movies,
+    relevant), by id."""
+    interactions = gen.timed_interactions(split.train, split.events).cache()
+    relevant = split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant"))
+    cutoffs = split.cutoffs.select(F.col("user_id").alias("id"), F.col("as_of").cast("double").alias("as_of"))
+    rows = (
+        interactions.groupBy(F.col("user_id").alias("id"))
+        .agg(F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"))
+        .join(relevant, "id").join(cutoffs, "id").orderBy("id").toPandas()
+    )
+    pairs = interactions.toPandas()
+    interactions.unpersist()
+    return gen.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"]), rows
+
+
+def learn(config: RankerConfig, ratings: DataFrame, events: DataFrame | None, tags: DataFrame, movies: DataFrame,
+          years: pd.Series) -> Learned:
+    """Train the ranker on a validation slice of a training window (its `ratings` and `events`; `tags` that may
+    describe movies): each user's latest `validation_fraction` of ratings are the labels, the rest gives the
+    features; at most `max_training_users` users."""
+    validation = splits.per_user_chronological(ratings, events, config.validation_fraction)
+    history, rows = split_rows(validation)
+    if len(rows) > config.max_training_users:
+        rows = rows.sample(n=config.max_training_users, random_state=config.seed).sort_values("id")
+    content = content_index(movies, splits.training_tags(validation, tags))
+    for frame in validation.cached:
+        frame.unpersist()
+    training = candidates(config, Generators(config, history), Queries.of(rows), years, content)
+    relevant = [np.asarray(movies_of_user, np.int64) for movies_of_user in rows["relevant"]]
+    return Learned(fit(config, training, relevant), training, relevant, config.features)
+
+
+def importances(learned: Learned, k: int, seed: int = 0) -> dict[str, float]:
+    """Per feature, how much nDCG@k on (up to IMPORTANCE_USERS of) the validation slice drops when that feature's
+    values are shuffled across the candidates: what the trees lean on."""
+    rng = np.random.default_rng(seed)
+    training, n_users = learned.training, len(learned.relevant)
+    users = np.sort(rng.choice(n_users, min(n_users, IMPORTANCE_USERS), replace=False))
+    kept = np.isin(training.row, users)
+    renumbered = np.searchsorted(users, training.row[kept])
+    relevant = [learned.relevant[user] for user in users]
+
+    def ndcg(features: np.ndarray) -> float:
+        ranked = top_k(learned.model, Candidates(renumbered, training.movie_id[kept], features), len(users), k)
+        return float(ranking_metrics(ranked, relevant, k)["ndcg"].mean())
+
+    features = training.features[kept]
+    baseline = ndcg(features)
+    drops = {}
+    for column, name in enumerate(learned.features):
+        shuffled = features.copy()
+        shuffled[:, column] = rng.permutation(shuffled[:, column])
+        drops[name] = round(baseline - ndcg(shuffled), 5)
+    return drops

@@ -46,7 +46,8 @@ def test_ease_models_the_most_interacted_movies_and_scores_a_planted_pair_highes
 def test_window_counts_count_the_interactions_before_each_cutoff_only():
     history = History.of(users=[1, 2, 3, 4, 1], items=[10, 10, 10, 20, 20], at=[0.0, 50.0, 99.0, 100.0, 10.0])
     positions = np.searchsorted(history.item_ids, [10, 10, 20, 20])
-    counts = candidates.window_counts(history, positions, np.array([100.0, 60.0, 100.0, 101.0]), 60.0)
+    counts = candidates.window_counts(candidates.item_times(history), positions, np.array([100.0, 60.0, 100.0, 101.0]),
+                                      60.0)
     assert counts.tolist() == [2.0, 2.0, 0.0, 1.0]  # [40, 100): 50, 99; [0, 60): 0 (its edge), 50; 100 < 101
 
 

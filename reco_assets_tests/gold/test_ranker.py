@@ -6,7 +6,7 @@ import pytest
 
 from reco_assets.gold import ranker
 from reco_assets.gold.candidates import History
-from reco_assets.gold.hybrid import ContentIndex
+from reco_assets.gold.content import ContentIndex
 
 CONFIG = ranker.RankerConfig(candidates_per_generator=5, trees=50, ease_l2=5.0)
 
@@ -42,7 +42,7 @@ def test_candidates_are_unseen_and_described_as_of_each_cutoff():
     history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
     queries = queries_of(frame)
     years = pd.Series(2000.0, index=frame["movie_id"].unique())
-    found = ranker.candidates(CONFIG, history, queries, years, content_of(history.item_ids))
+    found = ranker.candidates(CONFIG, ranker.Generators(CONFIG, history), queries, years, content_of(history.item_ids))
     assert found.features.shape == (len(found.row), len(ranker.FEATURES))
     assert np.all(np.diff(found.row) >= 0) and set(found.row) == set(range(len(queries.users)))
     for row, seen in enumerate(queries.exclude):
@@ -75,13 +75,23 @@ def test_the_ranker_learns_what_users_watch_next_from_a_validation_slice():
     fit_history = History.of(fit_frame["user_id"], fit_frame["movie_id"], fit_frame["at"])
     fit_queries = queries_of(fit_frame)
     relevant = validation.set_index("user_id")["movie_id"]
-    model = ranker.fit(CONFIG, ranker.candidates(CONFIG, fit_history, fit_queries, years, content),
+    model = ranker.fit(CONFIG, ranker.candidates(CONFIG, ranker.Generators(CONFIG, fit_history), fit_queries, years,
+                                                 content),
                        [np.array([relevant[user]]) for user in fit_queries.users])
 
     queries = queries_of(frame)
-    scored = ranker.candidates(CONFIG, History.of(frame["user_id"], frame["movie_id"], frame["at"]), queries, years,
-                               content)
+    history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
+    scored = ranker.candidates(CONFIG, ranker.Generators(CONFIG, history), queries, years, content)
     top = ranker.top_k(model, scored, len(queries.users), 3)
     hits = np.mean([top[row, 0] == following[user] for row, user in enumerate(queries.users)])
     assert hits > 0.6, hits  # popularity's first pick is never the next sequel
     assert (top[:, 0] >= 0).all()
+
+
+def test_everyone_is_ranked_at_one_moment_without_what_they_have_seen():
+    history = History.of(users=[7, 7, 9, 9], items=[1, 2, 1, 3], at=[1.0, 2.0, 3.0, 4.0])
+    queries = ranker.Queries.everyone(history, np.array([True, False, True, True]), as_of=10.0)
+    assert queries.users.tolist() == [7, 9] and queries.as_of.tolist() == [10.0, 10.0]
+    assert [seen.tolist() for seen in queries.exclude] == [[1], [1, 3]]  # 7 only clicked 2: still recommendable
+    assert [len(rows) for rows, _ in ranker.scored_passes(CONFIG, ranker.Generators(CONFIG, history), queries,
+                                                          pd.Series(dtype=float), content_of([1, 2, 3]))] == [2]

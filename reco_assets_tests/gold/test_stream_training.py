@@ -119,16 +119,21 @@ def test_movies_viewed_in_the_stream_are_never_recommended_again(stream_trained)
         assert not set(by_user[STREAM_USER]) & set(ANIMATED), table
 
 
-def test_the_hybrid_uses_the_stream_s_trend(stream_trained):
+def test_anyone_s_list_follows_the_stream_s_trend(stream_trained):
     hybrid = materialization(stream_trained["result"], "gold_hybrid_recommendations")
     assert hybrid["trend_source"].startswith("stream events as of 2026-11-23T12:")
-    assert hybrid["users_hybrid"] == 611 and hybrid["users_cold_start"] == 0
+    assert hybrid["users_hybrid"] == 611
+    assert hybrid["recommended_as_of"] == (HOUR + timedelta(minutes=30)).timestamp()  # the latest event
     sources = query(stream_trained["data_dir"], "SELECT DISTINCT source FROM {hybrid} "
                                                 "WHERE user_id = ?", STREAM_USER)
     assert sources == [("hybrid",)]
+    anyone = [m for (m,) in query(stream_trained["data_dir"], "SELECT movie_id FROM {hybrid} WHERE user_id IS NULL "
+                                                              "ORDER BY rank")]
+    streamed = {*ANIMATED, CLICKED, stream_trained["watched"]}
+    assert set(anyone[:5]) <= streamed, "the movies of the stream's last hour lead"
 
 
-def test_a_user_newer_than_the_model_gets_trending_and_popular_movies(stream_trained, spark, dagster_instance):
+def test_a_user_newer_than_als_is_ranked_from_their_first_views(stream_trained, spark, dagster_instance):
     data_dir = stream_trained["data_dir"]
     anyone = [m for (m,) in query(data_dir, "SELECT movie_id FROM {hybrid} "
                                             "WHERE user_id IS NULL ORDER BY rank")]
@@ -137,10 +142,8 @@ def test_a_user_newer_than_the_model_gets_trending_and_popular_movies(stream_tra
                                         for i, movie in enumerate(anyone[:2])])
     result = materialize(["gold_hybrid_recommendations"], data_dir, dagster_instance)
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
-    assert materialization(result, "gold_hybrid_recommendations")["users_cold_start"] == 1
-    rows = query(data_dir, "SELECT movie_id, source, als_score, content_score FROM "
-                           "{hybrid} WHERE user_id = ? ORDER BY rank", LATE_USER)
-    assert len(rows) == 20 and {(s, a, c) for _, s, a, c in rows} == {("cold_start", None, None)}
-    anyone_now = [m for (m,) in query(data_dir, "SELECT movie_id FROM {hybrid} "
-                                                "WHERE user_id IS NULL ORDER BY rank")]
-    assert [m for m, *_ in rows][:18] == [m for m in anyone_now if m not in anyone[:2]][:18]
+    assert materialization(result, "gold_hybrid_recommendations")["users_hybrid"] == 612
+    rows = query(data_dir, "SELECT movie_id, source, ease_score FROM {hybrid} WHERE user_id = ? ORDER BY rank",
+                 LATE_USER)
+    assert len(rows) == 20 and {source for _, source, _ in rows} == {"hybrid"}
+    assert not {movie for movie, *_ in rows} & set(anyone[:2]), "what they viewed is never recommended"
