@@ -207,6 +207,7 @@ def run_one(source: str, data_dir: Path) -> dict:
         if m.asset_key.to_user_string() == "gold_reco_evaluation"
     )
     ratings = next(iter(result.asset_materializations_for_node("silver_ratings"))).metadata["dagster/row_count"].value
+    hybrid = next(iter(result.asset_materializations_for_node("gold_hybrid_recommendations"))).metadata
     return {
         "ratings": ratings,
         "total_seconds": round(total, 1),
@@ -215,6 +216,8 @@ def run_one(source: str, data_dir: Path) -> dict:
         "ndcg_als": evaluation["als_ndcg_at_10"].value,
         "ndcg_popularity": evaluation["popularity_ndcg_at_10"].value,
         "evaluation_stages": evaluation["stage_seconds"].value,
+        "ndcg_hybrid": evaluation["hybrid_ndcg_at_10"].value,
+        "hybrid_stages": hybrid["stage_seconds"].value,
     }
 
 
@@ -286,13 +289,20 @@ def report(results: dict[str, dict], scaling: bool = True) -> str:
     for label in labels:
         stages = results[label]["evaluation_stages"]
         lines.append(f"- {label}: " + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items()))
+    lines.append("")
+    lines.append("Inside gold_hybrid_recommendations, its stages (seconds):")
+    lines.append("")
+    for label in labels:
+        stages = results[label]["hybrid_stages"]
+        lines.append(f"- {label}: " + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items()))
     sample = results.get("sample")
     if sample:
-        ratio = sample["ndcg_als"] / sample["ndcg_popularity"]
         lines.append("")
         lines.append(
-            f"Bundled sample: ALS nDCG@10 {sample['ndcg_als']:.4f} vs popularity {sample['ndcg_popularity']:.4f} "
-            f"= **{ratio:.2f}×** (target ≥ 1.5×)"
+            f"Bundled sample, per-user protocol: ALS nDCG@10 {sample['ndcg_als']:.4f}, the hybrid "
+            f"{sample['ndcg_hybrid']:.4f}, popularity {sample['ndcg_popularity']:.4f}: "
+            f"**{sample['ndcg_als'] / sample['ndcg_popularity']:.2f}×** and "
+            f"**{sample['ndcg_hybrid'] / sample['ndcg_popularity']:.2f}×** (target for the hybrid ≥ 1.6×)"
         )
     return "\n".join(lines)
 

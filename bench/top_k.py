@@ -5,8 +5,8 @@ the script fails.
 
 Factors come from an ALS model that the batch graph saved (`--data-dir` of a `bench/batch_graph.py` run, or
 `./data` after `make materialize`), with every user's rated movies excluded. Four cases, as the gold assets
-score them: recommendations (k 20), the evaluation (k 10), hybrid candidates (k 100), similar movies (cosine of
-the item factors, k 20), and the popularity baseline (one dimension, k 10).
+score them: recommendations (k 20), the evaluation (k 10), similar movies (cosine of the item factors, k 20),
+and the popularity baseline (one dimension, k 10). (Until 2026-12-01 the hybrid also took ALS's top 100.)
 
     .venv/bin/python bench/top_k.py --data-dir /tmp/bench/25M [--users 50000] [--repeat 3]
 """
@@ -96,7 +96,6 @@ def main() -> None:
     cases = {
         "recommendations (k 20)": (ItemIndex(item_ids, item_vectors), user_vectors, exclude, 20),
         "evaluation (k 10)": (ItemIndex(item_ids, item_vectors), user_vectors, exclude, 10),
-        "hybrid candidates (k 100)": (ItemIndex(item_ids, item_vectors), user_vectors, exclude, 100),
         "similar movies (k 20)": (ItemIndex(item_ids, unit), unit, [np.array([i]) for i in item_ids], 20),
         "popularity (k 10)": (
             ItemIndex(counts["movie_id"], counts["count_star()"].astype(np.float32)[:, None]),

@@ -104,11 +104,13 @@ def test_hybrid_serves_every_user_a_full_list_of_unseen_movies(warehouse):
         " AS next_score FROM gold.hybrid_recommendations) WHERE next_score IS NOT NULL",
     ), "ranks follow scores"
     signals = warehouse.execute(
-        "SELECT count(*) FILTER (ease_score IS NULL OR trend_score IS NULL OR content_score IS NULL OR title IS NULL), "
-        "min(content_score), max(content_score), min(trend_score), count(DISTINCT model_version) "
+        "SELECT count(*) FILTER (trend_score IS NULL OR content_score IS NULL OR title IS NULL), "
+        "min(content_score), max(content_score), min(trend_score), count(DISTINCT model_version), "
+        "avg((ease_score IS NOT NULL)::INT), count(*) FILTER (isnan(ease_score) OR isnan(score)) "
         "FROM gold.hybrid_recommendations WHERE source = 'hybrid'"
     ).fetchone()
     assert signals[0] == 0 and -1.0001 <= signals[1] <= signals[2] <= 1.0001 and signals[3] >= 0 and signals[4] == 1
+    assert signals[5] > 0.9 and signals[6] == 0, "EASE scores nearly every pick; NULL, never NaN, where it does not"
     # Another model: the lists are not ALS's top 20.
     assert scalar(warehouse, "SELECT count(*) FROM gold.hybrid_recommendations h JOIN gold.recommendations r "
                              "USING (user_id, movie_id)") < 0.9 * 610 * 20

@@ -193,13 +193,10 @@ def interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
     )
 
 
-def user_histories(interactions: DataFrame) -> DataFrame:
-    """id, history (movie ids), history_signal (each one's ALS signal) and exclude (the seen movies, never
-    recommended) of every user in `interactions`."""
+def seen_movies(interactions: DataFrame) -> DataFrame:
+    """id, exclude: the movies each user of `interactions` has seen (rated or viewed), never recommended to them."""
     return interactions.groupBy(F.col("user_id").alias("id")).agg(
-        F.collect_list(F.struct("movie_id", "rating")).alias("h"),
-        F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"),
-    ).select("id", F.col("h.movie_id").alias("history"), F.col("h.rating").alias("history_signal"), "exclude")
+        F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"))
 
 
 def item_users(train: DataFrame) -> DataFrame:

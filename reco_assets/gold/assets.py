@@ -243,8 +243,8 @@ def gold_recommendations(
     model = als.load_factors(spark, lakehouse)
     info = model.info
     events, _ = als.read_silver_events(spark, lakehouse)
-    seen = als.user_histories(als.interactions(_read(spark, lakehouse, "silver", "ratings"), events))
-    queries = model.users.join(seen.select("id", "exclude"), "id", "left").withColumn(
+    seen = als.seen_movies(als.interactions(_read(spark, lakehouse, "silver", "ratings"), events))
+    queries = model.users.join(seen, "id", "left").withColumn(
         "exclude", F.coalesce("exclude", F.array().cast("array<int>"))
     )
     # cached: the sorted write samples its input first, which would score every user twice

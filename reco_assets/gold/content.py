@@ -59,8 +59,8 @@ class ContentIndex:
     def similarities(self, histories: list[np.ndarray], weights: list[np.ndarray],
                      candidates: list[np.ndarray]) -> list[np.ndarray]:
         """For each user, the cosine between each of their candidates and their profile (the weighted sum of their
-        history movies' vectors). All users at once: one sparse product builds the profiles, one row-wise product
-        scores every (user, candidate) pair."""
+        history movies' vectors). All users at once: one sparse product builds the profiles; each candidate's words
+        are then looked up in its owner's profile."""
         from sklearn.preprocessing import normalize
 
         n = len(histories)
@@ -74,8 +74,12 @@ class ContentIndex:
         scores = np.zeros(sum(counts), np.float32)
         candidate_rows, candidate_known = self.positions(np.concatenate(candidates) if n else np.empty(0, np.int64))
         owners = np.repeat(np.arange(n), counts)[candidate_known]
-        scores[candidate_known] = np.asarray(
-            self.vectors[candidate_rows].multiply(profiles[owners]).sum(axis=1)).ravel()
+        # Only the candidates' own words are looked up in their owner's profile: a copy of the profile per candidate
+        # would hold every word of every history (tens of GB for 20,000 users of ml-25m with its tags).
+        profiles.sort_indices()  # the look-ups below search each profile row
+        words = self.vectors[candidate_rows].tocoo()
+        profile_values = np.asarray(profiles[owners[words.row], words.col]).ravel()
+        scores[candidate_known] = np.bincount(words.row, words.data * profile_values, minlength=len(candidate_rows))
         return np.split(scores, np.cumsum(counts)[:-1]) if n else []
 
 

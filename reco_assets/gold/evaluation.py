@@ -113,7 +113,7 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     catalog_size = movies.count()
     train = als.interactions(split.train, split.events).cache()
     queries = (
-        als.user_histories(train)
+        als.seen_movies(train)
         .join(split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")),
               "id")
         .join(split.cutoffs.withColumnRenamed("user_id", "id"), "id")

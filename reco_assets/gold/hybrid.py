@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reco_assets.gold import als, ranker, trending
+from reco_assets.gold.candidates import DAY_SECONDS
 from reco_assets.gold.content import content_index
 from reco_assets.gold.ranker import RankerConfig
 from reco_assets.lakehouse import LakehouseResource
@@ -61,7 +62,7 @@ def served_trend(
         trend = trending.decayed_scores(events, as_of, config.stream_half_life_hours).select("movie_id", "trend_score")
         return trend.toPandas(), f"stream events as of {as_of.isoformat()}"
     latest = ratings.agg(F.max("rated_at")).first()[0].astimezone(UTC)
-    age_days = (F.lit(latest).cast("double") - F.col("rated_at").cast("double")) / 86400.0
+    age_days = (F.lit(latest).cast("double") - F.col("rated_at").cast("double")) / DAY_SECONDS
     trend = ratings.groupBy("movie_id").agg(
         F.sum(F.pow(F.lit(2.0), -age_days / F.lit(config.trend_half_life_days))).alias("trend_score"))
     return trend.toPandas(), f"ratings as of {latest.isoformat()}"
@@ -78,7 +79,8 @@ def anyone_list(item_ids: np.ndarray, popularity: np.ndarray, trend: pd.DataFram
 
 
 def ranked_rows(model, scored: ranker.Candidates, users: np.ndarray, features: list[str], k: int) -> pd.DataFrame:
-    """RANKED_SCHEMA rows of each user's best k candidates; a signal column is NaN when its feature is not used."""
+    """RANKED_SCHEMA rows of each user's best k candidates; a signal is NaN where it has no value (EASE does not model
+    the movie, or the ranker does not use that feature)."""
     picked, rank, probability = ranker.best(model, scored, k)
 
     def feature(name: str) -> np.ndarray:
@@ -142,7 +144,8 @@ def gold_hybrid_recommendations(
     df = (
         rows.join(F.broadcast(movies.select("movie_id", "title")), "movie_id", "left")
         .withColumn("model_version", F.lit(version))
-        .select(*[F.col(c).cast("float") if c in SIGNAL_COLUMNS else F.col(c) for c in HYBRID_COLUMNS])
+        .select(*[F.nanvl(F.col(c).cast("float"), F.lit(None).cast("float")).alias(c) if c in SIGNAL_COLUMNS
+                  else F.col(c) for c in HYBRID_COLUMNS])  # NULL, not NaN, where a signal has no value
         .orderBy(F.col("user_id").asc_nulls_first(), "rank")
     )
     table = lakehouse.table("gold.hybrid_recommendations")

@@ -26,9 +26,9 @@ FEATURES = (
     "trend_year", "year_gap", "age_days", "content", "activity",
 )
 GENERATORS = ("ease_recent", "ease", "popular", "trending")
-QUERY_BLOCK = 1024  # query rows whose EASE scores are dense at once: 1,024 × 4,000 × 4 bytes = 16 MB
+QUERY_BLOCK = 1024  # query rows whose EASE scores are dense at once: 2 × 1,024 × 4,000 × 4 bytes = 32 MB
 PASS_ROWS = 20_000  # query rows whose candidates and features are held at once (about 2.4M pairs)
-IMPORTANCE_USERS = 1000  # validation users the permutation importances are measured on
+IMPORTANCE_USERS = 500  # validation users the permutation importances are measured on
 
 
 class RankerConfig(dg.Config):
@@ -130,6 +130,19 @@ class Generators:
         self.daily = gen.daily_counts(history)
         self.first = gen.first_seen(history)
         self.item_times = gen.item_times(history)
+        self._trending: dict[float, tuple[int, np.ndarray]] = {}  # day -> (length asked for, list)
+
+    def trending(self, trend_days: float, days: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        """For each cutoff day, the first `lengths` movies by interactions in the `trend_days` up to and including
+        it (`recent_popularity_lists`); lists already made for a day are reused."""
+        missing = np.array([day not in self._trending or self._trending[day][0] < length
+                            for day, length in zip(days, lengths, strict=True)], bool)
+        if missing.any():
+            lists = gen.recent_popularity_lists(self.daily[0], self.daily[1], len(self.history.item_ids),
+                                                days[missing] + 1, trend_days, lengths[missing], self.daily[2])
+            for day, length, found in zip(days[missing], lengths[missing], lists, strict=True):
+                self._trending[day] = (int(length), found)
+        return [self._trending[day][1][:length] for day, length in zip(days, lengths, strict=True)]
 
 
 def _ranks_within(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -160,24 +173,32 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
     """
     history, ease = generators.history, generators.ease
     n = config.candidates_per_generator
-    n_rows, n_items = len(queries), len(history.item_ids)
+    n_rows = len(queries)
     positions, known = locate(history.user_ids, queries.users)
     select = sparse.csr_matrix((np.ones(len(positions), np.float32), (np.flatnonzero(known), positions)),
                                shape=(n_rows, len(history.user_ids)))
     binary, recent = select @ generators.binary, select @ generators.recent
     excluded = _excluded(history, queries)
 
-    none = [np.empty(0, np.int64)] * n_rows
-    popular = (gen.unseen_heads(generators.popular_order, excluded, np.arange(n_rows), n)
-               if "popular" in config.generators else none)
-    cutoff_days, day_of_row = np.unique(np.floor(queries.as_of / gen.DAY_SECONDS), return_inverse=True)
-    lengths = np.zeros(len(cutoff_days), np.int64)
-    np.maximum.at(lengths, day_of_row, np.diff(excluded.indptr) + n)
-    trending = none
+    listed_rows, listed_items = [np.empty(0, np.int64)], [np.empty(0, np.int64)]  # popular and trending
+    if "popular" in config.generators:
+        found = gen.unseen_heads(generators.popular_order, excluded, np.arange(n_rows), n)
+        listed_rows.append(found[0])
+        listed_items.append(found[1])
     if "trending" in config.generators:
-        lists = gen.recent_popularity_lists(*generators.daily[:2], n_items, cutoff_days, config.trend_days, lengths,
-                                            generators.daily[2])
-        trending = [gen.unseen_heads(lists[day], excluded, [row], n)[0] for row, day in enumerate(day_of_row)]
+        cutoff_days, day_of_row = np.unique(np.floor(queries.as_of / gen.DAY_SECONDS), return_inverse=True)
+        lengths = np.zeros(len(cutoff_days), np.int64)
+        np.maximum.at(lengths, day_of_row, np.diff(excluded.indptr) + n)
+        lists = generators.trending(config.trend_days, cutoff_days, lengths)
+        by_day = np.argsort(day_of_row, kind="stable")
+        bounds = np.searchsorted(day_of_row[by_day], np.arange(len(cutoff_days) + 1))
+        for day, ranked in enumerate(lists):
+            found = gen.unseen_heads(ranked, excluded, by_day[bounds[day]:bounds[day + 1]], n)
+            listed_rows.append(found[0])
+            listed_items.append(found[1])
+    listed_rows, listed_items = np.concatenate(listed_rows), np.concatenate(listed_items)
+    order = np.argsort(listed_rows, kind="stable")
+    listed_rows, listed_items = listed_rows[order], listed_items[order]
     generating = np.array([name in config.generators for name in ("ease_recent", "ease")])
 
     rows, items, ease_scores = [], [], []
@@ -186,16 +207,21 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
         scored = np.stack([ease.scores(recent[block]), ease.scores(binary[block])])  # [2, rows, c]
         seen_rows, seen_columns = excluded[block][:, ease.columns].nonzero()
         scored[:, seen_rows, seen_columns] = -np.inf
+        scored[:, binary[block][:, ease.columns].getnnz(axis=1) == 0] = -np.inf  # no history EASE knows: no opinion
         top = min(n, scored.shape[2])
         heads = np.argpartition(-scored, top - 1, axis=2)[:, :, :top] if top else np.empty((2, len(block), 0), int)
         finite = np.isfinite(np.take_along_axis(scored, heads, axis=2)) & generating[:, None, None]
         block_rows = [np.broadcast_to(block[:, None], heads.shape)[finite]]
         block_items = [ease.columns[heads[finite]]]
-        for lists in (popular, trending):
-            block_rows.append(np.repeat(block, [len(lists[row]) for row in block]))
-            block_items.append(np.concatenate([lists[row] for row in block]).astype(np.int64))
+        lo, hi = np.searchsorted(listed_rows, [block[0], block[-1] + 1])
+        block_rows.append(listed_rows[lo:hi])
+        block_items.append(listed_items[lo:hi])
         keys = np.unique((np.concatenate(block_rows).astype(np.int64) << 32) + np.concatenate(block_items))
         pair_rows, pair_items = keys >> 32, keys & 0xFFFFFFFF
+        # A movie nobody had interacted with by the row's moment did not exist for it (in the per-user protocol,
+        # other users' later ratings are in the training window).
+        existed = generators.first[pair_items] <= queries.as_of[pair_rows]
+        keys, pair_rows, pair_items = keys[existed], pair_rows[existed], pair_items[existed]
         column, in_model = locate(ease.columns, pair_items)
         values = np.full((2, len(keys)), np.nan, np.float32)
         values[:, in_model] = scored[:, pair_rows[in_model] - start, column]
@@ -339,16 +365,19 @@ def learn(config: RankerConfig, ratings: DataFrame, events: DataFrame | None, ta
 
 def importances(learned: Learned, k: int, seed: int = 0) -> dict[str, float]:
     """Per feature, how much nDCG@k on (up to IMPORTANCE_USERS of) the validation slice drops when that feature's
-    values are shuffled across the candidates: what the trees lean on."""
+    values are shuffled: across candidates, or across users for a feature of the user (the same on all their
+    candidates, such as `activity`). What the trees lean on."""
     rng = np.random.default_rng(seed)
     training, n_users = learned.training, len(learned.relevant)
     users = np.sort(rng.choice(n_users, min(n_users, IMPORTANCE_USERS), replace=False))
     kept = np.isin(training.row, users)
-    renumbered = np.searchsorted(users, training.row[kept])
+    row = np.searchsorted(users, training.row[kept])
     relevant = [learned.relevant[user] for user in users]
+    first = np.searchsorted(row, np.arange(len(users)))  # each user's first candidate (rows are sorted)
+    has_candidates = first < len(row)
 
     def ndcg(features: np.ndarray) -> float:
-        ranked = top_k(learned.model, Candidates(renumbered, training.movie_id[kept], features), len(users), k)
+        ranked = top_k(learned.model, Candidates(row, training.movie_id[kept], features), len(users), k)
         return float(ranking_metrics(ranked, relevant, k)["ndcg"].mean())
 
     features = training.features[kept]
@@ -356,6 +385,11 @@ def importances(learned: Learned, k: int, seed: int = 0) -> dict[str, float]:
     drops = {}
     for column, name in enumerate(learned.features):
         shuffled = features.copy()
-        shuffled[:, column] = rng.permutation(shuffled[:, column])
+        per_user = features[first[has_candidates], column]
+        if np.array_equal(features[:, column], per_user[np.searchsorted(np.flatnonzero(has_candidates), row)],
+                          equal_nan=True):
+            shuffled[:, column] = rng.permutation(per_user)[np.searchsorted(np.flatnonzero(has_candidates), row)]
+        else:
+            shuffled[:, column] = rng.permutation(shuffled[:, column])
         drops[name] = round(baseline - ndcg(shuffled), 5)
     return drops

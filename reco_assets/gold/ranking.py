@@ -110,17 +110,6 @@ def top_k(
         yield rows, best_ids, best_scores
 
 
-def padded(arrays: Sequence[Sequence], width: int | None = None, fill=-1, dtype=np.int64) -> np.ndarray:
-    """The arrays as the rows of a matrix `width` wide (default: the longest), cut or filled with `fill`."""
-    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
-    width = int(lengths.max(initial=0)) if width is None else width
-    rows = np.full((len(arrays), width), fill, dtype)
-    kept = np.arange(width) < np.minimum(lengths, width)[:, None]
-    if kept.any():
-        rows[kept] = np.concatenate([np.asarray(a, dtype)[:width] for a in arrays])
-    return rows
-
-
 def ranking_metrics(recommended: np.ndarray, relevant: Sequence[Sequence[int]], k: int) -> dict[str, np.ndarray]:
     """precision, recall, nDCG and average precision at k with binary relevance, one value per user.
 

@@ -64,8 +64,10 @@ def test_unseen_heads_skip_each_rows_excluded_items():
     from scipy import sparse
 
     excluded = sparse.csr_matrix(([1.0, 1.0], ([0, 0], [3, 1])), shape=(2, 5))
-    heads = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([0, 1]), 3)
-    assert [head.tolist() for head in heads] == [[2, 0, 4], [3, 2, 1]]
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([0, 1]), 3)
+    assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(0, 2), (0, 0), (0, 4), (1, 3), (1, 2), (1, 1)]
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([1, 0]), 2, chunk=1)
+    assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(1, 3), (1, 2), (0, 2), (0, 0)]
 
 
 def test_timed_interactions_keep_each_pairs_latest_moment_and_what_was_seen(spark):

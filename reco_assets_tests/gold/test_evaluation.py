@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+from pyspark.sql import functions as F
 
 from reco_assets.gold import evaluation
 
@@ -25,3 +26,28 @@ def test_day_numbers_are_whole_utc_days(spark):
     frame = spark.createDataFrame([(late,), (late + timedelta(hours=1),)], "at TIMESTAMP")
     days = [row.day for row in frame.select(evaluation.day_number("at")).collect()]
     assert days == [(late - datetime(1970, 1, 1, tzinfo=UTC)).days, 18263]
+
+
+def test_the_hybrid_never_sees_the_test_set(spark):
+    """Two splits with the same training window and different test ratings give the same lists."""
+    import dataclasses
+
+    import numpy as np
+
+    from reco_assets.gold import ranker, splits
+    from reco_assets_tests.gold.test_ranker import CONFIG, sequels
+
+    frame, _ = sequels(120, seed=4)
+    rows = [(int(u), int(m), 4.0, datetime.fromtimestamp(at, UTC)) for u, m, at in frame.itertuples(index=False)]
+    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
+    movies = spark.createDataFrame([(m, 2000, ["Drama"]) for m in range(200)],
+                                   "movie_id INT, year INT, genres ARRAY<STRING>")
+    tags = spark.createDataFrame([], "user_id INT, movie_id INT, tag STRING, tagged_at TIMESTAMP")
+    split = splits.per_user_chronological(ratings, None, 0.2)
+    _, users = ranker.split_rows(split)
+    other_test = split.test.select("user_id", (F.col("movie_id") + 1000).alias("movie_id"), "rating", "rated_at")
+    other = dataclasses.replace(split, test=other_test)
+    other_users = users.assign(relevant=[[m + 1000 for m in r] for r in users["relevant"]])
+    lists = evaluation.hybrid_top_k(CONFIG, split, movies, tags, users, 5)
+    assert (lists >= 0).all()
+    np.testing.assert_array_equal(evaluation.hybrid_top_k(CONFIG, other, movies, tags, other_users, 5), lists)

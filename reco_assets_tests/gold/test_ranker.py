@@ -37,7 +37,7 @@ def queries_of(frame: pd.DataFrame) -> ranker.Queries:
                           [np.asarray(seen[user], np.int64) for user in latest.index])
 
 
-def test_candidates_are_unseen_and_described_as_of_each_cutoff():
+def test_candidates_are_unseen():
     frame, _ = sequels(40, seed=1)
     history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
     queries = queries_of(frame)
@@ -47,12 +47,46 @@ def test_candidates_are_unseen_and_described_as_of_each_cutoff():
     assert np.all(np.diff(found.row) >= 0) and set(found.row) == set(range(len(queries.users)))
     for row, seen in enumerate(queries.exclude):
         assert not np.isin(found.movie_id[found.row == row], seen).any(), row
-    feature = dict(zip(ranker.FEATURES, found.features.T, strict=True))
-    # Every user's cutoff is their last day; nobody watches a classic in the 30 days before it.
-    classic = found.movie_id >= 100
-    assert not classic.any() or (feature["trend"][classic] == 0).all()
-    assert (feature["year_gap"] == 1970 - 2000).all()  # cutoffs within 1970's first weeks
-    assert (feature["age_days"] >= 0).all()
+    year_gap = found.features[:, ranker.FEATURES.index("year_gap")]
+    assert (year_gap == 1970 - 2000).all()  # every cutoff lies in 1970's first weeks
+
+
+def test_candidates_and_their_trend_are_as_of_the_rows_moment():
+    day = 86400.0
+    rows = [(user, 600, 100 * day) for user in range(1, 31)]  # before the cutoff, within 30 days of it
+    rows += [(user, 600, 200 * day) for user in range(31, 61)]  # after it
+    rows += [(user, 500, 200 * day) for user in range(1, 61)]  # a movie that appears after the cutoff
+    rows += [(99, 700, 109 * day), (99, 701, 110 * day)] + [(user, 700, 90 * day) for user in (1, 2, 3)]
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "at"])
+    history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
+    queries = ranker.Queries(np.array([99]), np.array([110 * day]), [np.array([700, 701])])
+    found = ranker.candidates(CONFIG, ranker.Generators(CONFIG, history), queries, pd.Series(dtype=float),
+                              content_of(history.item_ids))
+    assert found.movie_id.tolist() == [600], "500 did not exist at the cutoff; 700 and 701 are seen"
+    feature = dict(zip(ranker.FEATURES, found.features[0], strict=True))
+    assert feature["trend"] == pytest.approx(np.log1p(30))  # the 30 interactions after the cutoff do not count
+    assert feature["popularity"] == pytest.approx(np.log1p(60))  # all-time, as the popularity baseline counts
+    assert feature["age_days"] == pytest.approx(10.0)
+
+
+class Product:
+    """Scores a candidate by the product of its two features (a stand-in for the trees, for this pure test)."""
+
+    @staticmethod
+    def predict_proba(features):
+        score = features[:, 0] * features[:, 1]
+        return np.column_stack([-score, score])
+
+
+def test_importances_shuffle_a_users_own_feature_across_users():
+    rng = np.random.default_rng(0)
+    row = np.repeat(np.arange(50), 10)
+    relevance = rng.random(500)
+    per_user = np.repeat(rng.uniform(1, 2, 50), 10)  # a positive constant per user scales, never reorders
+    training = ranker.Candidates(row, np.tile(np.arange(10), 50), np.column_stack([relevance, per_user]))
+    relevant = [np.array([int(np.argmax(relevance[user * 10:(user + 1) * 10]))]) for user in range(50)]
+    drops = ranker.importances(ranker.Learned(Product, training, relevant, ["score", "user_scale"]), k=3)
+    assert drops["user_scale"] == 0.0 and drops["score"] > 0.3, drops
 
 
 def test_labels_mark_the_relevant_pairs_of_each_row():

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from reco_assets.gold.ranking import ItemIndex, padded, ranking_metrics, top_k
+from reco_assets.gold.ranking import ItemIndex, ranking_metrics, top_k
+
+
+def padded(arrays, fill=-1):
+    """Lists as the rows of one matrix, filled with `fill` (what ranking_metrics takes)."""
+    width = max(map(len, arrays), default=0)
+    return np.array([list(a) + [fill] * (width - len(a)) for a in arrays], np.int64).reshape(len(arrays), width)
 
 
 def collect(index, users, exclude, k, block=2):

@@ -147,3 +147,7 @@ def test_a_user_newer_than_als_is_ranked_from_their_first_views(stream_trained, 
                  LATE_USER)
     assert len(rows) == 20 and {source for _, source, _ in rows} == {"hybrid"}
     assert not {movie for movie, *_ in rows} & set(anyone[:2]), "what they viewed is never recommended"
+    anyone_now = [m for (m,) in query(data_dir, "SELECT movie_id FROM {hybrid} WHERE user_id IS NULL ORDER BY rank")]
+    assert [movie for movie, *_ in rows] != [m for m in anyone_now if m not in anyone[:2]][:20], (
+        "their two views shape the list: it is not anyone's list without them")
+    assert sum(ease is not None for *_, ease in rows) >= 10, "EASE scores most of their picks from the two views"
