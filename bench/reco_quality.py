@@ -146,8 +146,8 @@ def ablate(ratings, movies, tags, protocol: str) -> None:
         report(name, evaluation.hybrid_top_k(variant, split, movies, tags, users, k), started)
     learned = ranker.learn(RankerConfig(), split.train, split.events, splits.training_tags(split, tags), movies, years)
     drops = ranker.importances(learned, k)
-    print(f"\nthe full ranker's permutation importances (nDCG@{k} drop on {min(len(learned.relevant), 1000)} "
-          f"validation users when a feature is shuffled)\n")
+    print(f"\nthe full ranker's permutation importances (nDCG@{k} drop on "
+          f"{min(len(learned.relevant), ranker.IMPORTANCE_USERS)} validation users when a feature is shuffled)\n")
     print("| feature | nDCG drop |\n|---|---:|")
     for feature, drop in sorted(drops.items(), key=lambda item: -item[1]):
         print(f"| {feature} | {drop:.4f} |")

@@ -174,7 +174,7 @@ def unseen_heads(ranked: np.ndarray, excluded: sparse.csr_matrix, rows: np.ndarr
         part = rows[start:start + chunk]
         head = np.asarray(ranked[:n + int(seen[part].max())], np.int64)  # at most that many are excluded
         open_ = excluded[part][:, head].toarray() == 0
-        keep = open_ & (np.cumsum(open_, axis=1) <= n)
+        keep = open_ & (np.cumsum(open_, axis=1, dtype=np.int32) <= n)
         at_row, at = np.nonzero(keep)
         found_rows.append(part[at_row])
         found_items.append(head[at])

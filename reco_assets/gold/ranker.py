@@ -130,16 +130,18 @@ class Generators:
         self.daily = gen.daily_counts(history)
         self.first = gen.first_seen(history)
         self.item_times = gen.item_times(history)
+        self.trend_days = config.trend_days
         self._trending: dict[float, tuple[int, np.ndarray]] = {}  # day -> (length asked for, list)
 
-    def trending(self, trend_days: float, days: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    def trending(self, days: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """For each cutoff day, the first `lengths` movies by interactions in the `trend_days` up to and including
-        it (`recent_popularity_lists`); lists already made for a day are reused."""
+        it (`recent_popularity_lists`); lists this object already made for a day are reused."""
         missing = np.array([day not in self._trending or self._trending[day][0] < length
                             for day, length in zip(days, lengths, strict=True)], bool)
         if missing.any():
             lists = gen.recent_popularity_lists(self.daily[0], self.daily[1], len(self.history.item_ids),
-                                                days[missing] + 1, trend_days, lengths[missing], self.daily[2])
+                                                days[missing] + 1, self.trend_days, lengths[missing],
+                                                self.daily[2])
             for day, length, found in zip(days[missing], lengths[missing], lists, strict=True):
                 self._trending[day] = (int(length), found)
         return [self._trending[day][1][:length] for day, length in zip(days, lengths, strict=True)]
@@ -189,7 +191,7 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
         cutoff_days, day_of_row = np.unique(np.floor(queries.as_of / gen.DAY_SECONDS), return_inverse=True)
         lengths = np.zeros(len(cutoff_days), np.int64)
         np.maximum.at(lengths, day_of_row, np.diff(excluded.indptr) + n)
-        lists = generators.trending(config.trend_days, cutoff_days, lengths)
+        lists = generators.trending(cutoff_days, lengths)
         by_day = np.argsort(day_of_row, kind="stable")
         bounds = np.searchsorted(day_of_row[by_day], np.arange(len(cutoff_days) + 1))
         for day, ranked in enumerate(lists):
@@ -225,6 +227,7 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
         column, in_model = locate(ease.columns, pair_items)
         values = np.full((2, len(keys)), np.nan, np.float32)
         values[:, in_model] = scored[:, pair_rows[in_model] - start, column]
+        values[~np.isfinite(values)] = np.nan  # a history EASE does not model gives it no score
         rows.append(pair_rows)
         items.append(pair_items)
         ease_scores.append(values)
@@ -374,7 +377,7 @@ def importances(learned: Learned, k: int, seed: int = 0) -> dict[str, float]:
     row = np.searchsorted(users, training.row[kept])
     relevant = [learned.relevant[user] for user in users]
     first = np.searchsorted(row, np.arange(len(users)))  # each user's first candidate (rows are sorted)
-    has_candidates = first < len(row)
+    has_candidates = np.isin(np.arange(len(users)), row)
 
     def ndcg(features: np.ndarray) -> float:
         ranked = top_k(learned.model, Candidates(row, training.movie_id[kept], features), len(users), k)

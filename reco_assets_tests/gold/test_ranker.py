@@ -129,3 +129,19 @@ def test_everyone_is_ranked_at_one_moment_without_what_they_have_seen():
     assert [seen.tolist() for seen in queries.exclude] == [[1], [1, 3]]  # 7 only clicked 2: still recommendable
     assert [len(rows) for rows, _ in ranker.scored_passes(CONFIG, ranker.Generators(CONFIG, history), queries,
                                                           pd.Series(dtype=float), content_of([1, 2, 3]))] == [2]
+
+
+def test_a_history_ease_does_not_model_gets_no_ease_candidates_nor_scores():
+    rows = [(user, movie, 1.0) for user in range(1, 21) for movie in (10, 11, 12)] + [(99, 50, 2.0)]
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "at"])
+    history = History.of(frame["user_id"], frame["movie_id"], frame["at"])  # movie 50: one user, outside EASE
+    config = ranker.RankerConfig(candidates_per_generator=5, generators=["ease_recent", "ease"])
+    queries = ranker.Queries(np.array([99]), np.array([3.0]), [np.array([50])])
+    found = ranker.candidates(config, ranker.Generators(config, history), queries, pd.Series(dtype=float),
+                              content_of(history.item_ids))
+    assert len(found.row) == 0, "EASE has no opinion on a history it does not model"
+    both = ranker.RankerConfig(candidates_per_generator=5, generators=["ease_recent", "popular"])
+    found = ranker.candidates(both, ranker.Generators(both, history), queries, pd.Series(dtype=float),
+                              content_of(history.item_ids))
+    assert sorted(found.movie_id.tolist()) == [10, 11, 12]
+    assert np.isnan(found.features[:, [ranker.FEATURES.index("ease_recent"), ranker.FEATURES.index("ease")]]).all()

@@ -65,7 +65,7 @@ def test_recommendations_are_the_users_rows_of_the_model_table(served):
         assert all(m["title"] and m["score"] is not None for m in body["movies"])
         assert body["table_version"] == DeltaTable(
             LakehouseResource(data_dir=str(served.data_dir)).table(table).uri).version()
-        assert body["about"]["model_version"].startswith("als-")
+        assert body["about"]["model_version"].startswith(f"{model}-")
         columns = {"als": ["rank", "movie_id", "title", "year", "score"],
                    "hybrid": ["rank", "movie_id", "title", "reason", "score"]}[model]  # the CLI's columns too
         assert all(list(m) == columns for m in body["movies"])
