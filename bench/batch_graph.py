@@ -283,18 +283,12 @@ def report(results: dict[str, dict], scaling: bool = True) -> str:
                 f"| {label} | {r['ratings']:,} | {r['total_seconds']} | {cost:.2f}× | "
                 f"{r['ratings'] / base['ratings']:.2f}× | {r['total_seconds'] / r['ratings'] * 1e6:.1f} |"
             )
-    lines.append("")
-    lines.append("Inside als_model_and_evaluation, the evaluation's stages (seconds):")
-    lines.append("")
-    for label in labels:
-        stages = results[label]["evaluation_stages"]
-        lines.append(f"- {label}: " + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items()))
-    lines.append("")
-    lines.append("Inside gold_hybrid_recommendations, its stages (seconds):")
-    lines.append("")
-    for label in labels:
-        stages = results[label]["hybrid_stages"]
-        lines.append(f"- {label}: " + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items()))
+    for title, key in (("Inside als_model_and_evaluation, the evaluation's stages", "evaluation_stages"),
+                       ("Inside gold_hybrid_recommendations, its stages", "hybrid_stages")):
+        lines += ["", f"{title} (seconds):", ""]
+        for label in labels:
+            stages = results[label][key]
+            lines.append(f"- {label}: " + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items()))
     sample = results.get("sample")
     if sample:
         lines.append("")
