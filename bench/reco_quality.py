@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dagster_pyspark.resources import spark_session_from_config  # noqa: E402
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
-from reco_assets.gold import evaluation, ranker, splits  # noqa: E402
+from reco_assets.gold import als, evaluation, ranker, splits  # noqa: E402
 from reco_assets.gold.assets import ModelConfig  # noqa: E402
-from reco_assets.gold.content import content_index  # noqa: E402
+from reco_assets.gold.candidates import TrainingWindow  # noqa: E402
 from reco_assets.gold.ranker import FEATURES, GENERATORS, RankerConfig  # noqa: E402
 from reco_assets.gold.ranking import ranking_metrics  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
@@ -113,11 +113,13 @@ def ablate(ratings, movies, tags, protocol: str) -> None:
     config = ModelConfig(report_rmse=False)
     k = config.eval_k
     split = split_of(protocol, ratings, config)
-    history, users = ranker.split_rows(split)
+    users = evaluation.collect_users(evaluation.evaluated_users(split, als.interactions(split.train, split.events)))
+    window = TrainingWindow.collect(split.train, split.events)
+    history, _ = window.history()
     queries = ranker.Queries.of(users)
     relevant = [np.asarray(r, np.int64) for r in users["relevant"]]
-    years = ranker.release_years(movies)
-    content = content_index(movies, splits.training_tags(split, tags))
+    catalog = ranker.Catalog.collect(movies, splits.training_tags(split, tags))
+    years, content = catalog.years(), catalog.content()
     print(f"\n{split.description}: {len(users)} users\n")
     print(f"| variant | nDCG@{k} | recall@{k} | ÷ popularity | seconds |")
     print("|---|---:|---:|---:|---:|")
@@ -144,7 +146,7 @@ def ablate(ratings, movies, tags, protocol: str) -> None:
     for name, variant in variants.items():
         started = time.monotonic()
         report(name, evaluation.hybrid_top_k(variant, split, movies, tags, users, k), started)
-    learned = ranker.learn(RankerConfig(), split.train, split.events, splits.training_tags(split, tags), movies, years)
+    learned = ranker.learn(RankerConfig(), window, catalog)
     drops = ranker.importances(learned, k)
     print(f"\nthe full ranker's permutation importances (nDCG@{k} drop on "
           f"{min(len(learned.relevant), ranker.IMPORTANCE_USERS)} validation users when a feature is shuffled)\n")

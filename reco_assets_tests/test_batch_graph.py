@@ -196,7 +196,7 @@ def test_the_hybrid_says_what_its_ranker_learned_from_and_leans_on(batch_graph):
     importances = metadata["feature_importances"]
     assert set(importances) == set(FEATURES)
     assert importances["ease_recent"] > 0.05, importances  # shuffling the recent-EASE score costs nDCG
-    assert set(metadata["stage_seconds"]) == {"learn", "rank", "importances", "write"}
+    assert set(metadata["stage_seconds"]) == {"collect", "learn", "rank", "importances", "write"}
 
 
 def test_similar_and_popular_movies(warehouse):

@@ -12,26 +12,16 @@ Design and figures: docs/recommendation-quality.md.
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import sparse
+from scipy.linalg import lapack
 
 from reco_assets.gold.als import SEEN_EVENT_TYPES
 from reco_assets.gold.ranking import locate
 
 DAY_SECONDS = 86400.0
-
-
-def timed_interactions(ratings: DataFrame, events: DataFrame | None) -> DataFrame:
-    """user_id, movie_id, at (epoch seconds of its latest interaction), seen: every (user, movie) pair rated or in
-    the stream; seen when rated or viewed (SEEN_EVENT_TYPES), as ALS counts it."""
-    rows = ratings.select("user_id", "movie_id", F.col("rated_at").alias("at"), F.lit(True).alias("seen"))
-    if events is not None:
-        rows = rows.unionByName(events.select(
-            "user_id", "movie_id", F.col("event_ts").alias("at"), F.col("event_type").isin(*SEEN_EVENT_TYPES)
-            .alias("seen")))
-    return rows.groupBy("user_id", "movie_id").agg(F.max(F.col("at").cast("double")).alias("at"),
-                                                    F.max("seen").alias("seen"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +61,58 @@ class History:
 
 
 @dataclass(frozen=True)
+class TrainingWindow:
+    """A training window on the driver, collected once: `rated` (user_id, movie_id, at: epoch seconds), and
+    `streamed`, the stream's (user, movie) pairs (user_id, movie_id, at: the latest event, seen: rated or viewed,
+    SEEN_EVENT_TYPES, as ALS counts it)."""
+
+    rated: pd.DataFrame
+    streamed: pd.DataFrame
+
+    @classmethod
+    def collect(cls, ratings: DataFrame, events: DataFrame | None) -> "TrainingWindow":
+        rated = ratings.select("user_id", "movie_id", F.col("rated_at").cast("double").alias("at")).toPandas()
+        if events is None:
+            return cls(rated, pd.DataFrame({"user_id": np.empty(0, np.int64), "movie_id": np.empty(0, np.int64),
+                                            "at": np.empty(0), "seen": np.empty(0, bool)}))
+        streamed = events.groupBy("user_id", "movie_id").agg(
+            F.max(F.col("event_ts").cast("double")).alias("at"),
+            F.max(F.col("event_type").isin(*SEEN_EVENT_TYPES)).alias("seen")).toPandas()
+        return cls(rated, streamed)
+
+    def history(self) -> tuple[History, np.ndarray]:
+        """The History of every (user, movie) pair rated or streamed, at its latest moment, and which pairs are seen
+        (never recommended): every rated one, and the streamed ones seen."""
+        frames = (self.rated, self.streamed)
+        users, movies, at = (np.concatenate([f[c].to_numpy(t) for f in frames]) for c, t in
+                             (("user_id", np.int64), ("movie_id", np.int64), ("at", np.float64)))
+        seen = np.concatenate([np.ones(len(self.rated), bool), self.streamed["seen"].to_numpy(bool)])
+        keys, pair = np.unique((users << 32) | movies, return_inverse=True)
+        latest = np.full(len(keys), -np.inf)
+        np.maximum.at(latest, pair, at)
+        any_seen = np.zeros(len(keys), bool)
+        np.logical_or.at(any_seen, pair, seen)
+        return History.of(keys >> 32, keys & 0xFFFFFFFF, latest), any_seen
+
+    def holdout(self, fraction: float) -> tuple["TrainingWindow", pd.DataFrame]:
+        """Each user's latest ratings held out as `als.chronological_split` holds them (a share, at least one, of
+        users with two or more; latest by time, then by movie id): the window without them or the stream's pairs on
+        them, and the held-out ratings (user_id, movie_id, at), by user."""
+        rated = self.rated.sort_values(["user_id", "at", "movie_id"], ascending=[True, False, False], kind="stable")
+        users = rated["user_id"].to_numpy(np.int64)
+        first = np.searchsorted(users, users, "left")
+        count = np.searchsorted(users, users, "right") - first
+        held = (count >= 2) & (np.arange(len(users)) - first < np.maximum(1, np.floor(count * fraction)))
+        held_pairs = _pair_keys(rated[held])
+        streamed = self.streamed[~np.isin(_pair_keys(self.streamed), held_pairs)]
+        return TrainingWindow(rated[~held], streamed), rated[held]
+
+
+def _pair_keys(frame: pd.DataFrame) -> np.ndarray:
+    return (frame["user_id"].to_numpy(np.int64) << 32) | frame["movie_id"].to_numpy(np.int64)
+
+
+@dataclass(frozen=True)
 class Ease:
     """EASE weights [c, c] over the item positions `columns` (zero diagonal)."""
 
@@ -91,7 +133,12 @@ def fit_ease(history: History, l2: float, max_items: int) -> Ease:
     binary = history.matrix()[:, columns]
     gram = (binary.T @ binary).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
-    inverse = np.linalg.inv(gram)
+    factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)  # the matrix is symmetric positive definite:
+    if info == 0:  # its inverse from a Cholesky factor takes half the time of a general one
+        upper, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE's Gram matrix is not positive definite (LAPACK info {info})")
+    inverse = np.triu(upper) + np.triu(upper, 1).T
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
     return Ease(columns, weights.astype(np.float32))

@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
 from scipy import sparse
 
 from reco_assets.gold.ranking import locate
@@ -86,8 +85,3 @@ class ContentIndex:
 def _identity(tokens: list[str]) -> list[str]:
     return tokens
 
-
-def content_index(movies: DataFrame, tags: DataFrame) -> ContentIndex:
-    """The ContentIndex of silver movies and tags (collected to the driver; scikit-learn builds it)."""
-    return ContentIndex.from_movies(movies.select("movie_id", "genres").toPandas(),
-                                    tags.select("movie_id", "tag").toPandas())

@@ -14,7 +14,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from reco_assets.gold import als, candidates, ranker
-from reco_assets.gold.content import content_index
 from reco_assets.gold.ranker import RankerConfig
 from reco_assets.gold.ranking import ItemIndex, locate
 from reco_assets.gold.splits import PER_USER, Split, training_tags
@@ -77,19 +76,33 @@ def recent_popularity_top_k(queries: pd.DataFrame, daily: pd.DataFrame, window_d
     return recommended
 
 
+def evaluated_users(split: Split, train: DataFrame) -> DataFrame:
+    """One row per test user with a training history: id, exclude (the movies seen in `train`, the split's
+    `als.interactions`), relevant (their test movies), as_of (when they are recommended to)."""
+    relevant = split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant"))
+    return als.seen_movies(train).join(relevant, "id").join(split.cutoffs.withColumnRenamed("user_id", "id"), "id")
+
+
+def collect_users(queries: DataFrame) -> pd.DataFrame:
+    """The `evaluated_users` on the driver, by id, with as_of in epoch seconds and its day."""
+    return queries.select("id", "exclude", "relevant", day_number("as_of"),
+                          F.col("as_of").cast("double").alias("as_of")).orderBy("id").toPandas()
+
+
 def hybrid_top_k(config: RankerConfig, split: Split, movies: DataFrame, tags: DataFrame, users: pd.DataFrame,
                  k: int) -> np.ndarray:
     """[users, k]: the hybrid's best k movie ids for the split's test rows `users` (id, as_of seconds, exclude).
 
-    The ranker learns from a validation slice of the split's training window (ranker.learn), then ranks the test
-    users' candidates drawn from the whole window; content vectors use the split's `training_tags` only.
+    The split's training window is collected once. The ranker learns from a validation slice of it (ranker.learn),
+    then ranks the test users' candidates drawn from the whole window; content vectors use the split's
+    `training_tags` only.
     """
-    years = ranker.release_years(movies)
-    allowed = training_tags(split, tags)
-    learned = ranker.learn(config, split.train, split.events, allowed, movies, years)
-    history, _ = ranker.history_of(split.train, split.events)
-    passes = ranker.scored_passes(config, ranker.Generators(config, history), ranker.Queries.of(users), years,
-                                  content_index(movies, allowed))
+    window = candidates.TrainingWindow.collect(split.train, split.events)
+    catalog = ranker.Catalog.collect(movies, training_tags(split, tags))
+    learned = ranker.learn(config, window, catalog)
+    history, _ = window.history()
+    passes = ranker.scored_passes(config, ranker.Generators(config, history), ranker.Queries.of(users),
+                                  catalog.years(), catalog.content())
     return np.concatenate([ranker.top_k(learned.model, scored, len(rows), k) for rows, scored in passes]
                           or [np.empty((0, k), np.int64)])
 
@@ -112,13 +125,7 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     k = config.eval_k
     catalog_size = movies.count()
     train = als.interactions(split.train, split.events).cache()
-    queries = (
-        als.seen_movies(train)
-        .join(split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant")),
-              "id")
-        .join(split.cutoffs.withColumnRenamed("user_id", "id"), "id")
-        .cache()
-    )
+    queries = evaluated_users(split, train).cache()
     item_users = als.item_users(train).cache()
     train_users = train.select("user_id").distinct().count()
     lap("split")
@@ -136,8 +143,7 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
     metrics["popularity"] = summary(als.evaluate_top_k(pop_queries, popularity, k))
     lap("popularity")
-    users = queries.select("id", "exclude", "relevant", day_number("as_of"),
-                           F.col("as_of").cast("double").alias("as_of")).toPandas()
+    users = collect_users(queries)
     daily = split.train.groupBy("movie_id", day_number("rated_at")).agg(F.count(F.lit(1)).alias("ratings"))
     recent = recent_popularity_top_k(users, daily.toPandas(), config.recent_popularity_days, k)
     metrics["recent_popularity"] = summary(spark.createDataFrame(

@@ -15,9 +15,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from reco_assets.gold import als, ranker, trending
-from reco_assets.gold.candidates import DAY_SECONDS
-from reco_assets.gold.content import content_index
+from reco_assets.gold import als, candidates, ranker, trending
 from reco_assets.gold.ranker import RankerConfig
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.duck import scalar
@@ -62,7 +60,7 @@ def served_trend(
         trend = trending.decayed_scores(events, as_of, config.stream_half_life_hours).select("movie_id", "trend_score")
         return trend.toPandas(), f"stream events as of {as_of.isoformat()}"
     latest = ratings.agg(F.max("rated_at")).first()[0].astimezone(UTC)
-    age_days = (F.lit(latest).cast("double") - F.col("rated_at").cast("double")) / DAY_SECONDS
+    age_days = (F.lit(latest).cast("double") - F.col("rated_at").cast("double")) / candidates.DAY_SECONDS
     trend = ratings.groupBy("movie_id").agg(
         F.sum(F.pow(F.lit(2.0), -age_days / F.lit(config.trend_half_life_days))).alias("trend_score"))
     return trend.toPandas(), f"ratings as of {latest.isoformat()}"
@@ -119,18 +117,19 @@ def gold_hybrid_recommendations(
     events, events_version = als.read_silver_events(spark, lakehouse)
     events_read_until = events.agg(F.max("received_at")).first()[0] if events is not None else None
     movies, tags = (lakehouse.table(f"silver.{name}").read(spark).cache() for name in ("movies", "tags"))
-    years = ranker.release_years(movies)
-    learned = ranker.learn(config, ratings, events, tags, movies, years)
+    window = candidates.TrainingWindow.collect(ratings, events)
+    catalog = ranker.Catalog.collect(movies, tags)
+    lap("collect")
+    learned = ranker.learn(config, window, catalog)
     lap("learn")
 
-    history, seen = ranker.history_of(ratings, events)
+    history, seen = window.history()
     as_of = float(history.at.max())
     queries = ranker.Queries.everyone(history, seen, as_of)
     generators = ranker.Generators(config, history)
-    content = content_index(movies, tags)
+    passes = ranker.scored_passes(config, generators, queries, catalog.years(), catalog.content())
     ranked = pd.concat([ranked_rows(learned.model, scored, rows.users, config.features, config.k)
-                        for rows, scored in ranker.scored_passes(config, generators, queries, years, content)],
-                       ignore_index=True)
+                        for rows, scored in passes], ignore_index=True)
     lap("rank")
     trend, trend_source = served_trend(spark, lakehouse, ratings, config)
     anyone = anyone_list(history.item_ids, generators.popularity, trend, config.k)

@@ -13,12 +13,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from scipy import sparse
 
 from reco_assets.gold import candidates as gen
-from reco_assets.gold import splits
-from reco_assets.gold.content import ContentIndex, content_index
+from reco_assets.gold.content import ContentIndex
 from reco_assets.gold.ranking import locate, ranking_metrics
 
 FEATURES = (
@@ -85,16 +83,18 @@ class Queries:
                    [np.asarray(seen, np.int64) for seen in frame["exclude"]])
 
     @classmethod
-    def everyone(cls, history: gen.History, seen: np.ndarray, as_of: float) -> "Queries":
-        """Every user of the history, all at `as_of`, each excluding the movies of their `seen` interactions."""
+    def everyone(cls, history: gen.History, seen: np.ndarray, as_of: float | np.ndarray) -> "Queries":
+        """Every user of the history at `as_of` (one moment, or one per user), each excluding the movies of their
+        `seen` interactions."""
         kept = np.flatnonzero(seen)
         kept = kept[np.lexsort((history.item[kept], history.user[kept]))]
         bounds = np.searchsorted(history.user[kept], np.arange(1, len(history.user_ids)))
-        return cls(history.user_ids, np.full(len(history.user_ids), float(as_of)),
+        return cls(history.user_ids, np.broadcast_to(np.asarray(as_of, np.float64), len(history.user_ids)).copy(),
                    np.split(history.item_ids[history.item[kept]], bounds))
 
-    def __getitem__(self, rows: slice) -> "Queries":
-        return Queries(self.users[rows], self.as_of[rows], self.exclude[rows])
+    def __getitem__(self, rows: slice | np.ndarray) -> "Queries":
+        exclude = self.exclude[rows] if isinstance(rows, slice) else [self.exclude[row] for row in rows]
+        return Queries(self.users[rows], self.as_of[rows], exclude)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -322,47 +322,51 @@ class Learned:
     features: list[str]
 
 
-def release_years(movies: DataFrame) -> pd.Series:
-    """Release year by movie id (NaN where unknown)."""
-    return movies.select("movie_id", "year").toPandas().set_index("movie_id")["year"].astype(np.float64)
+@dataclass(frozen=True)
+class Catalog:
+    """The movies as the ranker reads them, collected once: `movies` (movie_id, genres, year) and the `tags`
+    (user_id, movie_id, tag) it may describe them with."""
+
+    movies: pd.DataFrame
+    tags: pd.DataFrame
+
+    @classmethod
+    def collect(cls, movies: DataFrame, tags: DataFrame) -> "Catalog":
+        return cls(movies.select("movie_id", "genres", "year").toPandas(),
+                   tags.select("user_id", "movie_id", "tag").toPandas())
+
+    def years(self) -> pd.Series:
+        """Release year by movie id (NaN where unknown)."""
+        return self.movies.set_index("movie_id")["year"].astype(np.float64)
+
+    def content(self) -> ContentIndex:
+        return ContentIndex.from_movies(self.movies, self.tags)
+
+    def without_tags_on(self, pairs: pd.DataFrame) -> "Catalog":
+        """The catalog without the tags on these (user_id, movie_id) pairs."""
+        keys = (pairs["user_id"].to_numpy(np.int64) << 32) | pairs["movie_id"].to_numpy(np.int64)
+        tagged = (self.tags["user_id"].to_numpy(np.int64) << 32) | self.tags["movie_id"].to_numpy(np.int64)
+        return Catalog(self.movies, self.tags[~np.isin(tagged, keys)])
 
 
-def history_of(ratings: DataFrame, events: DataFrame | None) -> tuple[gen.History, np.ndarray]:
-    """The History of ratings and stream events, and which of its interactions are seen (never recommended)."""
-    pairs = gen.timed_interactions(ratings, events).toPandas()
-    return gen.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"]), pairs["seen"].to_numpy(bool)
-
-
-def split_rows(split: splits.Split) -> tuple[gen.History, pd.DataFrame]:
-    """The History of a split's training window, and its test rows (id, as_of seconds, exclude: the seen movies,
-    relevant), by id."""
-    interactions = gen.timed_interactions(split.train, split.events).cache()
-    relevant = split.test.groupBy(F.col("user_id").alias("id")).agg(F.collect_list("movie_id").alias("relevant"))
-    cutoffs = split.cutoffs.select(F.col("user_id").alias("id"), F.col("as_of").cast("double").alias("as_of"))
-    rows = (
-        interactions.groupBy(F.col("user_id").alias("id"))
-        .agg(F.collect_list(F.when(F.col("seen"), F.col("movie_id"))).alias("exclude"))
-        .join(relevant, "id").join(cutoffs, "id").orderBy("id").toPandas()
-    )
-    pairs = interactions.toPandas()
-    interactions.unpersist()
-    return gen.History.of(pairs["user_id"], pairs["movie_id"], pairs["at"]), rows
-
-
-def learn(config: RankerConfig, ratings: DataFrame, events: DataFrame | None, tags: DataFrame, movies: DataFrame,
-          years: pd.Series) -> Learned:
-    """Train the ranker on a validation slice of a training window (its `ratings` and `events`; `tags` that may
-    describe movies): each user's latest `validation_fraction` of ratings are the labels, the rest gives the
-    features; at most `max_training_users` users."""
-    validation = splits.per_user_chronological(ratings, events, config.validation_fraction)
-    history, rows = split_rows(validation)
-    if len(rows) > config.max_training_users:
-        rows = rows.sample(n=config.max_training_users, random_state=config.seed).sort_values("id")
-    content = content_index(movies, splits.training_tags(validation, tags))
-    for frame in validation.cached:
-        frame.unpersist()
-    training = candidates(config, Generators(config, history), Queries.of(rows), years, content)
-    relevant = [np.asarray(movies_of_user, np.int64) for movies_of_user in rows["relevant"]]
+def learn(config: RankerConfig, window: gen.TrainingWindow, catalog: Catalog) -> Learned:
+    """Train the ranker on a validation slice of a training window: each user's latest `validation_fraction` of
+    ratings are the labels and the rest gives the features (the tags on the labels' pairs too); at most
+    `max_training_users` users, a seeded sample."""
+    kept, held = window.holdout(config.validation_fraction)
+    history, seen = kept.history()
+    as_of = kept.rated.groupby("user_id")["at"].max().reindex(history.user_ids).to_numpy(np.float64)
+    held_users = held["user_id"].to_numpy(np.int64)
+    users = np.unique(held_users)
+    if len(users) > config.max_training_users:
+        users = np.sort(pd.Series(users).sample(n=config.max_training_users, random_state=config.seed).to_numpy())
+    queries = Queries.everyone(history, seen, as_of)[np.searchsorted(history.user_ids, users)]
+    held_movies = held["movie_id"].to_numpy(np.int64)
+    bounds = np.searchsorted(held_users, users)  # held rows are by user
+    relevant = [np.sort(held_movies[lo:hi]) for lo, hi in
+                zip(bounds, np.searchsorted(held_users, users, "right"), strict=True)]
+    catalog = catalog.without_tags_on(held)
+    training = candidates(config, Generators(config, history), queries, catalog.years(), catalog.content())
     return Learned(fit(config, training, relevant), training, relevant, config.features)
 
 

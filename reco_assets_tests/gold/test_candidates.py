@@ -70,15 +70,40 @@ def test_unseen_heads_skip_each_rows_excluded_items():
     assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(1, 3), (1, 2), (0, 2), (0, 0)]
 
 
-def test_timed_interactions_keep_each_pairs_latest_moment_and_what_was_seen(spark):
+def test_a_windows_history_keeps_each_pairs_latest_moment_and_what_was_seen(spark):
     at = datetime(2020, 1, 1, tzinfo=UTC)
     ratings = spark.createDataFrame([(1, 10, 4.0, at)], "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
     events = spark.createDataFrame(
-        [(1, 10, "click", at.replace(day=2)), (1, 20, "click", at), (2, 20, "view", at)],
+        [(1, 10, "click", at.replace(day=2)), (1, 20, "click", at), (2, 20, "view", at), (2, 20, "click", at)],
         "user_id INT, movie_id INT, event_type STRING, event_ts TIMESTAMP")
-    rows = {(r.user_id, r.movie_id): (r.at, r.seen) for r in candidates.timed_interactions(ratings, events).collect()}
+    history, seen = candidates.TrainingWindow.collect(ratings, events).history()
+    rows = {(int(history.user_ids[u]), int(history.item_ids[i])): (t, s)
+            for u, i, t, s in zip(history.user, history.item, history.at, seen, strict=True)}
     assert rows == {(1, 10): (at.replace(day=2).timestamp(), True), (1, 20): (at.timestamp(), False),
                     (2, 20): (at.timestamp(), True)}
+    history, seen = candidates.TrainingWindow.collect(ratings, None).history()
+    assert (history.user_ids.tolist(), history.item_ids.tolist(), history.at.tolist(), seen.tolist()) == (
+        [1], [10], [at.timestamp()], [True])
+
+
+def test_the_drivers_holdout_holds_out_what_the_evaluations_split_does(spark):
+    """TrainingWindow.holdout and als.chronological_split agree on the sample's ratings, ties in time included."""
+    from reco_assets.bronze.movielens import BUNDLED_SAMPLE
+    from reco_assets.gold import als
+    from reco_assets.silver import transforms
+
+    ratings = transforms.ratings(transforms.read_movielens_csv(spark, str(BUNDLED_SAMPLE), "ratings")).cache()
+    expected = als.chronological_split(ratings, 0.2).where("is_test").select("user_id", "movie_id").toPandas()
+    held_pair = tuple(int(v) for v in expected.iloc[0])
+    events = spark.createDataFrame([(*held_pair, "view", datetime(2020, 1, 1, tzinfo=UTC)),
+                                    (held_pair[0], 999_999, "view", datetime(2020, 1, 1, tzinfo=UTC))],
+                                   "user_id INT, movie_id INT, event_type STRING, event_ts TIMESTAMP")
+    window = candidates.TrainingWindow.collect(ratings, events)
+    kept, held = window.holdout(0.2)
+    assert sorted(map(tuple, held[["user_id", "movie_id"]].to_numpy().tolist())) == sorted(
+        map(tuple, expected.to_numpy().tolist()))
+    assert len(kept.rated) + len(held) == len(window.rated) and held["user_id"].is_monotonic_increasing
+    assert kept.streamed["movie_id"].tolist() == [999_999]  # the stream's pair on a held-out rating goes too
 
 
 def naive_recent_popularity(days, items, n_items, cutoff, window, length):

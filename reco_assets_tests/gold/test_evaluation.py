@@ -34,7 +34,7 @@ def test_the_hybrid_never_sees_the_test_set(spark):
 
     import numpy as np
 
-    from reco_assets.gold import ranker, splits
+    from reco_assets.gold import als, splits
     from reco_assets_tests.gold.test_ranker import CONFIG, sequels
 
     frame, _ = sequels(120, seed=4)
@@ -44,7 +44,7 @@ def test_the_hybrid_never_sees_the_test_set(spark):
                                    "movie_id INT, year INT, genres ARRAY<STRING>")
     tags = spark.createDataFrame([], "user_id INT, movie_id INT, tag STRING, tagged_at TIMESTAMP")
     split = splits.per_user_chronological(ratings, None, 0.2)
-    _, users = ranker.split_rows(split)
+    users = evaluation.collect_users(evaluation.evaluated_users(split, als.interactions(split.train, None)))
     other_test = split.test.select("user_id", (F.col("movie_id") + 1000).alias("movie_id"), "rating", "rated_at")
     other = dataclasses.replace(split, test=other_test)
     other_users = users.assign(relevant=[[m + 1000 for m in r] for r in users["relevant"]])

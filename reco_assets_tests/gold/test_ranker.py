@@ -145,3 +145,24 @@ def test_a_history_ease_does_not_model_gets_no_ease_candidates_nor_scores():
                               content_of(history.item_ids))
     assert sorted(found.movie_id.tolist()) == [10, 11, 12]
     assert np.isnan(found.features[:, [ranker.FEATURES.index("ease_recent"), ranker.FEATURES.index("ease")]]).all()
+
+
+def test_learning_holds_out_each_users_latest_ratings_and_samples_the_users():
+    from collections import Counter
+
+    from reco_assets.gold.candidates import TrainingWindow
+
+    frame, following = sequels(300, seed=5)
+    window = TrainingWindow(frame, pd.DataFrame({"user_id": [0], "movie_id": [150], "at": [1.0], "seen": [False]}))
+    catalog = ranker.Catalog(pd.DataFrame({"movie_id": np.arange(200), "genres": [["Drama"]] * 200, "year": 2000}),
+                             pd.DataFrame({"user_id": [0], "movie_id": [following[0] - 1], "tag": ["sequel"]}))
+    config = CONFIG.model_copy(update={"validation_fraction": 0.1})
+    # Each user's label is their latest movie, the last of their run of sequels; users by id.
+    learned = ranker.learn(config, window, catalog)
+    assert [r.tolist() for r in learned.relevant] == [[following[user] - 1] for user in range(300)]
+    assert learned.training.labels(learned.relevant).any() and learned.features == list(ranker.FEATURES)
+    sampled = ranker.learn(config.model_copy(update={"max_training_users": 100}), window, catalog)
+    assert len(sampled.relevant) == 100 and len(np.unique(sampled.training.row)) == 100
+    labels = Counter(int(r[0]) for r in sampled.relevant)
+    assert labels <= Counter(following[user] - 1 for user in range(300)) and labels != Counter(
+        following[user] - 1 for user in range(100))  # a seeded sample, not the first 100
