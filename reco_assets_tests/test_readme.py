@@ -30,6 +30,20 @@ def test_headless_batch_graph_ran_every_asset(batch_graph):
     assert command.removeprefix(".venv/bin/") in recipe.replace("\\\n", " "), (command, recipe)
 
 
+def test_the_launchpad_example_is_run_config_the_batch_job_accepts():
+    """The launchpad YAML of "Using the UI", as written: an unknown or mistyped key would fail in the UI."""
+    import yaml
+
+    from reco_assets.definitions import defs
+
+    example, = readme_blocks("Using the UI", "yaml")
+    config = yaml.safe_load(example)
+    assert dg.validate_run_config(defs.resolve_job_def("movielens_batch_job"), config)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="rnak"):
+        config["ops"]["als_model_and_evaluation"]["config"]["rnak"] = 64
+        dg.validate_run_config(defs.resolve_job_def("movielens_batch_job"), config)
+
+
 def test_headless_event_hours(kafka, connect_server, tmp_path):
     """One hour, then a range of hours in one run, against the real broker and, as in a shell of `make run`, the
     warm Spark Connect server. The commands and the runs are what is tested (the hours hold few records, if any);

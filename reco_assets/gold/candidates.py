@@ -210,17 +210,26 @@ def first_seen(history: History) -> np.ndarray:
     return first
 
 
-def unseen_heads(ranked: np.ndarray, excluded: sparse.csr_matrix, rows: np.ndarray, n: int,
-                 chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def unseen_heads(ranked: np.ndarray, excluded: sparse.csr_matrix, rows: np.ndarray, n: int, first: np.ndarray,
+                 as_of: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(row, item position) pairs, by row and then in `ranked` order: for each of `rows`, the first n of `ranked`
-    (item positions) that the row of `excluded` has not excluded. Vectorised over `chunk` rows at a time."""
+    (item positions) that the row of `excluded` has not excluded and that existed at the row's `as_of` (the
+    item's `first` interaction no later; `as_of` by query row, `first` by item position).
+
+    Vectorised over `chunk` rows at a time; a chunk reads further down `ranked` until each of its rows has n or
+    the list ends."""
     rows = np.asarray(rows, np.int64)
     found_rows, found_items = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     seen = np.diff(excluded.indptr)
     for start in range(0, len(rows) if len(ranked) else 0, chunk):
         part = rows[start:start + chunk]
-        head = np.asarray(ranked[:n + int(seen[part].max())], np.int64)  # at most that many are excluded
-        open_ = excluded[part][:, head].toarray() == 0
+        length = n + int(seen[part].max())
+        while True:
+            head = np.asarray(ranked[:length], np.int64)
+            open_ = (excluded[part][:, head].toarray() == 0) & (first[head][None, :] <= as_of[part][:, None])
+            if length >= len(ranked) or (open_.sum(axis=1) >= n).all():
+                break
+            length *= 2
         keep = open_ & (np.cumsum(open_, axis=1, dtype=np.int32) <= n)
         at_row, at = np.nonzero(keep)
         found_rows.append(part[at_row])

@@ -168,7 +168,8 @@ def _excluded(history: gen.History, queries: Queries) -> sparse.csr_matrix:
 def candidates(config: RankerConfig, generators: Generators, queries: Queries, years: pd.Series,
                content: ContentIndex) -> Candidates:
     """The union of the `generators`' best `candidates_per_generator` unseen movies of each query row, with their
-    `features`.
+    `features`. A movie nobody had interacted with by the row's `as_of` did not exist for it and is never one (in
+    the per-user protocol, other users' later ratings are in the training window); each generator reads on.
 
     `years`: release year by movie id (NaN where unknown). Every feature is as of the row's `as_of` except the
     all-time popularity, which counts the whole history as the popularity baseline does.
@@ -184,7 +185,8 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
 
     listed_rows, listed_items = [np.empty(0, np.int64)], [np.empty(0, np.int64)]  # popular and trending
     if "popular" in config.generators:
-        found = gen.unseen_heads(generators.popular_order, excluded, np.arange(n_rows), n)
+        found = gen.unseen_heads(generators.popular_order, excluded, np.arange(n_rows), n, generators.first,
+                                 queries.as_of)
         listed_rows.append(found[0])
         listed_items.append(found[1])
     if "trending" in config.generators:
@@ -195,7 +197,8 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
         by_day = np.argsort(day_of_row, kind="stable")
         bounds = np.searchsorted(day_of_row[by_day], np.arange(len(cutoff_days) + 1))
         for day, ranked in enumerate(lists):
-            found = gen.unseen_heads(ranked, excluded, by_day[bounds[day]:bounds[day + 1]], n)
+            found = gen.unseen_heads(ranked, excluded, by_day[bounds[day]:bounds[day + 1]], n, generators.first,
+                                     queries.as_of)
             listed_rows.append(found[0])
             listed_items.append(found[1])
     listed_rows, listed_items = np.concatenate(listed_rows), np.concatenate(listed_items)
@@ -210,6 +213,7 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
         seen_rows, seen_columns = excluded[block][:, ease.columns].nonzero()
         scored[:, seen_rows, seen_columns] = -np.inf
         scored[:, binary[block][:, ease.columns].getnnz(axis=1) == 0] = -np.inf  # no history EASE knows: no opinion
+        scored[:, generators.first[ease.columns][None, :] > queries.as_of[block][:, None]] = -np.inf  # not yet there
         top = min(n, scored.shape[2])
         heads = np.argpartition(-scored, top - 1, axis=2)[:, :, :top] if top else np.empty((2, len(block), 0), int)
         finite = np.isfinite(np.take_along_axis(scored, heads, axis=2)) & generating[:, None, None]
@@ -220,10 +224,6 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
         block_items.append(listed_items[lo:hi])
         keys = np.unique((np.concatenate(block_rows).astype(np.int64) << 32) + np.concatenate(block_items))
         pair_rows, pair_items = keys >> 32, keys & 0xFFFFFFFF
-        # A movie nobody had interacted with by the row's moment did not exist for it (in the per-user protocol,
-        # other users' later ratings are in the training window).
-        existed = generators.first[pair_items] <= queries.as_of[pair_rows]
-        keys, pair_rows, pair_items = keys[existed], pair_rows[existed], pair_items[existed]
         column, in_model = locate(ease.columns, pair_items)
         values = np.full((2, len(keys)), np.nan, np.float32)
         values[:, in_model] = scored[:, pair_rows[in_model] - start, column]

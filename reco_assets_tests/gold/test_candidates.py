@@ -60,14 +60,24 @@ def test_daily_counts_and_first_interactions():
     assert candidates.first_seen(history).tolist() == [day * 3 + 1, day * 9]
 
 
-def test_unseen_heads_skip_each_rows_excluded_items():
+def test_unseen_heads_skip_each_rows_excluded_items_and_read_on_past_those_not_there_yet():
     from scipy import sparse
 
     excluded = sparse.csr_matrix(([1.0, 1.0], ([0, 0], [3, 1])), shape=(2, 5))
-    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([0, 1]), 3)
+    always, now = np.zeros(5), np.array([10.0, 10.0])
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([0, 1]), 3, always, now)
     assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(0, 2), (0, 0), (0, 4), (1, 3), (1, 2), (1, 1)]
-    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([1, 0]), 2, chunk=1)
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([1, 0]), 2, always, now,
+                                          chunk=1)
     assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(1, 3), (1, 2), (0, 2), (0, 0)]
+    # Row 1 at time 5: items 3 and 2 first appear at 8, so it reads down to 1 and 0; row 0 (time 10) does not.
+    first = np.array([0.0, 0.0, 8.0, 8.0, 0.0])
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([0, 1]), 2, first,
+                                          np.array([10.0, 5.0]))
+    assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(0, 2), (0, 0), (1, 1), (1, 0)]
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([1]), 5, first,
+                                          np.array([10.0, 5.0]))
+    assert items.tolist() == [1, 0, 4]  # the list ends first
 
 
 def test_a_windows_history_keeps_each_pairs_latest_moment_and_what_was_seen(spark):
