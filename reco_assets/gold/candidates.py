@@ -133,8 +133,10 @@ def fit_ease(history: History, l2: float, max_items: int) -> Ease:
     binary = history.matrix()[:, columns]
     gram = (binary.T @ binary).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
-    factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True)  # the matrix is symmetric positive definite:
-    if info == 0:  # its inverse from a Cholesky factor takes half the time of a general one
+    # Symmetric positive definite: an inverse from a Cholesky factor takes half the time of a general one. gram.T is
+    # the same matrix in Fortran order, which LAPACK factors in place.
+    factor, info = lapack.dpotrf(gram.T, lower=False, overwrite_a=True)
+    if info == 0:
         upper, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE's Gram matrix is not positive definite (LAPACK info {info})")
@@ -212,28 +214,27 @@ def first_seen(history: History) -> np.ndarray:
 
 def unseen_heads(ranked: np.ndarray, excluded: sparse.csr_matrix, rows: np.ndarray, n: int, first: np.ndarray,
                  as_of: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(row, item position) pairs, by row and then in `ranked` order: for each of `rows`, the first n of `ranked`
-    (item positions) that the row of `excluded` has not excluded and that existed at the row's `as_of` (the
-    item's `first` interaction no later; `as_of` by query row, `first` by item position).
+    """(row, item position) pairs, each row's together and in `ranked` order: for each of `rows`, the first n of
+    `ranked` (item positions) that the row of `excluded` has not excluded and that existed at the row's `as_of`
+    (the item's `first` interaction no later; `as_of` by query row, `first` by item position).
 
-    Vectorised over `chunk` rows at a time; a chunk reads further down `ranked` until each of its rows has n or
-    the list ends."""
+    Vectorised over `chunk` rows at a time; the rows still short of n read twice as far down `ranked`, until the
+    list ends."""
     rows = np.asarray(rows, np.int64)
     found_rows, found_items = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     seen = np.diff(excluded.indptr)
     for start in range(0, len(rows) if len(ranked) else 0, chunk):
-        part = rows[start:start + chunk]
-        length = n + int(seen[part].max())
-        while True:
+        pending = rows[start:start + chunk]
+        length = n + int(seen[pending].max())
+        while len(pending):
             head = np.asarray(ranked[:length], np.int64)
-            open_ = (excluded[part][:, head].toarray() == 0) & (first[head][None, :] <= as_of[part][:, None])
-            if length >= len(ranked) or (open_.sum(axis=1) >= n).all():
-                break
-            length *= 2
-        keep = open_ & (np.cumsum(open_, axis=1, dtype=np.int32) <= n)
-        at_row, at = np.nonzero(keep)
-        found_rows.append(part[at_row])
-        found_items.append(head[at])
+            open_ = (excluded[pending][:, head].toarray() == 0) & (first[head][None, :] <= as_of[pending][:, None])
+            done = (open_.sum(axis=1) >= n) | (length >= len(ranked))
+            keep = open_[done] & (np.cumsum(open_[done], axis=1, dtype=np.int32) <= n)
+            at_row, at = np.nonzero(keep)
+            found_rows.append(pending[done][at_row])
+            found_items.append(head[at])
+            pending, length = pending[~done], length * 2
     return np.concatenate(found_rows), np.concatenate(found_items)
 
 

@@ -93,6 +93,10 @@ class Queries:
                    np.split(history.item_ids[history.item[kept]], bounds))
 
     def __getitem__(self, rows: slice | np.ndarray) -> "Queries":
+        """The rows of a slice, of integer positions or of a boolean mask."""
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows)
+            rows = np.flatnonzero(rows) if rows.dtype == bool else rows
         exclude = self.exclude[rows] if isinstance(rows, slice) else [self.exclude[row] for row in rows]
         return Queries(self.users[rows], self.as_of[rows], exclude)
 
@@ -169,7 +173,9 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
                content: ContentIndex) -> Candidates:
     """The union of the `generators`' best `candidates_per_generator` unseen movies of each query row, with their
     `features`. A movie nobody had interacted with by the row's `as_of` did not exist for it and is never one (in
-    the per-user protocol, other users' later ratings are in the training window); each generator reads on.
+    the per-user protocol, other users' later ratings are in the training window): EASE and the popular list read
+    on past such movies. A day's trending list holds the movies seen up to the end of that day, as many as its
+    most excluding row needs; one first seen later that day than a row's moment is skipped, not replaced.
 
     `years`: release year by movie id (NaN where unknown). Every feature is as of the row's `as_of` except the
     all-time popularity, which counts the whole history as the popularity baseline does.

@@ -78,6 +78,11 @@ def test_unseen_heads_skip_each_rows_excluded_items_and_read_on_past_those_not_t
     rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), excluded, np.array([1]), 5, first,
                                           np.array([10.0, 5.0]))
     assert items.tolist() == [1, 0, 4]  # the list ends first
+    # A row short of n reads twice as far (the first head, 2 items, holds none that existed at time 5).
+    rows, items = candidates.unseen_heads(np.array([3, 2, 1, 0, 4]), sparse.csr_matrix((2, 5)), np.array([1, 0]), 2,
+                                          first, np.array([10.0, 5.0]))
+    # Row 0 (time 10) is done at once; row 1 (time 5) finds none of 3 and 2, then reads on to 1 and 0.
+    assert rows.tolist() == [0, 0, 1, 1] and items.tolist() == [3, 2, 1, 0]
 
 
 def test_a_windows_history_keeps_each_pairs_latest_moment_and_what_was_seen(spark):

@@ -166,3 +166,22 @@ def test_learning_holds_out_each_users_latest_ratings_and_samples_the_users():
     labels = Counter(int(r[0]) for r in sampled.relevant)
     assert labels <= Counter(following[user] - 1 for user in range(300)) and labels != Counter(
         following[user] - 1 for user in range(100))  # a seeded sample, not the first 100
+
+
+def test_a_catalog_without_the_tags_on_held_out_pairs_keeps_the_others():
+    movies = pd.DataFrame({"movie_id": [1, 2], "genres": [["Drama"], ["Comedy"]], "year": [1999, None]})
+    tags = pd.DataFrame({"user_id": [7, 7, 8], "movie_id": [1, 2, 1], "tag": ["a", "b", "c"]})
+    catalog = ranker.Catalog(movies, tags)
+    kept = catalog.without_tags_on(pd.DataFrame({"user_id": [7, 9], "movie_id": [1, 1]}))
+    assert kept.tags["tag"].tolist() == ["b", "c"] and kept.movies is catalog.movies
+    years = catalog.years()
+    assert years[1] == 1999.0 and np.isnan(years[2])
+
+
+def test_queries_take_positions_a_mask_or_a_slice():
+    queries = ranker.Queries(np.array([5, 6, 7]), np.array([1.0, 2.0, 3.0]),
+                             [np.array([1]), np.array([], np.int64), np.array([2, 3])])
+    for rows, users in ((np.array([2, 0]), [7, 5]), (np.array([True, False, True]), [5, 7]), (slice(0, 3, 2), [5, 7])):
+        taken = queries[rows]
+        assert taken.users.tolist() == users and taken.as_of.tolist() == [u - 4.0 for u in users]
+        assert [e.tolist() for e in taken.exclude] == [queries.exclude[u - 5].tolist() for u in users]
