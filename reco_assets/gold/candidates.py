@@ -87,7 +87,7 @@ class TrainingWindow:
         users, movies, at = (np.concatenate([f[c].to_numpy(t) for f in frames]) for c, t in
                              (("user_id", np.int64), ("movie_id", np.int64), ("at", np.float64)))
         seen = np.concatenate([np.ones(len(self.rated), bool), self.streamed["seen"].to_numpy(bool)])
-        keys, pair = np.unique((users << 32) | movies, return_inverse=True)
+        keys, pair = np.unique(pair_keys(users, movies), return_inverse=True)
         latest = np.full(len(keys), -np.inf)
         np.maximum.at(latest, pair, at)
         any_seen = np.zeros(len(keys), bool)
@@ -103,13 +103,15 @@ class TrainingWindow:
         first = np.searchsorted(users, users, "left")
         count = np.searchsorted(users, users, "right") - first
         held = (count >= 2) & (np.arange(len(users)) - first < np.maximum(1, np.floor(count * fraction)))
-        held_pairs = _pair_keys(rated[held])
-        streamed = self.streamed[~np.isin(_pair_keys(self.streamed), held_pairs)]
+        held_pairs = pair_keys(rated["user_id"][held], rated["movie_id"][held])
+        streamed = self.streamed[~np.isin(pair_keys(self.streamed["user_id"], self.streamed["movie_id"]),
+                                          held_pairs)]
         return TrainingWindow(rated[~held], streamed), rated[held]
 
 
-def _pair_keys(frame: pd.DataFrame) -> np.ndarray:
-    return (frame["user_id"].to_numpy(np.int64) << 32) | frame["movie_id"].to_numpy(np.int64)
+def pair_keys(users, movies) -> np.ndarray:
+    """One int64 key per (user id, movie id) pair: the user in the high 32 bits."""
+    return (np.asarray(users, np.int64) << 32) | np.asarray(movies, np.int64)
 
 
 @dataclass(frozen=True)

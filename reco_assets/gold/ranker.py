@@ -350,9 +350,8 @@ class Catalog:
 
     def without_tags_on(self, pairs: pd.DataFrame) -> "Catalog":
         """The catalog without the tags on these (user_id, movie_id) pairs."""
-        keys = (pairs["user_id"].to_numpy(np.int64) << 32) | pairs["movie_id"].to_numpy(np.int64)
-        tagged = (self.tags["user_id"].to_numpy(np.int64) << 32) | self.tags["movie_id"].to_numpy(np.int64)
-        return Catalog(self.movies, self.tags[~np.isin(tagged, keys)])
+        tagged = gen.pair_keys(self.tags["user_id"], self.tags["movie_id"])
+        return Catalog(self.movies, self.tags[~np.isin(tagged, gen.pair_keys(pairs["user_id"], pairs["movie_id"]))])
 
 
 def learn(config: RankerConfig, window: gen.TrainingWindow, catalog: Catalog) -> Learned:
