@@ -186,11 +186,20 @@ def check_port_free(host: str, port: int) -> None:
                         "another --port") from None
 
 
+class AnnouncedServer(uvicorn.Server):
+    """A uvicorn server that says on stderr when it answers (its log level hides uvicorn's own line)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(f"[serve] process {os.getpid()} answers", file=sys.stderr, flush=True)
+
+
 def serve_worker(host: str, port: int, data_dir: str, refresh_s: float) -> int:
     """One worker: its own listening socket on host:port (SO_REUSEPORT) and its own serving copy. Returns 0 after a
     clean stop (Ctrl+C or SIGTERM), 3 when the app did not start."""
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir, refresh_s=refresh_s), log_level="warning",
-                                           access_log=False))
+    server = AnnouncedServer(uvicorn.Config(create_app(data_dir, refresh_s=refresh_s), log_level="warning",
+                                            access_log=False))
     try:
         server.run(sockets=[bind(host, port, reuse_port=True)])
     except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
@@ -224,11 +233,12 @@ def serve(host: str, port: int, data_dir: str, refresh_s: float = 1.0, workers: 
                 process.terminate()
 
     signal.signal(signal.SIGTERM, stop)  # before the start: a SIGTERM at any time stops every worker
+    # The workers inherit an ignored SIGINT, so a Ctrl+C while one still imports does not end it with a traceback;
+    # uvicorn handles SIGINT once it runs. This process stops them all on Ctrl+C, whenever it comes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for process in processes:
         process.start()
-    # Ctrl+C reaches the workers too (one process group), and each stops by itself; an ignored SIGINT would be
-    # inherited by workers started after this line, so it comes after their start.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, stop)
     while all(process.exitcode is None for process in processes):
         multiprocessing.connection.wait([process.sentinel for process in processes], timeout=1.0)
     stop()  # one ended: the others too

@@ -23,7 +23,7 @@ from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.events.generator import EventGenerator, load_population
 from reco_assets.events.producer import EventProducer
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets_tests.conftest import Api, materialize, write_silver_events
+from reco_assets_tests.conftest import Api, free_port, materialize, write_silver_events
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +156,10 @@ def test_worker_processes_answer_alike_and_stop_on_ctrl_c(served, kafka, tmp_pat
         workers = subprocess.run(["pgrep", "-P", str(api.process.pid), "-f", "multiprocessing.spawn"],
                                  capture_output=True, text=True).stdout.split()
         assert len(workers) == 2, (tmp_path / "serve.log").read_text()
+        deadline = time.monotonic() + 60  # both answer before the requests, so that both serve some
+        while (tmp_path / "serve.log").read_text().count("answers\n") < 2:
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
         expected = served.get("/users/1/recommendations?k=5")[1]["movies"]
         answers = [api.get("/users/1/recommendations?k=5") for _ in range(40)]
         assert all(status == 200 and body["movies"] == expected for status, body in answers)
@@ -171,6 +175,30 @@ def test_worker_processes_answer_alike_and_stop_on_ctrl_c(served, kafka, tmp_pat
     finally:
         if api.process.poll() is None:
             api.stop()
+
+
+def test_ctrl_c_while_the_workers_start_stops_them_without_a_traceback(tmp_path):
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([str(ROOT / ".venv/bin/reco-assets"), "--data-dir", str(tmp_path / "data"),
+                                    "serve", "--port", str(free_port()), "--workers", "2"], stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=os.environ | {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    try:
+        workers: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(workers) < 2:
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            workers = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "multiprocessing.spawn"],
+                                     capture_output=True, text=True).stdout.split()
+        assert "answers" not in log.read_text()  # still importing: the Ctrl+C comes before they serve
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        assert "Traceback" not in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_sigterm_to_serve_stops_its_workers(served, kafka, tmp_path):
