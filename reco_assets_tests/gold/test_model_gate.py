@@ -10,9 +10,11 @@ from reco_assets_tests.conftest import materialize
 
 pytestmark = pytest.mark.integration
 
-# Regularised to nothing: every user's scores come out flat, so ALS ranks no better than chance.
+# Regularised to nothing: every user's scores come out flat, so ALS ranks no better than chance. The evaluation's
+# hybrid, which the gate does not read, gets a small EASE and few trees.
 BAD_ALS = {"ops": {"als_model_and_evaluation": {"config": {
-    "rank": 2, "max_iter": 1, "reg_param": 1000.0, "report_rmse": False, "global_temporal": False}}}}
+    "rank": 2, "max_iter": 1, "reg_param": 1000.0, "report_rmse": False, "global_temporal": False,
+    "hybrid": {"ease_items": 500, "trees": 20}}}}}
 SERVED = ("gold.als_factors", "gold.recommendations")
 
 

@@ -94,22 +94,22 @@ def run(data_dir: Path, kafka: KafkaResource, hour: str, assets: list[str] = HOU
     return process
 
 
-def kill_when(process: subprocess.Popen, data_dir: Path, table: str, committed: bool) -> dict:
-    """SIGKILL the run once `table` has new data files (committed=False: before its commit) or a new commit."""
+def kill_before_commit(process: subprocess.Popen, data_dir: Path, table: str) -> dict:
+    """SIGKILL the run once `table` has new data files and no new commit yet."""
     before = table_state(data_dir, table)
     deadline = time.monotonic() + 180
     reached = False
     while not reached and time.monotonic() < deadline and process.poll() is None:
         commits, files = table_state(data_dir, table)  # only this table: the poll shares 2 cores with the run
-        reached = (commits > before[0]) if committed else (files > before[1] and commits == before[0])
+        reached = files > before[1] and commits == before[0]
         if not reached:
             time.sleep(0.005)
     running = process.poll() is None
     if running:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert running and reached, f"the run ended or timed out before the kill point ({table}, committed=" \
-                                f"{committed}):\n{process.log_path.read_text()[-3000:]}"
+    assert running and reached, f"the run ended or timed out before the kill point in {table}:\n" \
+                                f"{process.log_path.read_text()[-3000:]}"
     return {"table": table, "before": before, "after": table_state(data_dir, table)}
 
 
@@ -168,12 +168,15 @@ def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_ev
     kafka, hour, baseline = hour_of_events
     kills = []
     # In local Spark (bronze) the JVM dies with the run. Over Spark Connect (silver, gold) the server's query
-    # outlives its client, so the kill is followed by cancelling what the dead run's session left running.
-    for table, committed, over_connect in (("bronze.events", False, False), ("silver.event_outcomes", False, True),
-                                           ("silver.event_outcomes", True, True), ("gold.trending", False, True)):
+    # outlives its client, so the kill is followed by cancelling what the dead run's session left running. The kill
+    # in gold comes after silver's commit, so it also leaves a committed silver behind an unwritten gold.
+    for table, over_connect in (("bronze.events", False), ("silver.event_outcomes", True), ("gold.trending", True)):
         remote = f"{connect_server.url}/;session_id={uuid.uuid4()}" if over_connect else None
         canceller = Canceller(remote) if remote else None
-        kills.append(kill_when(run(tmp_path, kafka, hour, remote=remote), tmp_path, table, committed))
+        silver_commits = table_state(tmp_path, "silver.event_outcomes")[0]
+        kills.append(kill_before_commit(run(tmp_path, kafka, hour, remote=remote), tmp_path, table))
+        if table == "gold.trending":
+            assert table_state(tmp_path, "silver.event_outcomes")[0] == silver_commits + 1, "silver committed first"
         if canceller:
             kills[-1]["interrupted"] = canceller.cancel()
             cancelled = state(tmp_path)
