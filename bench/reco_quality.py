@@ -113,7 +113,8 @@ def ablate(ratings, movies, tags, protocol: str) -> None:
     config = ModelConfig(report_rmse=False)
     k = config.eval_k
     split = split_of(protocol, ratings, config)
-    users = evaluation.collect_users(evaluation.evaluated_users(split, als.interactions(split.train, split.events)))
+    test_users = evaluation.evaluated_users(split, als.interactions(split.train, split.events))
+    users = evaluation.collect_users(evaluation.sample_users(test_users, config.max_test_users)[0])
     window = TrainingWindow.collect(split.train, split.events)
     history, _ = window.history()
     queries = ranker.Queries.of(users)

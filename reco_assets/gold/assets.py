@@ -66,6 +66,7 @@ def _evaluation_metadata(rows: list[dict], evaluated: list[splits.Split], k: int
         by_model = {row["model"]: row for row in rows if row["protocol"] == split.protocol}
         metadata[f"{prefix}split"] = split.description
         metadata[f"{prefix}users_evaluated"] = dg.MetadataValue.int(by_model["als"]["users"])
+        metadata[f"{prefix}test_users"] = dg.MetadataValue.int(by_model["als"]["test_users"])
         for model, row in by_model.items():
             for metric in als.METRIC_NAMES:
                 metadata[f"{prefix}{model}_{metric}_at_{k}"] = dg.MetadataValue.float(round(row[metric], 5))

@@ -33,6 +33,9 @@ class EvaluationConfig(dg.Config):
         default=0.8, gt=0, lt=1, description="global protocol: the cut T is this quantile of the ratings' time")
     recent_popularity_days: float = Field(
         default=28.0, gt=0, description="recent popularity: the most-rated movies of this many days before the cut")
+    max_test_users: int = Field(
+        default=20_000, ge=1, description="test users each protocol scores: when there are more, the same fixed "
+                                          "sample for every model (the users whose id hashes lowest)")
     hybrid: RankerConfig = Field(
         default_factory=RankerConfig,
         description="the hybrid's candidates and ranker for the evaluation (gold_hybrid_recommendations has the "
@@ -83,6 +86,17 @@ def evaluated_users(split: Split, train: DataFrame) -> DataFrame:
     return als.seen_movies(train).join(relevant, "id").join(split.cutoffs.withColumnRenamed("user_id", "id"), "id")
 
 
+def sample_users(queries: DataFrame, n: int) -> tuple[DataFrame, int]:
+    """At most n of the test users (rows by `id`): when there are more, those whose id hashes lowest, the same users
+    in every run and for every model. Returns them and how many test users there are."""
+    total = queries.count()
+    if total <= n:
+        return queries, total
+    hashed = F.xxhash64("id")
+    threshold = queries.select(hashed.alias("hash")).orderBy("hash").limit(n).agg(F.max("hash")).first()[0]
+    return queries.where(hashed <= threshold), total
+
+
 def collect_users(queries: DataFrame) -> pd.DataFrame:
     """The `evaluated_users` on the driver, by id, with as_of in epoch seconds and its day."""
     return queries.select("id", "exclude", "relevant", day_number("as_of"),
@@ -109,8 +123,9 @@ def hybrid_top_k(config: RankerConfig, split: Split, movies: DataFrame, tags: Da
 
 def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, movies: DataFrame,
              tags: DataFrame, seconds: dict[str, float]) -> list[dict]:
-    """Train ALS on the split and score it, the hybrid, popularity and recent popularity on the same test users;
-    one row per model with the split's protocol. `seconds` receives the time of each stage.
+    """Train ALS on the split and score it, the hybrid, popularity and recent popularity on the same test users (at
+    most `max_test_users`, a fixed sample); one row per model with the split's protocol and its number of test users.
+    `seconds` receives the time of each stage.
 
     The content vectors use `training_tags` only. The four models must score the same users, or it fails.
     """
@@ -125,7 +140,8 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     k = config.eval_k
     catalog_size = movies.count()
     train = als.interactions(split.train, split.events).cache()
-    queries = evaluated_users(split, train).cache()
+    test_users = evaluated_users(split, train).cache()
+    queries, test_user_count = sample_users(test_users, config.max_test_users)
     item_users = als.item_users(train).cache()
     train_users = train.select("user_id").distinct().count()
     lap("split")
@@ -163,12 +179,13 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
         )
         metrics["als"]["rmse"] = als.rmse(rating_model, split.test)
         lap("rmse")
-    for frame in (train, queries, item_users, *split.cached):
+    for frame in (train, test_users, item_users, *split.cached):
         frame.unpersist()
     scored = {name: found["users"] for name, found in metrics.items()}
     if len(set(scored.values())) != 1:
         raise ValueError(f"{split.protocol}: the models scored different numbers of test users: {scored}")
-    return [{"protocol": split.protocol, "model": name, **metrics[name]} for name in MODELS]
+    return [{"protocol": split.protocol, "model": name, **metrics[name], "test_users": test_user_count}
+            for name in MODELS]
 
 
 def best_baseline(rows: list[dict], protocol: str, metric: str = "ndcg") -> dict:

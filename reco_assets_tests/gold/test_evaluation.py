@@ -1,4 +1,4 @@
-"""The evaluation's recent-popularity baseline."""
+"""The evaluation: its recent-popularity baseline, its sample of test users, and a hybrid blind to the test set."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,6 +6,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from reco_assets.gold import evaluation
+from reco_assets_tests.gold.test_ranker import CONFIG, sequels
 
 
 def test_recent_popularity_never_recommends_a_seen_movie_and_looks_back_from_each_users_day():
@@ -28,6 +29,40 @@ def test_day_numbers_are_whole_utc_days(spark):
     assert days == [(late - datetime(1970, 1, 1, tzinfo=UTC)).days, 18263]
 
 
+def sequel_catalog(spark):
+    """The ranker tests' sequel watchers as silver ratings, movies and (no) tags."""
+    frame, _ = sequels(120, seed=4)
+    rows = [(int(u), int(m), 4.0, datetime.fromtimestamp(at, UTC)) for u, m, at in frame.itertuples(index=False)]
+    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
+    movies = spark.createDataFrame([(m, 2000, ["Drama"]) for m in range(200)],
+                                   "movie_id INT, year INT, genres ARRAY<STRING>")
+    tags = spark.createDataFrame([], "user_id INT, movie_id INT, tag STRING, tagged_at TIMESTAMP")
+    return ratings, movies, tags
+
+
+def test_a_sample_of_test_users_is_the_same_whatever_the_partitioning(spark):
+    users = spark.range(1, 101)
+    sample, total = evaluation.sample_users(users, 10)
+    ids = sorted(row.id for row in sample.collect())
+    assert total == 100 and len(ids) == 10
+    assert sorted(row.id for row in evaluation.sample_users(users.repartition(7), 10)[0].collect()) == ids
+    hashes = {row.id: row.hash for row in users.select("id", F.xxhash64("id").alias("hash")).collect()}
+    assert max(hashes[i] for i in ids) < min(h for i, h in hashes.items() if i not in ids)  # the lowest hashes
+    whole, total = evaluation.sample_users(users, 100)
+    assert total == 100 and whole is users
+
+
+def test_every_model_scores_the_same_sampled_test_users(spark):
+    from reco_assets.gold import splits
+    from reco_assets.gold.assets import ModelConfig
+
+    ratings, movies, tags = sequel_catalog(spark)
+    config = ModelConfig(max_test_users=30, report_rmse=False, rank=4, max_iter=2, hybrid=CONFIG)
+    rows = evaluation.evaluate(config, config, splits.per_user_chronological(ratings, None, 0.2), movies, tags, {})
+    assert {row["model"]: (row["users"], row["test_users"]) for row in rows} == {
+        model: (30, 120) for model in evaluation.MODELS}
+
+
 def test_the_hybrid_never_sees_the_test_set(spark):
     """Two splits with the same training window and different test ratings give the same lists."""
     import dataclasses
@@ -35,14 +70,8 @@ def test_the_hybrid_never_sees_the_test_set(spark):
     import numpy as np
 
     from reco_assets.gold import als, splits
-    from reco_assets_tests.gold.test_ranker import CONFIG, sequels
 
-    frame, _ = sequels(120, seed=4)
-    rows = [(int(u), int(m), 4.0, datetime.fromtimestamp(at, UTC)) for u, m, at in frame.itertuples(index=False)]
-    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating FLOAT, rated_at TIMESTAMP")
-    movies = spark.createDataFrame([(m, 2000, ["Drama"]) for m in range(200)],
-                                   "movie_id INT, year INT, genres ARRAY<STRING>")
-    tags = spark.createDataFrame([], "user_id INT, movie_id INT, tag STRING, tagged_at TIMESTAMP")
+    ratings, movies, tags = sequel_catalog(spark)
     split = splits.per_user_chronological(ratings, None, 0.2)
     users = evaluation.collect_users(evaluation.evaluated_users(split, als.interactions(split.train, None)))
     other_test = split.test.select("user_id", (F.col("movie_id") + 1000).alias("movie_id"), "rating", "rated_at")
