@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The suite chooses where each test's lakehouse lives (`lakehouse_on_s3` for S3): a shell's export, as README's
 # "On S3" block makes, must not send the local tests to S3.
 os.environ.pop("RECO_LAKEHOUSE_URI", None)
+# The evaluation's hybrid in runs whose tests do not read it: a small EASE and few trees.
+SMALL_EVALUATION_HYBRID = {"ease_items": 500, "trees": 20}
 
 
 @pytest.fixture(scope="session")

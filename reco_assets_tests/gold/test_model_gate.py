@@ -6,15 +6,14 @@ import dagster as dg
 import pytest
 
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets_tests.conftest import materialize
+from reco_assets_tests.conftest import SMALL_EVALUATION_HYBRID, materialize
 
 pytestmark = pytest.mark.integration
 
-# Regularised to nothing: every user's scores come out flat, so ALS ranks no better than chance. The evaluation's
-# hybrid, which the gate does not read, gets a small EASE and few trees.
+# Regularised to nothing: every user's scores come out flat, so ALS ranks no better than chance.
 BAD_ALS = {"ops": {"als_model_and_evaluation": {"config": {
     "rank": 2, "max_iter": 1, "reg_param": 1000.0, "report_rmse": False, "global_temporal": False,
-    "hybrid": {"ease_items": 500, "trees": 20}}}}}
+    "hybrid": SMALL_EVALUATION_HYBRID}}}}
 SERVED = ("gold.als_factors", "gold.recommendations")
 
 

@@ -14,7 +14,7 @@ from reco_assets.contracts import TOPICS
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.tables import EVENT_COLUMNS
 from reco_assets.silver.event_contract import OUTPUT_TYPES
-from reco_assets_tests.conftest import materialize, write_silver_events
+from reco_assets_tests.conftest import SMALL_EVALUATION_HYBRID, materialize, write_silver_events
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,10 @@ ANIMATED = [1, 3114, 6377, 4886, 8961, 68954, 50872, 60069, 4306, 364, 588, 595]
 CLICKED = 2355  # A Bug's Life: clicked twice, never viewed, so still recommendable
 SCHEMA = (", ".join(f"{column} {OUTPUT_TYPES[column]}" for column in EVENT_COLUMNS)
           + ", topic STRING, partition INT, offset BIGINT, received_at TIMESTAMP")
-# The served models are the defaults but for ALS's size; the evaluation's hybrid, which no test here reads, is small.
+# The served models are the defaults but for ALS's size.
 SMALL_ALS = {"ops": {"als_model_and_evaluation": {"config": {"rank": 16, "max_iter": 5, "report_rmse": False,
                                                              "global_temporal": False,
-                                                             "hybrid": {"ease_items": 500, "trees": 20}}}}}
+                                                             "hybrid": SMALL_EVALUATION_HYBRID}}}}
 
 
 def event(n: int, hour: datetime, kind: str, user: int, movie: int, **fields) -> dict:

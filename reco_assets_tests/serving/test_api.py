@@ -148,13 +148,18 @@ def test_an_empty_lakehouse_answers_503_with_what_to_materialize(kafka, tmp_path
         api.stop()
 
 
+def worker_pids(serve: subprocess.Popen) -> list[str]:
+    """The worker processes `serve --workers` spawned."""
+    return subprocess.run(["pgrep", "-P", str(serve.pid), "-f", "multiprocessing.spawn"], capture_output=True,
+                          text=True).stdout.split()
+
+
 def test_worker_processes_answer_alike_and_stop_on_ctrl_c(served, kafka, tmp_path):
     """`serve --workers 2`: two worker processes, each with its own copy, give the same answers as one; SIGINT to
     the process group, as Ctrl+C sends it, stops them all."""
     api = Api(served.data_dir, kafka.bootstrap_servers, tmp_path / "serve.log", "--workers", "2")
     try:
-        workers = subprocess.run(["pgrep", "-P", str(api.process.pid), "-f", "multiprocessing.spawn"],
-                                 capture_output=True, text=True).stdout.split()
+        workers = worker_pids(api.process)
         assert len(workers) == 2, (tmp_path / "serve.log").read_text()
         deadline = time.monotonic() + 60  # both answer before the requests, so that both serve some
         while (tmp_path / "serve.log").read_text().count("answers\n") < 2:
@@ -189,8 +194,8 @@ def test_ctrl_c_while_the_workers_start_stops_them_without_a_traceback(tmp_path)
         deadline = time.monotonic() + 60
         while len(workers) < 2:
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            workers = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "multiprocessing.spawn"],
-                                     capture_output=True, text=True).stdout.split()
+            workers = worker_pids(process)
+            time.sleep(0.05)
         assert "answers" not in log.read_text()  # still importing: the Ctrl+C comes before they serve
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()
@@ -203,8 +208,7 @@ def test_ctrl_c_while_the_workers_start_stops_them_without_a_traceback(tmp_path)
 
 def test_sigterm_to_serve_stops_its_workers(served, kafka, tmp_path):
     api = Api(served.data_dir, kafka.bootstrap_servers, tmp_path / "serve.log", "--workers", "2")
-    workers = subprocess.run(["pgrep", "-P", str(api.process.pid), "-f", "multiprocessing.spawn"],
-                             capture_output=True, text=True).stdout.split()
+    workers = worker_pids(api.process)
     assert len(workers) == 2
     api.process.terminate()
     assert api.process.wait(timeout=30) == 0
