@@ -1,16 +1,24 @@
 """Runs left STARTED after their run worker died: a `dagster dev` stopped while a run was starting, a killed run
 process, a reboot. Dagster's default run launcher does not check on run workers, so such a run would stay STARTED
 for good and the sensor, which never overlaps runs of one hour, would not run its hour again. Marking it CANCELED
-hands the hour back to the sensor (it retries cancelled hours) and is not relaunched by `run_retries`."""
+hands the hour back to the sensor (it retries cancelled hours) and is not relaunched by `run_retries`.
+
+`python -m reco_assets.orphaned_runs PGID MARK` is `make run`'s stop. It imports Dagster (2-3 s) only when it has
+killed a run worker, so that Ctrl+C returns within seconds."""
+
+from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from reco_assets.services import pid_alive
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 # What Dagster's processes look like on a command line (the run worker and its resource tracker are
 # multiprocessing children of the code server).
@@ -39,10 +47,11 @@ def marked(pid: int, mark: str) -> bool:
         return False
 
 
-def kill_leftovers(pgid: int, mark: str, grace_s: float, log) -> list[int]:
+def kill_leftovers(pgid: int, mark: str, grace_s: float, log) -> dict[int, str]:
     """SIGKILL the Dagster processes of group `pgid` whose environment carries `mark` and that are still alive
-    after `grace_s` seconds; return their pids. Services started from the same shell run in sessions of their own,
-    and other members of the group (a `tee` of the output, say) carry no Dagster command line: both are spared."""
+    after `grace_s` seconds; return their pids and command lines. Services started from the same shell run in
+    sessions of their own, and other members of the group (a `tee` of the output, say) carry no Dagster command
+    line: both are spared."""
     own = {os.getpid(), os.getppid()}
 
     def leftovers() -> dict[int, str]:
@@ -59,7 +68,7 @@ def kill_leftovers(pgid: int, mark: str, grace_s: float, log) -> list[int]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return list(killed)
+    return killed
 
 
 def started_at(pid: int) -> float | None:
@@ -75,6 +84,8 @@ def started_at(pid: int) -> float | None:
 
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
     """The pid of the run's worker process and when it said so, from its "Started process for run" event."""
+    import dagster as dg
+
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
         event = record.event_log_entry.dagster_event
         pid = event and event.engine_event_data and event.engine_event_data.metadata.get("pid")
@@ -92,6 +103,8 @@ def worker_alive(pid: int, reported_at: float) -> bool:
 
 def cancel_orphaned_runs(instance: dg.DagsterInstance, log) -> list[str]:
     """Mark CANCELED every STARTED run whose recorded run worker is no longer alive; return their ids."""
+    import dagster as dg
+
     cancelled = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
         worker = worker_pid(instance, run.run_id)
@@ -104,3 +117,21 @@ def cancel_orphaned_runs(instance: dg.DagsterInstance, log) -> list[str]:
         log(f"[run] run {run.run_id} ({run.job_name}) lost its run worker (pid {pid}): marked canceled")
         cancelled.append(run.run_id)
     return cancelled
+
+
+def stop_leftovers(pgid: int, mark: str, dagster_home: Path, log) -> None:
+    """`make run`'s stop: kill what `kill_leftovers` finds after 1 s and, when a run worker was among them, mark
+    the runs whose worker is gone canceled. A run worker that was not killed reported its own end, and a killed
+    code server alone leaves no run behind."""
+    killed = kill_leftovers(pgid, mark, 1.0, log)
+    if any("multiprocessing" in command for command in killed.values()) and (dagster_home / "dagster.yaml").is_file():
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            cancel_orphaned_runs(instance, log)
+
+
+if __name__ == "__main__":
+    group, run_mark = sys.argv[1:]
+    stop_leftovers(int(group), run_mark, Path(os.environ["DAGSTER_HOME"]),
+                   lambda message: print(message, file=sys.stderr))

@@ -1,6 +1,8 @@
 """Runs whose worker is gone, and Dagster processes left in a process group: real processes, a real instance."""
 
+import os
 import subprocess
+import sys
 import time
 
 import dagster as dg
@@ -71,10 +73,49 @@ def test_only_the_marked_dagster_processes_left_in_the_group_are_killed():
         spared = [pid for pid in members if pid != group.pid]
         assert len(spared) == 2, members
         logged, started = [], time.monotonic()
-        assert kill_leftovers(group.pid, "RECO_RUN_MARK=make-run-1", 0.5, logged.append) == [group.pid]
+        assert list(kill_leftovers(group.pid, "RECO_RUN_MARK=make-run-1", 0.5, logged.append)) == [group.pid]
         assert time.monotonic() - started >= 0.5  # the grace first
         group.wait(timeout=5)
         assert all(pid_alive(pid) for pid in spared) and not pid_alive(group.pid)
         assert "dagster code-server start 60 (pid" in logged[0] and "killing it" in logged[0]
+    finally:
+        subprocess.run(["pkill", "-KILL", "-g", str(group.pid)], check=False)
+
+
+
+@pytest.mark.parametrize("leftover, orphans_end_as", [
+    # A run worker killed: its run, and any other whose worker is gone, are marked canceled.
+    ("python -c from multiprocessing.spawn import spawn_main --multiprocessing-fork", dg.DagsterRunStatus.CANCELED),
+    # A code server killed alone: no run lost its worker there, so Dagster is not even imported; the next start's
+    # sweep handles older orphans.
+    ("dagster code-server start", dg.DagsterRunStatus.STARTED),
+])
+def test_make_runs_stop_kills_what_dagster_left_and_cancels_the_runs_of_killed_workers(tmp_path, leftover,
+                                                                                         orphans_end_as):
+    """`python -m reco_assets.orphaned_runs PGID MARK`, as scripts/run.sh calls it once `dagster dev` exited."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    mark = "RECO_RUN_MARK=make-run-2"
+    group = subprocess.Popen(["bash", "-c", f"{mark} exec -a '{leftover}' sleep 60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while leftover not in group_members(group.pid).get(group.pid, "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            run = started_run(instance, group.pid)
+            gone = subprocess.Popen(["true"])
+            gone.wait()
+            other_orphan = started_run(instance, gone.pid)
+        stop = subprocess.run([sys.executable, "-m", "reco_assets.orphaned_runs", str(group.pid), mark],
+                              env=os.environ | {"DAGSTER_HOME": str(home)}, capture_output=True, text=True,
+                              timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        group.wait(timeout=5)
+        assert group.returncode == -9
+        assert f"(pid {group.pid}) was still running after Dagster's exit: killing it" in stop.stderr
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert instance.get_run_by_id(run.run_id).status == orphans_end_as
+            assert instance.get_run_by_id(other_orphan.run_id).status == orphans_end_as
     finally:
         subprocess.run(["pkill", "-KILL", "-g", str(group.pid)], check=False)

@@ -122,11 +122,6 @@ def cmd_cancel_orphaned_runs(args) -> None:
     from reco_assets import orphaned_runs
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    if args.kill_group:
-        if not args.mark:
-            raise CliError("--kill-group needs --mark NAME=VALUE: only processes whose environment carries it are "
-                           "killed")
-        orphaned_runs.kill_leftovers(args.kill_group, args.mark, args.grace, log)
     import dagster as dg
 
     home = Path(os.environ.get("DAGSTER_HOME") or Path(args.data_dir) / "dagster_home")
@@ -168,14 +163,9 @@ def register(add) -> None:
     spark_cluster.add_argument("--workers", type=positive_int, default=1, help="how many workers (default 1)")
     spark_cluster.add_argument("--cores", type=positive_int, default=1, help="cores per worker (default 1)")
     spark_cluster.add_argument("--memory", default="2g", help="memory per worker for its executors (default 2g)")
-    orphans = add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTED run whose run "
+    add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTED run whose run "
                   "worker is gone (Dagster stopped mid-run, a killed process, a reboot), so the sensor runs its hour "
-                  "again; `make run` calls it when it starts and when it stops", catalog=False)
-    orphans.add_argument("--kill-group", type=positive_int, metavar="PGID",
-                         help="first kill the Dagster processes of this process group that carry --mark in their "
-                              "environment and are still alive after --grace")
-    orphans.add_argument("--mark", metavar="NAME=VALUE", help="the environment entry of the processes to kill")
-    orphans.add_argument("--grace", type=float, default=1.0, help="seconds to wait before killing (default 1)")
+                  "again; `make run` calls it when it starts", catalog=False)
     serve = add("serve", cmd_serve, "the read-only HTTP API over the gold tables (OpenAPI docs at /docs)",
                 catalog=False)
     serve.add_argument("--host", default=os.environ.get("RECO_API_HOST", "127.0.0.1"),
