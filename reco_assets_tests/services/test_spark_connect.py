@@ -8,6 +8,7 @@ PySpark of its process into Connect mode, which would break the local session of
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -124,6 +125,24 @@ def client_materialize_hour(data_dir: str, hour: str, bootstrap_servers: str) ->
         }
 
 
+def client_materialize_hybrid(data_dir: str) -> dict:
+    from pyspark.core.context import SparkContext
+
+    from reco_assets_tests.conftest import materialize
+
+    with dg.instance_for_test() as instance:
+        result = materialize(["gold_hybrid_recommendations"], Path(data_dir), instance)
+        (materialized,) = result.get_asset_materialization_events()
+        metadata = materialized.materialization.metadata
+        return {
+            "success": result.success,
+            "checks": {e.check_name: e.passed for e in result.get_asset_check_evaluations()},
+            "stage_seconds": metadata["stage_seconds"].value,
+            "importances": metadata["feature_importances"].value,
+            "local_context": SparkContext._active_spark_context is not None,
+        }
+
+
 # --- tests ----------------------------------------------------------------------------------------------------------
 
 def test_status_reports_the_running_server(server):
@@ -209,6 +228,28 @@ def test_one_hour_of_bronze_and_silver_events_materializes_over_connect(server, 
     for topic, value, problem in ours:
         if problem is not None:
             assert rejected_reasons[(topic, value, problem.reason)] > 0
+
+
+def test_the_ranker_learns_and_serves_over_connect_as_in_local_spark(server, batch_graph, tmp_path):
+    """gold_hybrid_recommendations (EASE, the candidates, the learned ranker) as a client of the Connect server, on
+    the batch graph's silver tables: its lists are the ones the batch graph served in local Spark."""
+    _, batch_dir = batch_graph
+    for table in ("movies", "ratings", "tags"):  # a Delta table's paths are relative: a copy is a table
+        shutil.copytree(batch_dir / "lakehouse" / "silver" / table, tmp_path / "lakehouse" / "silver" / table)
+    run = over_connect(server, "client_materialize_hybrid", str(tmp_path), timeout=600)
+    print(f"over Connect: stages {run['stage_seconds']}")
+    assert run["success"] and not run["local_context"]
+    assert run["checks"] == {"hybrid_excludes_seen": True}
+    assert set(run["importances"]) >= {"ease", "popularity"}, run["importances"]
+
+    def served(data_dir: Path) -> list[tuple]:
+        table = LakehouseResource(data_dir=str(data_dir)).table("gold.hybrid_recommendations")
+        with duckdb.connect() as con:
+            return con.execute(f"SELECT user_id, rank, movie_id FROM {table.duckdb()} ORDER BY ALL").fetchall()
+
+    local, remote = served(batch_dir), served(tmp_path)
+    assert len(remote) == len(local) > 0
+    assert remote == local
 
 
 def test_down_stops_the_server_and_its_workers(server):
