@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # What Dagster's processes look like on a command line (the run worker and its resource tracker are
 # multiprocessing children of the code server).
 DAGSTER_PROCESS = ("dagster", "multiprocessing")
+# The run worker's own: a process that multiprocessing spawned (its resource tracker carries no such flag).
+RUN_WORKER = "--multiprocessing-fork"
 
 
 def group_members(pgid: int) -> dict[int, str]:
@@ -102,11 +104,14 @@ def worker_alive(pid: int, reported_at: float) -> bool:
 
 
 def cancel_orphaned_runs(instance: dg.DagsterInstance, log) -> list[str]:
-    """Mark CANCELED every STARTED run whose recorded run worker is no longer alive; return their ids."""
+    """Mark CANCELED every STARTING or STARTED run whose recorded run worker is no longer alive; return their ids.
+    (A run worker records its pid before its run is STARTED: killed in between, it leaves the run STARTING, which
+    the sensor counts as in flight too.)"""
     import dagster as dg
 
     cancelled = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+    in_flight = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=in_flight)):
         worker = worker_pid(instance, run.run_id)
         if worker is None or worker_alive(*worker):
             continue
@@ -122,9 +127,10 @@ def cancel_orphaned_runs(instance: dg.DagsterInstance, log) -> list[str]:
 def stop_leftovers(pgid: int, mark: str, dagster_home: Path, log) -> None:
     """`make run`'s stop: kill what `kill_leftovers` finds after 1 s and, when a run worker was among them, mark
     the runs whose worker is gone canceled. A run worker that was not killed reported its own end, and a killed
-    code server alone leaves no run behind."""
+    code server or resource tracker leaves no run behind; a worker that died some other way is found by the next
+    start's sweep."""
     killed = kill_leftovers(pgid, mark, 1.0, log)
-    if any("multiprocessing" in command for command in killed.values()) and (dagster_home / "dagster.yaml").is_file():
+    if any(RUN_WORKER in command for command in killed.values()) and (dagster_home / "dagster.yaml").is_file():
         import dagster as dg
 
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:

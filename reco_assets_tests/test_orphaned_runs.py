@@ -23,9 +23,10 @@ def one_step():
     noop()
 
 
-def started_run(instance: dg.DagsterInstance, worker: int) -> dg.DagsterRun:
-    """A STARTED run whose worker process `worker` recorded its start, as Dagster's run workers do."""
-    run = instance.create_run_for_job(one_step, status=dg.DagsterRunStatus.STARTED)
+def started_run(instance: dg.DagsterInstance, worker: int,
+                status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED) -> dg.DagsterRun:
+    """A run (STARTED, or STARTING) whose worker process `worker` recorded its start, as Dagster's run workers do."""
+    run = instance.create_run_for_job(one_step, status=status)
     instance.report_engine_event(f"Started process for run (pid: {worker}).", run,
                                  EngineEventData.in_process(worker))
     return run
@@ -37,19 +38,22 @@ def instance(tmp_path):
         yield instance
 
 
-def test_a_started_run_whose_worker_is_gone_is_canceled_and_a_live_one_is_not(instance):
+def test_a_run_in_flight_whose_worker_is_gone_is_canceled_and_a_live_one_is_not(instance):
     gone = subprocess.Popen(["true"])
     gone.wait()
     alive = subprocess.Popen(["sleep", "60"])
     try:
         orphan, running = started_run(instance, gone.pid), started_run(instance, alive.pid)
+        # A worker killed after it recorded its pid but before its run was STARTED.
+        starting = started_run(instance, gone.pid, dg.DagsterRunStatus.STARTING)
         assert worker_pid(instance, orphan.run_id)[0] == gone.pid
         # A live process that started after the run reported its worker is another one (a pid reused after a
         # reboot): the worker is gone.
         assert worker_alive(alive.pid, time.time()) and not worker_alive(alive.pid, time.time() - 3600)
         logged = []
-        assert cancel_orphaned_runs(instance, logged.append) == [orphan.run_id]
+        assert sorted(cancel_orphaned_runs(instance, logged.append)) == sorted([orphan.run_id, starting.run_id])
         assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.CANCELED
+        assert instance.get_run_by_id(starting.run_id).status == dg.DagsterRunStatus.CANCELED
         assert instance.get_run_by_id(running.run_id).status == dg.DagsterRunStatus.STARTED
         assert f"lost its run worker (pid {gone.pid}): marked canceled" in logged[0]
         assert cancel_orphaned_runs(instance, logged.append) == []  # once
@@ -82,13 +86,13 @@ def test_only_the_marked_dagster_processes_left_in_the_group_are_killed():
         subprocess.run(["pkill", "-KILL", "-g", str(group.pid)], check=False)
 
 
-
 @pytest.mark.parametrize("leftover, orphans_end_as", [
     # A run worker killed: its run, and any other whose worker is gone, are marked canceled.
     ("python -c from multiprocessing.spawn import spawn_main --multiprocessing-fork", dg.DagsterRunStatus.CANCELED),
-    # A code server killed alone: no run lost its worker there, so Dagster is not even imported; the next start's
-    # sweep handles older orphans.
+    # A code server, or the run worker's resource tracker, killed alone: no run lost its worker there, so Dagster is
+    # not even imported; the next start's sweep handles older orphans.
     ("dagster code-server start", dg.DagsterRunStatus.STARTED),
+    ("python -c from multiprocessing.resource_tracker import main;main(5)", dg.DagsterRunStatus.STARTED),
 ])
 def test_make_runs_stop_kills_what_dagster_left_and_cancels_the_runs_of_killed_workers(tmp_path, leftover,
                                                                                          orphans_end_as):

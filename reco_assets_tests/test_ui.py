@@ -1,5 +1,6 @@
 """The Dagster UI end to end: a real dagster-webserver over the batch graph's instance, driven by headless Chromium."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -71,7 +72,8 @@ def webserver(batch_graph, tmp_path_factory):
         assert not errors, f"the code location failed to load: {errors}\n{log_path.read_text()}"
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # its graceful stop waited 20 s for nothing the tests need
+        with contextlib.suppress(ProcessLookupError):  # a webserver that died early was reaped already
+            os.killpg(process.pid, signal.SIGKILL)  # its graceful stop waited 20 s for nothing the tests need
         process.wait()
 
 

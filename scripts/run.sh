@@ -56,7 +56,8 @@ stop_all() {
   for _ in $(seq 50); do kill -0 "$api" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$api" 2>/dev/null || true
   # A run worker that was starting at Ctrl+C defers the interrupt to its first step and keeps its code server up.
-  # What is left 1 s after Dagster's exit is killed, and its run marked canceled, so the sensor runs its hour again.
+  # What is left after a further 1 s is killed and, when a run worker was, its run marked canceled, so that the
+  # sensor runs its hour again.
   .venv/bin/python -m reco_assets.orphaned_runs "$(ps -o pgid= $$ | tr -d ' ')" "RECO_RUN_MARK=$RECO_RUN_MARK" || true
   still_running
 }

@@ -163,9 +163,9 @@ def register(add) -> None:
     spark_cluster.add_argument("--workers", type=positive_int, default=1, help="how many workers (default 1)")
     spark_cluster.add_argument("--cores", type=positive_int, default=1, help="cores per worker (default 1)")
     spark_cluster.add_argument("--memory", default="2g", help="memory per worker for its executors (default 2g)")
-    add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTED run whose run "
-                  "worker is gone (Dagster stopped mid-run, a killed process, a reboot), so the sensor runs its hour "
-                  "again; `make run` calls it when it starts", catalog=False)
+    add("cancel-orphaned-runs", cmd_cancel_orphaned_runs, "mark canceled every STARTING or STARTED run whose run "
+        "worker is gone (Dagster stopped mid-run, a killed process, a reboot), so the sensor runs its hour again; "
+        "`make run` calls it when it starts", catalog=False)
     serve = add("serve", cmd_serve, "the read-only HTTP API over the gold tables (OpenAPI docs at /docs)",
                 catalog=False)
     serve.add_argument("--host", default=os.environ.get("RECO_API_HOST", "127.0.0.1"),

@@ -92,7 +92,7 @@ def sample_users(queries: DataFrame, n: int) -> tuple[DataFrame, int]:
 
     One pass: the users' hashes (8 bytes each) come to the driver, which counts them and finds the n-th lowest."""
     hashed = F.xxhash64("id")
-    hashes = queries.select(hashed.alias("hash")).toPandas()["hash"].to_numpy()
+    hashes = queries.select(hashed.alias("hash")).toPandas()["hash"].to_numpy(np.int64)
     if len(hashes) <= n:
         return queries, len(hashes)
     return queries.where(hashed <= int(np.partition(hashes, n - 1)[n - 1])), len(hashes)
