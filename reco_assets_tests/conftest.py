@@ -5,6 +5,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -204,6 +205,14 @@ def batch_graph(tmp_path_factory):
     data_dir = folder / "data"
     with dg.DagsterInstance.from_config(str(data_dir / "dagster_home")) as instance:
         yield HeadlessRun(instance), data_dir
+
+
+def copy_tables(source_dir: Path, target_dir: Path, *tables: str) -> None:
+    """Copy lakehouse tables (`silver.ratings`, …) from one data directory to another. A Delta table's paths are
+    relative to its folder, so a copy is a table."""
+    source, target = LakehouseResource(data_dir=str(source_dir)), LakehouseResource(data_dir=str(target_dir))
+    for name in tables:
+        shutil.copytree(source.table(name).uri, target.table(name).uri)
 
 
 @pytest.fixture

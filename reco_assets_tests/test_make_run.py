@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from reco_assets.orphaned_runs import group_members
 from reco_assets.services import LocalBroker, free_port
+from reco_assets.services.leftovers import group_members
 
 pytestmark = pytest.mark.integration
 

@@ -4,13 +4,17 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.events import EngineEventData
 
-from reco_assets.orphaned_runs import cancel_orphaned_runs, group_members, kill_leftovers, worker_alive, worker_pid
+from reco_assets.orphaned_runs import cancel_orphaned_runs, worker_alive, worker_pid
 from reco_assets.services import pid_alive
+from reco_assets.services.leftovers import KILLED_A_RUN_WORKER, group_members, kill_leftovers
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dg.op
@@ -96,7 +100,8 @@ def test_only_the_marked_dagster_processes_left_in_the_group_are_killed():
 ])
 def test_make_runs_stop_kills_what_dagster_left_and_cancels_the_runs_of_killed_workers(tmp_path, leftover,
                                                                                          orphans_end_as):
-    """`python -m reco_assets.orphaned_runs PGID MARK`, as scripts/run.sh calls it once `dagster dev` exited."""
+    """scripts/run.sh's stop once `dagster dev` exited: `python -m reco_assets.services.leftovers PGID MARK`, then
+    `reco-assets cancel-orphaned-runs` when it says (status 3) that it killed a run worker."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -111,13 +116,19 @@ def test_make_runs_stop_kills_what_dagster_left_and_cancels_the_runs_of_killed_w
             gone = subprocess.Popen(["true"])
             gone.wait()
             other_orphan = started_run(instance, gone.pid)
-        stop = subprocess.run([sys.executable, "-m", "reco_assets.orphaned_runs", str(group.pid), mark],
-                              env=os.environ | {"DAGSTER_HOME": str(home)}, capture_output=True, text=True,
-                              timeout=60)
-        assert stop.returncode == 0, stop.stderr
+        env = os.environ | {"DAGSTER_HOME": str(home)}
+        stop = subprocess.run([sys.executable, "-m", "reco_assets.services.leftovers", str(group.pid), mark],
+                              env=env, capture_output=True, text=True, timeout=60)
+        killed_a_worker = orphans_end_as == dg.DagsterRunStatus.CANCELED
+        assert stop.returncode == (KILLED_A_RUN_WORKER if killed_a_worker else 0), stop.stderr
         group.wait(timeout=5)
         assert group.returncode == -9
         assert f"(pid {group.pid}) was still running after Dagster's exit: killing it" in stop.stderr
+        if stop.returncode == KILLED_A_RUN_WORKER:
+            cancel = subprocess.run([str(ROOT / ".venv" / "bin" / "reco-assets"), "cancel-orphaned-runs"], env=env,
+                                    capture_output=True, text=True, timeout=120)
+            assert cancel.returncode == 0, cancel.stderr
+            assert "2 run(s) whose run worker is gone marked canceled" in cancel.stdout
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert instance.get_run_by_id(run.run_id).status == orphans_end_as
             assert instance.get_run_by_id(other_orphan.run_id).status == orphans_end_as

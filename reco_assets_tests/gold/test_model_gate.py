@@ -1,12 +1,10 @@
 """The model gate: a retrained ALS that loses to popularity is not served; the previous model stays."""
 
-import shutil
-
 import dagster as dg
 import pytest
 
 from reco_assets.lakehouse import LakehouseResource
-from reco_assets_tests.conftest import SMALL_EVALUATION_HYBRID, materialize
+from reco_assets_tests.conftest import SMALL_EVALUATION_HYBRID, copy_tables, materialize
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +17,7 @@ SERVED = ("gold.als_factors", "gold.recommendations")
 
 def test_a_model_that_loses_to_popularity_is_not_served(batch_graph, spark, dagster_instance, tmp_path):
     _, batch_dir = batch_graph
-    for table in ("silver/movies", "silver/ratings", "silver/tags", "gold/als_factors", "gold/recommendations"):
-        shutil.copytree(batch_dir / "lakehouse" / table, tmp_path / "lakehouse" / table)
+    copy_tables(batch_dir, tmp_path, "silver.movies", "silver.ratings", "silver.tags", *SERVED)
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
     before = {name: lakehouse.table(name).version() for name in SERVED}
     served_model = lakehouse.table("gold.recommendations").read(spark).first()["model_version"]

@@ -2,7 +2,6 @@
 recommended — for a user known only from the stream, for a MovieLens user who watched a movie since, and for a
 user who arrived after the model was trained (cold start)."""
 
-import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +13,7 @@ from reco_assets.contracts import TOPICS
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.tables import EVENT_COLUMNS
 from reco_assets.silver.event_contract import OUTPUT_TYPES
-from reco_assets_tests.conftest import SMALL_EVALUATION_HYBRID, materialize, write_silver_events
+from reco_assets_tests.conftest import SMALL_EVALUATION_HYBRID, copy_tables, materialize, write_silver_events
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +60,7 @@ def stream_trained(batch_graph, spark, dagster_instance, tmp_path_factory):
     """Silver from the batch graph plus one hour of events; ALS, its lists and the hybrid rebuilt on them."""
     _, batch_dir = batch_graph
     data_dir = tmp_path_factory.mktemp("stream_trained")
-    for table in ("movies", "ratings", "tags"):  # a Delta table's paths are relative: a copy is a table
-        shutil.copytree(batch_dir / "lakehouse" / "silver" / table, data_dir / "lakehouse" / "silver" / table)
+    copy_tables(batch_dir, data_dir, "silver.movies", "silver.ratings", "silver.tags")
     watched = query(batch_dir, "SELECT movie_id FROM {recommendations} WHERE user_id = ? AND rank = 1",
                     MOVIELENS_USER)[0][0]
     rows = [event(i, HOUR, "view", STREAM_USER, movie, device_type="smart_tv", watch_seconds=5400)

@@ -8,7 +8,6 @@ PySpark of its process into Connect mode, which would break the local session of
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -233,9 +232,10 @@ def test_one_hour_of_bronze_and_silver_events_materializes_over_connect(server, 
 def test_the_ranker_learns_and_serves_over_connect_as_in_local_spark(server, batch_graph, tmp_path):
     """gold_hybrid_recommendations (EASE, the candidates, the learned ranker) as a client of the Connect server, on
     the batch graph's silver tables: its lists are the ones the batch graph served in local Spark."""
+    from reco_assets_tests.conftest import copy_tables
+
     _, batch_dir = batch_graph
-    for table in ("movies", "ratings", "tags"):  # a Delta table's paths are relative: a copy is a table
-        shutil.copytree(batch_dir / "lakehouse" / "silver" / table, tmp_path / "lakehouse" / "silver" / table)
+    copy_tables(batch_dir, tmp_path, "silver.movies", "silver.ratings", "silver.tags")
     run = over_connect(server, "client_materialize_hybrid", str(tmp_path), timeout=600)
     print(f"over Connect: stages {run['stage_seconds']}")
     assert run["success"] and not run["local_context"]
