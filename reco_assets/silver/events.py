@@ -5,11 +5,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster_pyspark import LazyPySparkResource
-from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reco_assets.bronze.events import EVENT_HOURS_POOL, bronze_events
@@ -25,12 +25,12 @@ from reco_assets.lakehouse.hours import (
     hours_between,
     is_live_run,
 )
-from reco_assets.lakehouse.tables import ACCEPTED_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS
+from reco_assets.lakehouse.tables import EVENT_COLUMNS, OUTCOME_COLUMNS
 from reco_assets.silver.event_contract import validate_events
-from reco_assets.silver.increment import COORDINATES, split_new
+from reco_assets.silver.increment import COORDINATES, duplicate_details, split_new
 
-# Hours of up to this many records broadcast their event hashes and duplicate marks into the joins, so that neither
-# the wide rows nor the window's hashes are shuffled; larger hours leave the join strategy to adaptive execution.
+# Hours of up to this many records broadcast their event hashes into the window's join, so that the window's hashes
+# are not shuffled; larger hours leave the join strategy to adaptive execution.
 BROADCAST_RECORDS = 2_000_000
 # An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
 # it was read in, written in parallel (coalescing those into fewer files left them uneven).
@@ -87,70 +87,57 @@ def window_events(outcomes: DataFrame, partition_key: str, window_hours: float) 
             .select("event_hash", "event_id", HOUR_COLUMN))
 
 
-def _position() -> Column:
-    """Where a copy was received. Unique in an hour (topic, partition and offset are); the smallest is kept."""
-    return F.struct("received_at", "topic", "partition", "offset")
+def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool = True) -> pa.Table:
+    """The hour's duplicates (their coordinates and the dead letter's detail), from its contract-checked records
+    (`contract_checked`, with `received_at`) and the window (`window_events`).
 
-
-def _maybe_broadcast(df: DataFrame, broadcast: bool) -> DataFrame:
-    return F.broadcast(df) if broadcast else df
-
-
-def duplicate_marks(checked: DataFrame, window: DataFrame | None, broadcast: bool = True) -> DataFrame:
-    """`event_id, seen_in, first` for each valid event_id of the hour that has duplicates: `seen_in` the hour of the
-    window that already holds it (null when none does), `first` the position (`_position`) of its first copy here.
-
-    Duplicates are rare, so only 64-bit hashes move: the hour's hashes with more than one copy and the window's
-    hashes that reappear pick the candidate rows, and their exact ids decide (a hash collision only adds a
-    candidate). `checked` has `received_at`, `event_hash` and `validate_events`' columns; `window` is
-    `window_events`.
+    Duplicates are rare, so only 64-bit hashes move, and the rules run in memory (`duplicate_details`): the hour's
+    hashes come to the driver, where those with more than one copy are found; the window's events that share a hash
+    with the hour come back from Spark; all the valid copies with one of these hashes then come to the driver, and
+    their exact ids decide (a hash collision only adds a candidate).
     """
+    spark = checked.sparkSession
     valid = checked.where(F.col("reject_reason").isNull())
-    hashes = valid.select("event_hash")
-    candidates = hashes.groupBy("event_hash").count().where(F.col("count") > 1).select("event_hash")
-    seen = None
-    if window is not None:
-        # The window's events that share a hash with this hour: few, so kept (eagerly) for the two uses below.
-        seen = window.join(_maybe_broadcast(hashes.distinct(), broadcast), "event_hash", "left_semi").localCheckpoint()
-        candidates = candidates.unionByName(seen.select("event_hash"))
-    candidates = _maybe_broadcast(candidates.distinct(), broadcast)
-    marks = (valid.join(candidates, "event_hash", "left_semi").groupBy("event_id")
-             .agg(F.count(F.lit(1)).alias("copies"), F.min(_position()).alias("first")))
-    if seen is None:
-        marks = marks.withColumn("seen_in", F.lit(None).cast("string"))
-    else:
-        marks = marks.join(seen.groupBy("event_id").agg(F.min(HOUR_COLUMN).alias("seen_in")), "event_id", "left")
-    return marks.where((F.col("copies") > 1) | F.col("seen_in").isNotNull()).select("event_id", "seen_in", "first")
+    hashes = np.sort(valid.select("event_hash").toArrow()["event_hash"].to_numpy())
+    repeated = hashes[1:] == hashes[:-1]
+    candidates = np.unique(hashes[1:][repeated])
+    seen = pa.table({"event_id": pa.array([], pa.string()), HOUR_COLUMN: pa.array([], pa.string())})
+    if window is not None and len(hashes):
+        distinct = spark.createDataFrame(pa.table({"event_hash": hashes[np.concatenate(([True], ~repeated))]}))
+        seen = window.join(F.broadcast(distinct) if broadcast else distinct, "event_hash", "left_semi").toArrow()
+        candidates = np.union1d(candidates, seen["event_hash"].to_numpy())
+    if not len(candidates):
+        return pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
+                         "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
+    copies = valid.join(F.broadcast(spark.createDataFrame(pa.table({"event_hash": candidates}))), "event_hash",
+                        "left_semi").select("event_id", "received_at", *COORDINATES).toArrow()
+    details = pa.array(duplicate_details(copies, seen), pa.string())
+    duplicates = copies.select(COORDINATES).append_column("detail", details)
+    return duplicates.filter(pc.is_valid(details))
 
 
-def split_hour(checked: DataFrame, marks: DataFrame, bronze: DataFrame, broadcast: bool = True) -> DataFrame:
-    """The rows of silver.event_outcomes for one bronze hour (without `hour`), from its contract-checked records
-    (`validate_events`, with `received_at` and `event_hash`; `key` and `value` may be null for valid records) and
-    their `duplicate_marks`.
-
-    Rejected: every record that breaks its topic's contract, plus duplicates by `event_id` — later copies inside the
-    hour (the first by broker time, topic, partition and offset is kept) and every copy of an event that another
-    hour of the window holds. A duplicate's raw key and value are read back from `bronze`.
-    """
-    rows = checked.join(_maybe_broadcast(marks, broadcast), "event_id", "left")
-    valid = F.col("reject_reason").isNull()
-    first = F.col("first")
-    duplicate = valid & F.coalesce(F.col("seen_in").isNotNull() | (first != _position()), F.lit(False))
-    accepted = rows.where(valid & ~duplicate).select(*ACCEPTED_COLUMNS, "event_hash")
-    invalid = rows.where(~valid).select(
-        *COORDINATES, "received_at", "key", "value", F.col("reject_reason").alias("reason"),
-        F.col("reject_field").alias("field"), F.col("reject_detail").alias("detail"), "event_id")
-    duplicates = rows.where(duplicate).select(
-        *COORDINATES, "received_at", F.lit("duplicate").alias("reason"), F.lit("event_id").alias("field"),
-        F.when(F.col("seen_in").isNotNull(), F.concat(F.lit("event_id already in hour "), "seen_in", F.lit(":00")))
-        .otherwise(F.concat(F.lit("duplicate of "), F.format_string(
-            "%s/%d@%d", first["topic"], first["partition"], first["offset"]))).alias("detail"),
-        "event_id")
-    duplicates = bronze.select(*COORDINATES, "key", "value").join(
-        _maybe_broadcast(duplicates, broadcast), COORDINATES)
-    rejected = invalid.select(REJECTED_COLUMNS).unionByName(duplicates.select(REJECTED_COLUMNS))
-    return (accepted.withColumn("rejected", F.lit(False))
-            .unionByName(rejected.withColumn("rejected", F.lit(True)), allowMissingColumns=True))
+def outcome_rows(checked: DataFrame, duplicates: pa.Table, partition_key: str) -> DataFrame:
+    """The rows of silver.event_outcomes for one bronze hour, in one pass over its contract-checked records
+    (`contract_checked`, with `received_at`): accepted, or rejected with the contract's reason, or with `duplicate`
+    when `duplicate_rows` lists them. Rejected rows keep the record's raw key and value."""
+    detail = F.lit(None).cast("string")
+    if duplicates.num_rows:
+        found = checked.sparkSession.createDataFrame(duplicates.rename_columns([*COORDINATES, "duplicate_detail"]))
+        checked = checked.join(F.broadcast(found), COORDINATES, "left")
+        detail = F.col("duplicate_detail")
+    valid, duplicate = F.col("reject_reason").isNull(), detail.isNotNull()
+    accepted = valid & ~duplicate
+    columns = {c: F.when(accepted, F.col(c)) for c in [*EVENT_COLUMNS, "event_hash"]}
+    columns |= {
+        "event_id": F.col("event_id"),  # the dead letter keeps the id of a valid record's copy
+        **{c: F.when(~accepted, F.col(c)) for c in ("key", "value")},
+        "reason": F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reject_reason")),
+        "field": F.when(duplicate, F.lit("event_id")).otherwise(F.col("reject_field")),
+        "detail": F.when(duplicate, detail).otherwise(F.col("reject_detail")),
+        "rejected": ~accepted,
+        HOUR_COLUMN: F.lit(hour_value(partition_key)),
+    }
+    return checked.select(*[(columns[c] if c in columns else F.col(c)).alias(c) for c in OUTCOME_COLUMNS])
 
 
 def _release(checkpointed: DataFrame) -> None:
@@ -180,7 +167,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
     outcomes = lakehouse.table("silver.event_outcomes")
     history_version = outcomes.version()
-    # One bronze version for the count, the check and the duplicates' raw bytes, whatever bronze runs commit.
+    # One bronze version for the count and the check, whatever bronze runs commit.
     events = lakehouse.table("bronze.events")
     bronze_version = events.version()
     records = events.hour_counts([partition_key], bronze_version).get(partition_key, 0)
@@ -193,30 +180,22 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
               if history_version is not None else None)
     bronze = events.read_hours(spark, [partition_key], bronze_version).drop(HOUR_COLUMN) \
         .withColumnRenamed("timestamp", "received_at")
-    broadcast = records <= BROADCAST_RECORDS
-    # The contract check runs once per hour: its result is kept for the duplicate marks and the output as a local
+    # The contract check runs once per hour: its result is kept for the duplicate search and the output as a local
     # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
-    # cached table and makes the later plans small. Valid records leave their raw bytes out of it (half its size);
-    # a duplicate's come from bronze. Event ids are compared in lower case (the contract accepts either).
-    raw_if_rejected = {c: F.when(F.col("reject_reason").isNotNull(), F.col(c)) for c in ("key", "value")}
-    checked = _checked(bronze).withColumns(raw_if_rejected).localCheckpoint()
+    # cached table and makes the later plans small. Event ids are compared in lower case (the contract accepts
+    # either).
+    checked = contract_checked(bronze).localCheckpoint()
     try:
-        # Small: kept for the write.
-        marks = duplicate_marks(checked, window, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            rows = split_hour(checked, marks, bronze, broadcast)
-            rows = rows.coalesce(1) if records < ONE_TASK_RECORDS else rows
-            rows = rows.withColumn(HOUR_COLUMN, F.lit(hour_value(partition_key))).select(*OUTCOME_COLUMNS)
-            commit = outcomes.replace_hours(rows, [partition_key], log)
-        finally:
-            marks.unpersist()
+        duplicates = duplicate_rows(checked, window, records <= BROADCAST_RECORDS)
+        rows = outcome_rows(checked, duplicates, partition_key)
+        commit = outcomes.replace_hours(rows.coalesce(1) if records < ONE_TASK_RECORDS else rows, [partition_key], log)
     finally:
         _release(checked)
     refuse_overlap(spark, outcomes, partition_key, window_hours, history_version, commit.version)
     return _counts(outcomes, partition_key, commit.version, records, records, bronze_version)
 
 
-def _checked(records: DataFrame) -> DataFrame:
+def contract_checked(records: DataFrame) -> DataFrame:
     """validate_events' columns, with event ids in lower case (the contract accepts either) and their hash."""
     event_id = F.lower("event_id")
     return validate_events(records, broker_time="received_at").withColumns(
@@ -256,7 +235,7 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
         return None
     records_df = spark.createDataFrame(new.rename_columns(["received_at" if c == "timestamp" else c
                                                            for c in new.column_names]))
-    checked = _checked(records_df).toArrow()
+    checked = contract_checked(records_df).toArrow()
     hashes = pc.unique(checked.filter(pc.is_null(checked["reject_reason"]))["event_hash"])
     first, last = dedupe_window(partition_key, window_hours)
     hour = pc.field(HOUR_COLUMN)

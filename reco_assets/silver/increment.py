@@ -1,8 +1,9 @@
-"""A live run's silver rows for the records that arrived since the hour's last run, computed in memory.
+"""The duplicate rules of silver_events, in memory, and a live run's rows for the records that arrived since the
+hour's last run.
 
-The rules are `duplicate_marks` and `split_hour`'s (reco_assets.silver.events), applied to the few new records that
-Spark has contract-checked, against the events the hour already accepted (`settled`) and the copies other hours of
-the window hold (`seen`). A test holds the two to the same rows.
+Duplicates are found by `event_id` (lower case) among an hour's valid records: the first copy by position
+(`positions`) is kept, later copies and every copy of an event that another hour of the window holds go to the dead
+letter. Spark finds the few records concerned (`silver.events.duplicate_rows`); `duplicate_details` decides.
 """
 
 import pyarrow as pa
@@ -15,10 +16,49 @@ COORDINATES = ["topic", "partition", "offset"]  # a record's place in Kafka: uni
 
 
 def positions(rows: pa.Table) -> list[tuple]:
-    """Where each row's copy was received, ordered as `_position` orders them: broker time, topic, partition,
-    offset."""
+    """Where each row's copy was received, in the order that decides which copy is first: broker time, topic,
+    partition, offset."""
     received = pc.cast(rows["received_at"], pa.int64()).to_pylist()
     return list(zip(received, *(rows[c].to_pylist() for c in COORDINATES), strict=True))
+
+
+def duplicate_details(copies: pa.Table, seen: pa.Table, settled: pa.Table | None = None) -> list[str | None] | None:
+    """For each of the hour's valid records `copies` (`event_id`, `received_at`, the coordinates; every copy of
+    each of their ids): the dead letter's detail when it is a duplicate, None when it is kept.
+
+    `seen`: the accepted events of the window's other hours (`event_id`, `hour`) that share an id with them.
+    `settled`: the hour's events accepted by an earlier run (same columns as `copies`), when only the new records
+    are decided; None overall when a new copy was received before a settled one (only a rebuild decides then).
+    """
+    ids, where = copies["event_id"].to_pylist(), positions(copies)
+    first: dict[str, tuple] = {}
+    count: dict[str, int] = {}
+    for event_id, position in zip(ids, where, strict=True):
+        first[event_id] = min(first.get(event_id, position), position)
+        count[event_id] = count.get(event_id, 0) + 1
+    if settled is not None:
+        kept = {}
+        for event_id, position in zip(settled["event_id"].to_pylist(), positions(settled), strict=True):
+            if event_id in first:
+                first[event_id] = min(first[event_id], position)
+                count[event_id] += 1
+                kept[event_id] = position
+        if any(first[event_id] != position for event_id, position in kept.items()):
+            return None
+    seen_in: dict[str, str] = {}
+    for event_id, other in zip(seen["event_id"].to_pylist(), seen[HOUR_COLUMN].to_pylist(), strict=True):
+        if event_id in first:
+            seen_in[event_id] = min(seen_in.get(event_id, other), other)
+    details = []
+    for event_id, position in zip(ids, where, strict=True):
+        if event_id in seen_in:
+            details.append(f"event_id already in hour {seen_in[event_id]}:00")
+        elif count[event_id] > 1 and first[event_id] != position:
+            topic, partition, offset = first[event_id][1:]
+            details.append(f"duplicate of {topic}/{partition}@{offset}")
+        else:
+            details.append(None)
+    return details
 
 
 def split_new(checked: pa.Table, settled: pa.Table, seen: pa.Table, hour: str) -> pa.Table | None:
@@ -29,41 +69,14 @@ def split_new(checked: pa.Table, settled: pa.Table, seen: pa.Table, hour: str) -
     `settled`: the hour's accepted events (`event_id`, `received_at` and the coordinates). `seen`: the accepted
     events of the window's other hours (`event_id`, `hour`) that share an id with the new records.
     """
-    valid = pc.is_null(checked["reject_reason"]).to_pylist()
-    ids = checked["event_id"].to_pylist()
-    where = positions(checked)
-    first: dict[str, tuple] = {}
-    copies: dict[str, int] = {}
-    for ok, event_id, position in zip(valid, ids, where, strict=True):
-        if ok:
-            first[event_id] = min(first.get(event_id, position), position)
-            copies[event_id] = copies.get(event_id, 0) + 1
-    kept = {}
-    for event_id, position in zip(settled["event_id"].to_pylist(), positions(settled), strict=True):
-        if event_id in first:
-            first[event_id] = min(first[event_id], position)
-            copies[event_id] += 1
-            kept[event_id] = position
-    seen_in: dict[str, str] = {}
-    for event_id, other in zip(seen["event_id"].to_pylist(), seen[HOUR_COLUMN].to_pylist(), strict=True):
-        if event_id in first:
-            seen_in[event_id] = min(seen_in.get(event_id, other), other)
-    if any(first[event_id] != position for event_id, position in kept.items()):
+    valid = pc.is_null(checked["reject_reason"]).combine_chunks()
+    decided = duplicate_details(checked.filter(valid), seen, settled)
+    if decided is None:
         return None
-    duplicate, details = [], []
-    for ok, event_id, position in zip(valid, ids, where, strict=True):
-        if ok and event_id in seen_in:
-            duplicate.append(True)
-            details.append(f"event_id already in hour {seen_in[event_id]}:00")
-        elif ok and copies[event_id] > 1 and first[event_id] != position:
-            topic, partition, offset = first[event_id][1:]
-            duplicate.append(True)
-            details.append(f"duplicate of {topic}/{partition}@{offset}")
-        else:
-            duplicate.append(False)
-            details.append(None)
-    duplicate = pa.array(duplicate, pa.bool_())
-    rejected = pc.or_(pc.invert(pa.array(valid, pa.bool_())), duplicate)
+    pending = iter(decided)
+    details = [next(pending) if ok else None for ok in valid.to_pylist()]
+    duplicate = pa.array([detail is not None for detail in details], pa.bool_())
+    rejected = pc.or_(pc.invert(valid), duplicate)
     accepted = pc.invert(rejected)
 
     def when(mask: pa.Array, values) -> pa.Array:
