@@ -208,11 +208,11 @@ def batch_graph(tmp_path_factory):
 
 
 def copy_tables(source_dir: Path, target_dir: Path, *tables: str) -> None:
-    """Copy lakehouse tables (`silver.ratings`, …) from one data directory to another. A Delta table's paths are
-    relative to its folder, so a copy is a table."""
-    source, target = LakehouseResource(data_dir=str(source_dir)), LakehouseResource(data_dir=str(target_dir))
+    """Copy lakehouse tables (`silver.ratings`, …) from one local data directory to another. A Delta table's paths
+    are relative to its folder, so a copy is a table."""
     for name in tables:
-        shutil.copytree(source.table(name).uri, target.table(name).uri)
+        folder = Path("lakehouse", *name.split("."))
+        shutil.copytree(source_dir / folder, target_dir / folder)
 
 
 @pytest.fixture

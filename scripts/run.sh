@@ -56,8 +56,8 @@ stop_all() {
   for _ in $(seq 50); do kill -0 "$api" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$api" 2>/dev/null || true
   # A run worker that was starting at Ctrl+C defers the interrupt to its first step and keeps its code server up.
-  # What is left after a further 1 s is killed; when a run worker was (status 3), its run is marked canceled, so
-  # that the sensor runs its hour again.
+  # What is left after a further 1 s is killed; when a run worker was (status 3, leftovers.KILLED_A_RUN_WORKER),
+  # its run is marked canceled, so that the sensor runs its hour again.
   local status=0
   .venv/bin/python -m reco_assets.services.leftovers "$(ps -o pgid= $$ | tr -d ' ')" "RECO_RUN_MARK=$RECO_RUN_MARK" \
     || status=$?

@@ -29,8 +29,9 @@ from reco_assets.lakehouse.tables import EVENT_COLUMNS, OUTCOME_COLUMNS
 from reco_assets.silver.event_contract import validate_events
 from reco_assets.silver.increment import COORDINATES, duplicate_details, split_new
 
-# Hours of up to this many records broadcast their event hashes into the window's join, so that the window's hashes
-# are not shuffled; larger hours leave the join strategy to adaptive execution.
+# Hours of up to this many records broadcast their event hashes, candidates and duplicates into the joins, so that
+# neither the window's hashes nor the checked rows are shuffled; larger hours leave the join strategy to adaptive
+# execution.
 BROADCAST_RECORDS = 2_000_000
 # An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
 # it was read in, written in parallel (coalescing those into fewer files left them uneven).
@@ -97,6 +98,7 @@ def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool
     their exact ids decide (a hash collision only adds a candidate).
     """
     spark = checked.sparkSession
+    hint = F.broadcast if broadcast else (lambda df: df)
     valid = checked.where(F.col("reject_reason").isNull())
     hashes = np.sort(valid.select("event_hash").toArrow()["event_hash"].to_numpy())
     repeated = hashes[1:] == hashes[:-1]
@@ -104,26 +106,26 @@ def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool
     seen = pa.table({"event_id": pa.array([], pa.string()), HOUR_COLUMN: pa.array([], pa.string())})
     if window is not None and len(hashes):
         distinct = spark.createDataFrame(pa.table({"event_hash": hashes[np.concatenate(([True], ~repeated))]}))
-        seen = window.join(F.broadcast(distinct) if broadcast else distinct, "event_hash", "left_semi").toArrow()
+        seen = window.join(hint(distinct), "event_hash", "left_semi").toArrow()
         candidates = np.union1d(candidates, seen["event_hash"].to_numpy())
     if not len(candidates):
         return pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
                          "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
-    copies = valid.join(F.broadcast(spark.createDataFrame(pa.table({"event_hash": candidates}))), "event_hash",
+    copies = valid.join(hint(spark.createDataFrame(pa.table({"event_hash": candidates}))), "event_hash",
                         "left_semi").select("event_id", "received_at", *COORDINATES).toArrow()
     details = pa.array(duplicate_details(copies, seen), pa.string())
     duplicates = copies.select(COORDINATES).append_column("detail", details)
     return duplicates.filter(pc.is_valid(details))
 
 
-def outcome_rows(checked: DataFrame, duplicates: pa.Table, partition_key: str) -> DataFrame:
+def outcome_rows(checked: DataFrame, duplicates: pa.Table, partition_key: str, broadcast: bool = True) -> DataFrame:
     """The rows of silver.event_outcomes for one bronze hour, in one pass over its contract-checked records
     (`contract_checked`, with `received_at`): accepted, or rejected with the contract's reason, or with `duplicate`
     when `duplicate_rows` lists them. Rejected rows keep the record's raw key and value."""
     detail = F.lit(None).cast("string")
     if duplicates.num_rows:
         found = checked.sparkSession.createDataFrame(duplicates.rename_columns([*COORDINATES, "duplicate_detail"]))
-        checked = checked.join(F.broadcast(found), COORDINATES, "left")
+        checked = checked.join(F.broadcast(found) if broadcast else found, COORDINATES, "left")
         detail = F.col("duplicate_detail")
     valid, duplicate = F.col("reject_reason").isNull(), detail.isNotNull()
     accepted = valid & ~duplicate
@@ -186,8 +188,8 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     # either).
     checked = contract_checked(bronze).localCheckpoint()
     try:
-        duplicates = duplicate_rows(checked, window, records <= BROADCAST_RECORDS)
-        rows = outcome_rows(checked, duplicates, partition_key)
+        broadcast = records <= BROADCAST_RECORDS
+        rows = outcome_rows(checked, duplicate_rows(checked, window, broadcast), partition_key, broadcast)
         commit = outcomes.replace_hours(rows.coalesce(1) if records < ONE_TASK_RECORDS else rows, [partition_key], log)
     finally:
         _release(checked)

@@ -126,3 +126,32 @@ def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_cop
     counts = silver_hour(EARLY, lakehouse, spark, append=True)
     assert not counts["appended"] and counts["silver"] == 4 and counts["rejected"] == 5
     assert any("duplicate of events_views/0@0" in row for row in hour_rows(spark, lakehouse, EARLY))
+
+
+def test_ids_that_share_a_hash_are_told_apart_by_their_exact_ids(spark):
+    """Every valid record and window event here has the same 64-bit hash: only exact ids make duplicates."""
+    from pyspark.sql import functions as F
+
+    from reco_assets.silver.events import contract_checked, duplicate_rows, outcome_rows
+
+    start = hour_start(EARLY)
+    values = [view(uuid(1), 1), view(uuid(2), 2), view(uuid(1).upper(), 3), b"not json"]
+    records = spark.createDataFrame([("events_views", 0, i, start + timedelta(minutes=59, seconds=i), b"1", v)
+                                     for i, v in enumerate(values)], BRONZE_EVENT_SCHEMA)
+    checked = contract_checked(records.withColumnRenamed("timestamp", "received_at")).withColumn(
+        "event_hash", F.when(F.col("reject_reason").isNull(), F.lit(7)))
+    window = spark.createDataFrame([(7, uuid(3), "2026-11-05-08"), (7, uuid(2), "2026-11-05-12"),
+                                    (7, uuid(2), "2026-11-05-09")], "event_hash bigint, event_id string, hour string")
+
+    duplicates = duplicate_rows(checked, window)
+    assert sorted(zip(duplicates["offset"].to_pylist(), duplicates["detail"].to_pylist(), strict=True)) == [
+        (1, "event_id already in hour 2026-11-05-09:00"), (2, "duplicate of events_views/0@0")]
+    rows = {r["offset"]: r for r in outcome_rows(checked, duplicates, EARLY).collect()}
+    assert [(o, r["rejected"], r["reason"], r["event_id"], r["event_hash"], r["value"] is not None)
+            for o, r in sorted(rows.items())] == [
+        (0, False, None, uuid(1), 7, False),
+        (1, True, "duplicate", uuid(2), None, True),
+        (2, True, "duplicate", uuid(1), None, True),
+        (3, True, "not_json", None, None, True)]
+    assert bytes(rows[2]["value"]) == values[2] and rows[1]["user_id"] is None and rows[0]["user_id"] == 1
+    assert {r["hour"] for r in rows.values()} == {hour_value(EARLY)}
