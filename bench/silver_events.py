@@ -112,14 +112,9 @@ def build_hour(spark, lakehouse: LakehouseResource, events: int, replayed: float
 def floor_hour(spark, lakehouse: LakehouseResource) -> None:
     """Silver's floor for the hour: its contract check (as silver runs it) and one commit of its rows replacing the
     hour, rejected or not, without the duplicate search or the dead letter's details."""
-    events = lakehouse.table("bronze.events")
-    checked = silver_events.contract_checked(events.read_hours(spark, [HOUR], events.version()).drop("hour")
-                                             .withColumnRenamed("timestamp", "received_at"))
-    rejected = F.col("reject_reason").isNotNull()
-    named = {"rejected": rejected, "reason": F.col("reject_reason"), "field": F.col("reject_field"),
-             "detail": F.col("reject_detail"), "hour": F.lit(hour_value(HOUR)),
-             **{c: F.when(rejected, F.col(c)) for c in ("key", "value")}}  # raw bytes of rejected records only
-    rows = checked.select(*[named[c].alias(c) if c in named else F.col(c) for c in OUTCOME_COLUMNS])
+    checked = silver_events.contract_checked(silver_events.bronze_hour(spark, lakehouse, HOUR,
+                                                                        lakehouse.table("bronze.events").version()))
+    rows = silver_events.outcome_rows(checked, silver_events.NO_DUPLICATES, HOUR)
     lakehouse.table("silver.event_outcomes").replace_hours(rows, [HOUR])
 
 

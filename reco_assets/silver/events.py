@@ -36,6 +36,8 @@ BROADCAST_RECORDS = 2_000_000
 # An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
 # it was read in, written in parallel (coalescing those into fewer files left them uneven).
 ONE_TASK_RECORDS = 500_000
+NO_DUPLICATES = pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
+                          "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
 
 
 def read_events(spark: SparkSession, lakehouse: LakehouseResource, partition_keys: list[str] | None = None,
@@ -72,6 +74,17 @@ def recent_events(spark: SparkSession, lakehouse: LakehouseResource,
     return events.where(F.col("received_at") > F.lit(since)), as_of
 
 
+def bronze_hour(spark: SparkSession, lakehouse: LakehouseResource, partition_key: str, version: int) -> DataFrame:
+    """One bronze hour's records as silver checks them: Kafka's timestamp as `received_at`, no hour column."""
+    return (lakehouse.table("bronze.events").read_hours(spark, [partition_key], version).drop(HOUR_COLUMN)
+            .withColumnRenamed("timestamp", "received_at"))
+
+
+def _hinted(small: DataFrame, broadcast: bool) -> DataFrame:
+    """`small` with a broadcast hint when the hour is small enough (`BROADCAST_RECORDS`)."""
+    return F.broadcast(small) if broadcast else small
+
+
 def dedupe_window(partition_key: str, window_hours: float) -> tuple[str, str]:
     """The first and last `hour` values that can hold a copy received within `window_hours` of an event of this
     hour (the hour itself is left out by the caller)."""
@@ -98,7 +111,6 @@ def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool
     their exact ids decide (a hash collision only adds a candidate).
     """
     spark = checked.sparkSession
-    hint = F.broadcast if broadcast else (lambda df: df)
     valid = checked.where(F.col("reject_reason").isNull())
     hashes = np.sort(valid.select("event_hash").toArrow()["event_hash"].to_numpy())
     repeated = hashes[1:] == hashes[:-1]
@@ -106,13 +118,13 @@ def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool
     seen = pa.table({"event_id": pa.array([], pa.string()), HOUR_COLUMN: pa.array([], pa.string())})
     if window is not None and len(hashes):
         distinct = spark.createDataFrame(pa.table({"event_hash": hashes[np.concatenate(([True], ~repeated))]}))
-        seen = window.join(hint(distinct), "event_hash", "left_semi").toArrow()
+        seen = window.join(_hinted(distinct, broadcast), "event_hash", "left_semi").toArrow()
         candidates = np.union1d(candidates, seen["event_hash"].to_numpy())
     if not len(candidates):
-        return pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
-                         "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
-    copies = valid.join(hint(spark.createDataFrame(pa.table({"event_hash": candidates}))), "event_hash",
-                        "left_semi").select("event_id", "received_at", *COORDINATES).toArrow()
+        return NO_DUPLICATES
+    candidate_hashes = spark.createDataFrame(pa.table({"event_hash": candidates}))
+    copies = (valid.join(_hinted(candidate_hashes, broadcast), "event_hash", "left_semi")
+              .select("event_id", "received_at", *COORDINATES).toArrow())
     details = pa.array(duplicate_details(copies, seen), pa.string())
     duplicates = copies.select(COORDINATES).append_column("detail", details)
     return duplicates.filter(pc.is_valid(details))
@@ -125,7 +137,7 @@ def outcome_rows(checked: DataFrame, duplicates: pa.Table, partition_key: str, b
     detail = F.lit(None).cast("string")
     if duplicates.num_rows:
         found = checked.sparkSession.createDataFrame(duplicates.rename_columns([*COORDINATES, "duplicate_detail"]))
-        checked = checked.join(F.broadcast(found) if broadcast else found, COORDINATES, "left")
+        checked = checked.join(_hinted(found, broadcast), COORDINATES, "left")
         detail = F.col("duplicate_detail")
     valid, duplicate = F.col("reject_reason").isNull(), detail.isNotNull()
     accepted = valid & ~duplicate
@@ -180,13 +192,11 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
             return appended
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
               if history_version is not None else None)
-    bronze = events.read_hours(spark, [partition_key], bronze_version).drop(HOUR_COLUMN) \
-        .withColumnRenamed("timestamp", "received_at")
     # The contract check runs once per hour: its result is kept for the duplicate search and the output as a local
     # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
     # cached table and makes the later plans small. Event ids are compared in lower case (the contract accepts
     # either).
-    checked = contract_checked(bronze).localCheckpoint()
+    checked = contract_checked(bronze_hour(spark, lakehouse, partition_key, bronze_version)).localCheckpoint()
     try:
         broadcast = records <= BROADCAST_RECORDS
         rows = outcome_rows(checked, duplicate_rows(checked, window, broadcast), partition_key, broadcast)
