@@ -18,6 +18,7 @@ rejected.
 
 import argparse
 import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -196,7 +197,8 @@ def main() -> None:
                f"its floor")
         report(f"- replayed ids rejected as duplicates of a history hour: {extra:,} of {replays:,} (the others sit on "
                f"records rejected anyway); history ids kept in silver: {kept}; checks: "
-               f"{'all hold' if not problems else 'FAILED'}")
+               f"{'all hold' if not problems else 'FAILED'}; the Python process peaked at "
+               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
         for p in problems:
             report(f"  - {p}")
     finally:

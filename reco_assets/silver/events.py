@@ -1,6 +1,7 @@
 """Silver events: parsed, contract-checked events per broker hour, unique by event_id across the dedupe window, and
 a dead letter for every other record; both in `silver.event_outcomes`, one commit per hour."""
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +37,8 @@ BROADCAST_RECORDS = 2_000_000
 # An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
 # it was read in, written in parallel (coalescing those into fewer files left them uneven).
 ONE_TASK_RECORDS = 500_000
+# An hour of up to this many records is rebuilt in memory (`rebuild_in_memory`) once silver.event_outcomes exists.
+IN_MEMORY_RECORDS = int(os.environ.get("RECO_SILVER_IN_MEMORY_RECORDS", "1000000"))
 NO_DUPLICATES = pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
                           "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
 
@@ -125,7 +128,7 @@ def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool
     candidate_hashes = spark.createDataFrame(pa.table({"event_hash": candidates}))
     copies = (valid.join(_hinted(candidate_hashes, broadcast), "event_hash", "left_semi")
               .select("event_id", "received_at", *COORDINATES).toArrow())
-    details = pa.array(duplicate_details(copies, seen), pa.string())
+    details = duplicate_details(copies, seen)
     duplicates = copies.select(COORDINATES).append_column("detail", details)
     return duplicates.filter(pc.is_valid(details))
 
@@ -190,6 +193,9 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                                records)
         if appended is not None:
             return appended
+    if history_version is not None and records <= IN_MEMORY_RECORDS:
+        return rebuild_in_memory(partition_key, lakehouse, spark, window_hours, log, history_version, bronze_version,
+                                 records)
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
               if history_version is not None else None)
     # The contract check runs once per hour: its result is kept for the duplicate search and the output as a local
@@ -245,16 +251,12 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
     new = lakehouse.table("bronze.events").arrow([partition_key], bronze_version, RECORD_COLUMNS, _past_held(mine))
     if held + new.num_rows != records:
         return None
-    records_df = spark.createDataFrame(new.rename_columns(["received_at" if c == "timestamp" else c
-                                                           for c in new.column_names]))
-    checked = contract_checked(records_df).toArrow()
-    hashes = pc.unique(checked.filter(pc.is_null(checked["reject_reason"]))["event_hash"])
-    first, last = dedupe_window(partition_key, window_hours)
-    hour = pc.field(HOUR_COLUMN)
-    seen = outcomes.arrow(None, history_version, ["event_id", HOUR_COLUMN], where=(
-        (hour >= first) & (hour <= last) & (hour != hour_value(partition_key)) & ~pc.field("rejected")
-        & pc.field("event_hash").isin(hashes)))
-    rows = split_new(checked, mine.filter(~pc.field("rejected")), seen, hour_value(partition_key))
+    # Repartitioned: over a bare local relation Spark's optimizer would run the check itself, on the driver and
+    # without generated code (in a probe, 12-19 s for 100k records against 4 s; docs/benchmarks.md).
+    new_records = spark.createDataFrame(new.rename_columns(["received_at" if c == "timestamp" else c
+                                                            for c in new.column_names])).repartition(2)
+    rows = rows_in_memory(new_records, mine.filter(~pc.field("rejected")), outcomes, partition_key, window_hours,
+                          history_version)
     if rows is None:
         if log:
             log.info(f"hour {partition_key}: a new copy of an accepted event came first; rebuilding the hour")
@@ -270,6 +272,34 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
     if compacted and log:
         log.info(f"hour {partition_key}: compacted {compacted} files of the live runs' appends")
     return _counts(outcomes, partition_key, commit.version, records, new.num_rows, bronze_version, True)
+
+
+def rows_in_memory(records: DataFrame, settled: pa.Table | None, outcomes: Table, partition_key: str,
+                   window_hours: float, history_version: int) -> pa.Table | None:
+    """silver.event_outcomes' rows for bronze records (`RECORD_COLUMNS`, `received_at` for Kafka's timestamp): the
+    contract check in one Spark query whose result comes to the run's process, then the duplicate rules in memory
+    (`split_new`) against the hour's `settled` events (None: the hour is rebuilt) and the window's events that
+    share a hash with them, read at `history_version` without Spark. None as `split_new` says."""
+    checked = contract_checked(records).toArrow()
+    hashes = pc.unique(checked.filter(pc.is_null(checked["reject_reason"]))["event_hash"])
+    first, last = dedupe_window(partition_key, window_hours)
+    hour = pc.field(HOUR_COLUMN)
+    seen = outcomes.arrow(None, history_version, ["event_id", HOUR_COLUMN], where=(
+        (hour >= first) & (hour <= last) & (hour != hour_value(partition_key)) & ~pc.field("rejected")
+        & pc.field("event_hash").isin(hashes)))
+    return split_new(checked, settled, seen, hour_value(partition_key))
+
+
+def rebuild_in_memory(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession, window_hours: float,
+                      log, history_version: int, bronze_version: int, records: int) -> dict:
+    """An hour's rebuild up to `IN_MEMORY_RECORDS`: `rows_in_memory` of its bronze records and one commit by
+    delta-rs replacing the hour, where the Spark way takes a checkpoint, several jobs and a Spark commit."""
+    outcomes = lakehouse.table("silver.event_outcomes")
+    rows = rows_in_memory(bronze_hour(spark, lakehouse, partition_key, bronze_version), None, outcomes,
+                          partition_key, window_hours, history_version)
+    commit = outcomes.replace_hours(rows, [partition_key], log)
+    refuse_overlap(spark, outcomes, partition_key, window_hours, history_version, commit.version)
+    return _counts(outcomes, partition_key, commit.version, records, records, bronze_version)
 
 
 def refuse_overlap(spark: SparkSession, outcomes: Table, partition_key: str, window_hours: float,

@@ -22,14 +22,34 @@ def positions(rows: pa.Table) -> list[tuple]:
     return list(zip(received, *(rows[c].to_pylist() for c in COORDINATES), strict=True))
 
 
-def duplicate_details(copies: pa.Table, seen: pa.Table, settled: pa.Table | None = None) -> list[str | None] | None:
+def duplicate_details(copies: pa.Table, seen: pa.Table, settled: pa.Table | None = None) -> pa.Array | None:
     """For each of the hour's valid records `copies` (`event_id`, `received_at`, the coordinates; every copy of
-    each of their ids): the dead letter's detail when it is a duplicate, None when it is kept.
+    each of their ids): the dead letter's detail when it is a duplicate, null when it is kept.
 
     `seen`: the accepted events of the window's other hours (`event_id`, `hour`) that share an id with them.
     `settled`: the hour's events accepted by an earlier run (same columns as `copies`), when only the new records
     are decided; None overall when a new copy was received before a settled one (only a rebuild decides then).
+
+    Only the copies whose id is repeated, seen or settled are decided one by one; Arrow finds them.
     """
+    ids = copies["event_id"]
+    counts = pc.value_counts(ids)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    others = [seen, *([settled] if settled is not None else [])]
+    involved = pc.unique(pa.chunked_array([repeated.cast(pa.string()), *(
+        chunk for table in others for chunk in table["event_id"].cast(pa.string()).chunks)], pa.string()))
+    concerned = pc.is_in(ids, value_set=involved)
+    concerned = concerned.combine_chunks() if isinstance(concerned, pa.ChunkedArray) else concerned
+    if settled is not None:
+        settled = settled.filter(pc.is_in(settled["event_id"], value_set=involved))
+    decided = _decide(copies.filter(concerned), seen, settled)
+    if decided is None:
+        return None
+    return pc.replace_with_mask(pa.nulls(len(copies), pa.string()), concerned, pa.array(decided, pa.string()))
+
+
+def _decide(copies: pa.Table, seen: pa.Table, settled: pa.Table | None) -> list[str | None] | None:
+    """`duplicate_details` for copies that all share an id with another copy, `seen` or `settled`."""
     ids, where = copies["event_id"].to_pylist(), positions(copies)
     first: dict[str, tuple] = {}
     count: dict[str, int] = {}
@@ -61,21 +81,21 @@ def duplicate_details(copies: pa.Table, seen: pa.Table, settled: pa.Table | None
     return details
 
 
-def split_new(checked: pa.Table, settled: pa.Table, seen: pa.Table, hour: str) -> pa.Table | None:
+def split_new(checked: pa.Table, settled: pa.Table | None, seen: pa.Table, hour: str) -> pa.Table | None:
     """The rows of silver.event_outcomes for the new records `checked` (validate_events' columns, `event_id` in
     lower case, `event_hash`, `received_at`, the coordinates, `key` and `value`), or None when a new copy of an
     event the hour accepted was received before it: then only a rebuild of the hour gives a rebuild's rows.
 
-    `settled`: the hour's accepted events (`event_id`, `received_at` and the coordinates). `seen`: the accepted
-    events of the window's other hours (`event_id`, `hour`) that share an id with the new records.
+    `settled`: the hour's accepted events (`event_id`, `received_at` and the coordinates); None when the whole
+    hour is in `checked`. `seen`: the accepted events of the window's other hours (`event_id`, `hour`) that share
+    an id with the new records.
     """
     valid = pc.is_null(checked["reject_reason"]).combine_chunks()
     decided = duplicate_details(checked.filter(valid), seen, settled)
     if decided is None:
         return None
-    pending = iter(decided)
-    details = [next(pending) if ok else None for ok in valid.to_pylist()]
-    duplicate = pa.array([detail is not None for detail in details], pa.bool_())
+    details = pc.replace_with_mask(pa.nulls(checked.num_rows, pa.string()), valid, decided)
+    duplicate = pc.is_valid(details)
     rejected = pc.or_(pc.invert(valid), duplicate)
     accepted = pc.invert(rejected)
 
@@ -93,7 +113,7 @@ def split_new(checked: pa.Table, settled: pa.Table, seen: pa.Table, hour: str) -
         "value": when(rejected, checked["value"]),
         "reason": pc.if_else(duplicate, "duplicate", checked["reject_reason"]),
         "field": pc.if_else(duplicate, "event_id", checked["reject_field"]),
-        "detail": pc.if_else(duplicate, pa.array(details, pa.string()), checked["reject_detail"]),
+        "detail": pc.if_else(duplicate, details, checked["reject_detail"]),
         "rejected": rejected,
         HOUR_COLUMN: pa.array([hour] * n, pa.string()),
     }

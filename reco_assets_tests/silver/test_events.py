@@ -3,9 +3,12 @@
 import json
 from datetime import timedelta
 
+import pytest
+
 from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, range_rows
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_start, hour_value
+from reco_assets.silver import events as silver_events
 from reco_assets.silver.events import materialize_hour as silver_hour
 from reco_assets_tests.conftest import materialize
 
@@ -47,11 +50,17 @@ def outcomes(spark, lakehouse: LakehouseResource, hour: str) -> tuple[list[str],
     return sorted(accepted), sorted(rejected)
 
 
-def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(tmp_path, dagster_instance, spark):
+@pytest.mark.parametrize("rebuild", ["in memory", "by Spark jobs"])
+def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(rebuild, tmp_path, dagster_instance, spark,
+                                                                        monkeypatch):
     """The late hour, landed first, keeps an event retried across the boundary; the early hour, materialized after
     it, sends its copy to the dead letter naming the late hour. A replay three days later (one id in upper case)
     is all duplicates. Eight days later, past the 7-day window, the same event sent again is out of range (its time
-    is more than 7 days before its broker time), and the same event id with a new time counts again."""
+    is more than 7 days before its broker time), and the same event id with a new time counts again.
+
+    The same for either way of rebuilding an hour: small hours in memory, large ones by Spark jobs."""
+    if rebuild == "by Spark jobs":
+        monkeypatch.setattr(silver_events, "IN_MEMORY_RECORDS", -1)
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
     write_bronze(spark, lakehouse, EARLY, [view(uuid(1), 1), view(uuid(2), 59)])
     write_bronze(spark, lakehouse, LATE, [view(uuid(2), 59), view(uuid(3), 5)])

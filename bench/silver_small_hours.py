@@ -1,0 +1,93 @@
+"""A silver hour rebuilt in memory (`rebuild_in_memory`: one Spark job for the contract check, the duplicate rules
+in memory, one delta-rs commit) against the same hour rebuilt by Spark jobs (`materialize_hour`'s path for large
+hours: local checkpoint, duplicate search, Spark's Delta commit), alternating in one process, for hours of several
+sizes. The dedupe window holds `--history-hours` × `--history-events` accepted events, and the hour replays 0.5 % of
+them (as `bench/silver_events.py` builds it). Both ways must give the same rows; the ratio says where the
+`IN_MEMORY_RECORDS` threshold belongs.
+
+    .venv/bin/python bench/silver_small_hours.py [--sizes 3000,30000,100000,300000] [--history-hours 24]
+                                                 [--history-events 100000] [--repeat 3] [--out FILE]
+"""
+
+import argparse
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+from dagster_pyspark.resources import spark_session_from_config
+from silver_events import HOUR, build_history, build_hour  # a script beside this one; puts the project on the path
+
+from reco_assets.lakehouse import LakehouseResource  # noqa: E402
+from reco_assets.resources import spark_config  # noqa: E402
+from reco_assets.silver import events as silver_events  # noqa: E402
+
+WAYS = {"in memory": sys.maxsize, "by Spark jobs": -1}  # IN_MEMORY_RECORDS for each way
+
+
+def hour_rows(lakehouse: LakehouseResource, version: int) -> pa.Table:
+    """The hour's rows at `version`, in the order of their Kafka coordinates."""
+    rows = lakehouse.table("silver.event_outcomes").arrow([HOUR], version)
+    return rows.sort_by([(c, "ascending") for c in ("topic", "partition", "offset")]).combine_chunks()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="3000,30000,100000,300000")
+    parser.add_argument("--history-hours", type=int, default=24)
+    parser.add_argument("--history-events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="reco-silver-small-"))
+    lakehouse = LakehouseResource(data_dir=str(work))
+    spark = spark_session_from_config(spark_config(remote=False))
+    lines, problems = [], []
+    try:
+        build_history(spark, lakehouse, args.history_hours, args.history_events)
+        history = args.history_hours * args.history_events
+        for size in (int(s) for s in args.sizes.split(",")):
+            build_hour(spark, lakehouse, size, 0.005, history)
+            times, rows = {way: [] for way in WAYS}, {}
+            silver_events.materialize_hour(HOUR, lakehouse, spark)  # warm-up
+            for round_ in range(args.repeat):
+                for way in (list(WAYS) if round_ % 2 == 0 else list(reversed(WAYS))):
+                    silver_events.IN_MEMORY_RECORDS = WAYS[way]
+                    t0 = time.perf_counter()
+                    counts = silver_events.materialize_hour(HOUR, lakehouse, spark)
+                    times[way].append(time.perf_counter() - t0)
+                    rows[way] = hour_rows(lakehouse, counts["version"])
+                    print(f"  {size:,} events, pass {round_ + 1}, {way}: {times[way][-1]:.2f} s", flush=True)
+            same = rows["in memory"].equals(rows["by Spark jobs"])
+            if not same:
+                problems.append(f"{size:,} events: the two ways wrote different rows")
+            memory, jobs = (min(times[w]) for w in WAYS)
+            median = statistics.median(times["by Spark jobs"]) / statistics.median(times["in memory"])
+            line = (f"- hour of {size:,} events (best of {args.repeat}): in memory {memory:.2f} s "
+                    f"({size / memory:,.0f} ev/s), by Spark jobs {jobs:.2f} s ({size / jobs:,.0f} ev/s) → in memory "
+                    f"**{jobs / memory:.2f}×** as fast (medians {median:.2f}×; "
+                    f"rows {'identical' if same else 'DIFFERENT'}; all passes: "
+                    f"{ {w: [round(t, 2) for t in ts] for w, ts in times.items()} }; the Python process's peak so far "
+                    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB)")
+            print(line, flush=True)
+            lines.append(line)
+    finally:
+        spark.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.out:
+        args.out.write_text(f"# silver hours rebuilt in memory or by Spark jobs ({datetime.now(UTC):%Y-%m-%d %H:%M} "
+                            f"UTC, 2 cores, local Spark; window {args.history_hours} h × {args.history_events:,} "
+                            "events)\n\n" + "\n".join(lines) + "\n")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
