@@ -60,18 +60,14 @@ def build_history(spark, lakehouse: LakehouseResource, hours: int, per_hour: int
         (F.col("id") % 600 + 1).cast("int").alias("user_id"), (F.col("id") % 9000 + 1).cast("int").alias("movie_id"),
         F.lit("s").alias("session_id"), F.lit("mobile").alias("device_type"), (F.col("id") % 3).cast("int")
         .alias("partition"), F.lit("events_views").alias("topic"), F.col("id").alias("offset"), at.alias("received_at"))
-    rows = rows.select(*[(F.col(c) if c in rows.columns else F.lit(None)).cast(t).alias(c) for c, t in (
-        (f.name, f.dataType) for f in silver_events_schema(spark))])
+    # Cast by type names: over Spark Connect, casts to the client's DataType objects left `string collate
+    # UTF8_BINARY` in the Delta schema, a type delta-rs refuses to read.
+    rows = rows.select(*[(F.col(c) if c in rows.columns else F.lit(None)).cast(OUTCOME_TYPES.get(c, "string")).alias(c)
+                         for c in OUTCOME_COLUMNS])
     keys = [hour_key(first + timedelta(hours=h)) for h in range(hours)]
     lakehouse.table("silver.event_outcomes").replace_hours(
         rows.withColumn("event_hash", F.xxhash64("event_id")).withColumn("rejected", F.lit(False))
         .withColumn("hour", F.date_format("received_at", HOUR_PATTERN)).select(*OUTCOME_COLUMNS), keys)
-
-
-def silver_events_schema(spark):
-    """The types of silver.event_outcomes' columns (from an empty outcome frame)."""
-    return spark.createDataFrame([], ", ".join(f"`{c}` {OUTCOME_TYPES.get(c, 'string')}"
-                                               for c in OUTCOME_COLUMNS)).schema.fields
 
 
 def build_hour(spark, lakehouse: LakehouseResource, events: int, replayed: float, history: int) -> int:

@@ -6,10 +6,13 @@ them (as `bench/silver_events.py` builds it). Both ways must give the same rows;
 `IN_MEMORY_RECORDS` threshold belongs.
 
     .venv/bin/python bench/silver_small_hours.py [--sizes 3000,30000,100000,300000] [--history-hours 24]
-                                                 [--history-events 100000] [--repeat 3] [--out FILE]
+                                                 [--history-events 100000] [--repeat 3] [--connect] [--out FILE]
+
+With `--connect`, both ways run as a client of a Spark Connect server the script starts (as `make run` runs them).
 """
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -23,9 +26,10 @@ import pyarrow as pa
 from dagster_pyspark.resources import spark_session_from_config
 from silver_events import HOUR, build_history, build_hour  # a script beside this one; puts the project on the path
 
-from reco_assets.lakehouse import LakehouseResource  # noqa: E402
-from reco_assets.resources import spark_config  # noqa: E402
-from reco_assets.silver import events as silver_events  # noqa: E402
+from reco_assets.lakehouse import LakehouseResource
+from reco_assets.resources import spark_config
+from reco_assets.services import ConnectServer, free_port
+from reco_assets.silver import events as silver_events
 
 WAYS = {"in memory": sys.maxsize, "by Spark jobs": -1}  # IN_MEMORY_RECORDS for each way
 
@@ -42,12 +46,19 @@ def main() -> None:
     parser.add_argument("--history-hours", type=int, default=24)
     parser.add_argument("--history-events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--connect", action="store_true", help="run over a Spark Connect server started for it")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="reco-silver-small-"))
     lakehouse = LakehouseResource(data_dir=str(work))
-    spark = spark_session_from_config(spark_config(remote=False))
+    server = None
+    if args.connect:
+        (work / "connect").mkdir()
+        server = ConnectServer(work / "connect", port=free_port())
+        server.up(log=lambda message: print(message, file=sys.stderr))
+        os.environ["SPARK_REMOTE"] = server.url
+    spark = spark_session_from_config(spark_config(remote=args.connect))
     lines, problems = [], []
     try:
         build_history(spark, lakehouse, args.history_hours, args.history_events)
@@ -55,7 +66,9 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             build_hour(spark, lakehouse, size, 0.005, history)
             times, rows = {way: [] for way in WAYS}, {}
-            silver_events.materialize_hour(HOUR, lakehouse, spark)  # warm-up
+            for limit in WAYS.values():  # warm-up, both ways
+                silver_events.IN_MEMORY_RECORDS = limit
+                silver_events.materialize_hour(HOUR, lakehouse, spark)
             for round_ in range(args.repeat):
                 for way in (list(WAYS) if round_ % 2 == 0 else list(reversed(WAYS))):
                     silver_events.IN_MEMORY_RECORDS = WAYS[way]
@@ -79,11 +92,13 @@ def main() -> None:
             lines.append(line)
     finally:
         spark.stop()
+        if server is not None:
+            server.down(log=lambda message: print(message, file=sys.stderr))
         shutil.rmtree(work, ignore_errors=True)
     if args.out:
         args.out.write_text(f"# silver hours rebuilt in memory or by Spark jobs ({datetime.now(UTC):%Y-%m-%d %H:%M} "
-                            f"UTC, 2 cores, local Spark; window {args.history_hours} h × {args.history_events:,} "
-                            "events)\n\n" + "\n".join(lines) + "\n")
+                            f"UTC, 2 cores, {'Spark Connect' if args.connect else 'local Spark'}; window "
+                            f"{args.history_hours} h × {args.history_events:,} events)\n\n" + "\n".join(lines) + "\n")
     for problem in problems:
         print(problem, file=sys.stderr)
     sys.exit(1 if problems else 0)

@@ -34,11 +34,16 @@ from reco_assets.silver.increment import COORDINATES, duplicate_details, split_n
 # neither the window's hashes nor the checked rows are shuffled; larger hours leave the join strategy to adaptive
 # execution.
 BROADCAST_RECORDS = 2_000_000
-# An hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps the partitions
-# it was read in, written in parallel (coalescing those into fewer files left them uneven).
-ONE_TASK_RECORDS = 500_000
-# An hour of up to this many records is rebuilt in memory (`rebuild_in_memory`) once silver.event_outcomes exists.
+# An hour of up to this many records is rebuilt in the run's process (`rebuild_in_memory`) once
+# silver.event_outcomes exists; a larger one, or the table's first hour, by Spark jobs (the rest of materialize_hour).
 IN_MEMORY_RECORDS = int(os.environ.get("RECO_SILVER_IN_MEMORY_RECORDS", "1000000"))
+# By Spark jobs, an hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps
+# the partitions it was read in, written in parallel (coalescing those into fewer files left them uneven).
+ONE_TASK_RECORDS = 500_000
+# A live run's new records go to Spark from memory. Over more than this many, Spark's optimizer would run the check
+# itself on the driver, without generated code (ConvertToLocalRelation; in a probe, 12-19 s for 100k records
+# against 4 s repartitioned, docs/benchmarks.md), so they are repartitioned.
+LOCAL_RELATION_RECORDS = 10_000
 NO_DUPLICATES = pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
                           "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
 
@@ -194,14 +199,14 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
         if appended is not None:
             return appended
     if history_version is not None and records <= IN_MEMORY_RECORDS:
-        return rebuild_in_memory(partition_key, lakehouse, spark, window_hours, log, history_version, bronze_version,
-                                 records)
+        return rebuild_in_memory(partition_key, lakehouse, outcomes, spark, window_hours, log, history_version,
+                                 bronze_version, records)
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
               if history_version is not None else None)
-    # The contract check runs once per hour: its result is kept for the duplicate search and the output as a local
-    # checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper to build than a
-    # cached table and makes the later plans small. Event ids are compared in lower case (the contract accepts
-    # either).
+    # By Spark jobs, the contract check runs once per hour: its result is kept for the duplicate search and the
+    # output as a local checkpoint (rows in executor memory, spilling to disk, with the plan cut), which is cheaper
+    # to build than a cached table and makes the later plans small. Event ids are compared in lower case (the
+    # contract accepts either).
     checked = contract_checked(bronze_hour(spark, lakehouse, partition_key, bronze_version)).localCheckpoint()
     try:
         broadcast = records <= BROADCAST_RECORDS
@@ -251,10 +256,10 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
     new = lakehouse.table("bronze.events").arrow([partition_key], bronze_version, RECORD_COLUMNS, _past_held(mine))
     if held + new.num_rows != records:
         return None
-    # Repartitioned: over a bare local relation Spark's optimizer would run the check itself, on the driver and
-    # without generated code (in a probe, 12-19 s for 100k records against 4 s; docs/benchmarks.md).
     new_records = spark.createDataFrame(new.rename_columns(["received_at" if c == "timestamp" else c
-                                                            for c in new.column_names])).repartition(2)
+                                                            for c in new.column_names]))
+    if new.num_rows > LOCAL_RELATION_RECORDS:
+        new_records = new_records.repartition(2)
     rows = rows_in_memory(new_records, mine.filter(~pc.field("rejected")), outcomes, partition_key, window_hours,
                           history_version)
     if rows is None:
@@ -290,11 +295,10 @@ def rows_in_memory(records: DataFrame, settled: pa.Table | None, outcomes: Table
     return split_new(checked, settled, seen, hour_value(partition_key))
 
 
-def rebuild_in_memory(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession, window_hours: float,
-                      log, history_version: int, bronze_version: int, records: int) -> dict:
+def rebuild_in_memory(partition_key: str, lakehouse: LakehouseResource, outcomes: Table, spark: SparkSession,
+                      window_hours: float, log, history_version: int, bronze_version: int, records: int) -> dict:
     """An hour's rebuild up to `IN_MEMORY_RECORDS`: `rows_in_memory` of its bronze records and one commit by
     delta-rs replacing the hour, where the Spark way takes a checkpoint, several jobs and a Spark commit."""
-    outcomes = lakehouse.table("silver.event_outcomes")
     rows = rows_in_memory(bronze_hour(spark, lakehouse, partition_key, bronze_version), None, outcomes,
                           partition_key, window_hours, history_version)
     commit = outcomes.replace_hours(rows, [partition_key], log)

@@ -1,9 +1,10 @@
-"""The duplicate rules of silver_events, in memory, and a live run's rows for the records that arrived since the
-hour's last run.
+"""The duplicate rules of silver_events, in memory, and the rows of records checked in memory: a live run's new
+records, or a whole hour rebuilt in the run's process.
 
 Duplicates are found by `event_id` (lower case) among an hour's valid records: the first copy by position
 (`positions`) is kept, later copies and every copy of an event that another hour of the window holds go to the dead
-letter. Spark finds the few records concerned (`silver.events.duplicate_rows`); `duplicate_details` decides.
+letter. Arrow (or, for hours rebuilt by Spark jobs, `silver.events.duplicate_rows`) finds the few records
+concerned; `duplicate_details` decides.
 """
 
 import pyarrow as pa
@@ -34,15 +35,15 @@ def duplicate_details(copies: pa.Table, seen: pa.Table, settled: pa.Table | None
     """
     ids = copies["event_id"]
     counts = pc.value_counts(ids)
-    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    others = [seen, *([settled] if settled is not None else [])]
-    involved = pc.unique(pa.chunked_array([repeated.cast(pa.string()), *(
-        chunk for table in others for chunk in table["event_id"].cast(pa.string()).chunks)], pa.string()))
-    concerned = pc.is_in(ids, value_set=involved)
-    concerned = concerned.combine_chunks() if isinstance(concerned, pa.ChunkedArray) else concerned
-    if settled is not None:
-        settled = settled.filter(pc.is_in(settled["event_id"], value_set=involved))
-    decided = _decide(copies.filter(concerned), seen, settled)
+    held = [seen["event_id"], *([settled["event_id"]] if settled is not None else [])]
+    involved = pc.unique(pa.chunked_array(
+        [pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1)).cast(pa.string()),
+         *(chunk for column in held for chunk in column.cast(pa.string()).chunks)], pa.string()))
+    concerned = pc.is_in(ids, value_set=involved).combine_chunks()
+    mine = copies.filter(concerned)
+    if settled is not None:  # only the settled copies of ids decided here matter
+        settled = settled.filter(pc.is_in(settled["event_id"], value_set=pc.unique(mine["event_id"])))
+    decided = _decide(mine, seen, settled)
     if decided is None:
         return None
     return pc.replace_with_mask(pa.nulls(len(copies), pa.string()), concerned, pa.array(decided, pa.string()))

@@ -4,10 +4,12 @@ import threading
 import time
 
 import duckdb
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from reco_assets.lakehouse import ConcurrentWriteError, LakehouseResource
+from reco_assets.lakehouse import ConcurrentWriteError, LakehouseResource, delta
 
 HOUR = "2026-11-05-10:00"
 
@@ -76,3 +78,27 @@ def test_two_writers_of_one_hour_one_commits_the_other_gets_a_named_conflict(tmp
     rows = table.read_hours(spark, [HOUR]).groupBy("topic").count().collect()
     assert [(r["topic"], r["count"]) for r in rows] == [(winner, 20)]
     assert table.version() == commits[0].version == 1
+
+
+def test_rows_in_memory_replacing_an_hour_another_run_replaced_first_get_the_named_conflict(tmp_path, monkeypatch):
+    """delta-rs commits rows held in memory (live runs, silver's in-memory rebuilds): a replace of the hour that
+    read the table before another run replaced the same hour is refused with the same named conflict, and changes
+    nothing. The interleaving is forced: the other run commits between the read and the commit."""
+    table = LakehouseResource(data_dir=str(tmp_path)).table("bronze.events")
+
+    def rows(tag: str, n: int) -> pa.Table:
+        return pa.table({"offset": pa.array(range(n), pa.int64()), "topic": [tag] * n, "hour": ["2026-11-05-10"] * n})
+
+    table.replace_hours(rows("base", 10), [HOUR])
+    commit_rows = delta.write_deltalake
+
+    def another_run_commits_first(uri, data, **options):
+        read = DeltaTable(uri)
+        commit_rows(uri, rows("other", 4), mode="overwrite", predicate=options["predicate"])
+        return commit_rows(read, data, **options)
+
+    monkeypatch.setattr(delta, "write_deltalake", another_run_commits_first)
+    with pytest.raises(ConcurrentWriteError, match=f"bronze.events hour {HOUR}: .* was not committed"):
+        table.replace_hours(rows("mine", 20), [HOUR])
+    assert table.version() == 1
+    assert table.arrow([HOUR], 1, ["topic"])["topic"].unique().to_pylist() == ["other"]

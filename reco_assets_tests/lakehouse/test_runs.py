@@ -75,15 +75,15 @@ def state(data_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def run(data_dir: Path, kafka: KafkaResource, hour: str, assets: list[str] = HOURLY,
-        remote: str | None = None, **settings: str) -> subprocess.Popen:
+        remote: str | None = None) -> subprocess.Popen:
     """`dagster asset materialize` of the hour's event assets: a run process of its own, as the UI launches, in
-    local Spark or as a client of the Spark Connect server at `remote`, with these environment `settings`. Its
-    output goes to `output.log` in its Dagster home (a pipe nobody reads would block it)."""
+    local Spark or as a client of the Spark Connect server at `remote`. Its output goes to `output.log` in its
+    Dagster home (a pipe nobody reads would block it)."""
     home = data_dir / f"home-{time.monotonic_ns()}"
     home.mkdir()
     output = (home / "output.log").open("w")
     env = os.environ | {"DAGSTER_HOME": str(home), "RECO_DATA_DIR": str(data_dir),
-                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **settings}
+                        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     env.pop("SPARK_REMOTE", None)
     if remote:
         env["SPARK_REMOTE"] = remote
@@ -169,14 +169,12 @@ def test_killed_runs_leave_every_table_readable_and_a_rerun_converges(hour_of_ev
     kills = []
     # In local Spark (bronze) the JVM dies with the run. Over Spark Connect (silver, gold) the server's query
     # outlives its client, so the kill is followed by cancelling what the dead run's session left running. The kill
-    # in gold comes after silver's commit, so it also leaves a committed silver behind an unwritten gold. Silver
-    # rebuilds this small hour by Spark jobs, as it does a large one: in memory its write is a moment's work.
+    # in gold comes after silver's commit, so it also leaves a committed silver behind an unwritten gold.
     for table, over_connect in (("bronze.events", False), ("silver.event_outcomes", True), ("gold.trending", True)):
         remote = f"{connect_server.url}/;session_id={uuid.uuid4()}" if over_connect else None
         canceller = Canceller(remote) if remote else None
         silver_commits = table_state(tmp_path, "silver.event_outcomes")[0]
-        process = run(tmp_path, kafka, hour, remote=remote, RECO_SILVER_IN_MEMORY_RECORDS="0")
-        kills.append(kill_before_commit(process, tmp_path, table))
+        kills.append(kill_before_commit(run(tmp_path, kafka, hour, remote=remote), tmp_path, table))
         if table == "gold.trending":
             assert table_state(tmp_path, "silver.event_outcomes")[0] == silver_commits + 1, "silver committed first"
         if canceller:

@@ -104,7 +104,8 @@ def hour_rows(spark, lakehouse: LakehouseResource, hour: str) -> list[str]:
     return sorted(map(repr, lakehouse.table("silver.event_outcomes").read_hours(spark, [hour]).collect()))
 
 
-def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_copy_came_first(tmp_path, spark):
+def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_copy_came_first(tmp_path, spark,
+                                                                                            monkeypatch):
     """A live run checks only the records silver does not hold yet (in memory, against the hour's accepted events
     and the window's): it appends the rows a rebuild gives, invalid records and copies included. When a new copy
     was received before the accepted one (another partition, landed later), appending cannot give a rebuild's
@@ -124,7 +125,11 @@ def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_cop
     assert counts["reasons"] == {"duplicate": 3, "not_json": 1} and counts["duplicate_ids"] == 0
     appended = hour_rows(spark, lakehouse, EARLY)
     assert silver_hour(EARLY, lakehouse, spark, append=True)["new"] == 0  # nothing new: no commit
-    silver_hour(EARLY, lakehouse, spark)
+    silver_hour(EARLY, lakehouse, spark)  # rebuilt in memory, by the appends' rules
+    assert hour_rows(spark, lakehouse, EARLY) == appended
+    with monkeypatch.context() as by_spark_jobs:  # and by Spark jobs, the other rebuild
+        by_spark_jobs.setattr(silver_events, "IN_MEMORY_RECORDS", -1)
+        silver_hour(EARLY, lakehouse, spark)
     assert hour_rows(spark, lakehouse, EARLY) == appended
     for detail in ("duplicate of events_views/1@0", f"event_id already in hour {LATE}",
                    "duplicate of events_views/2@1"):
