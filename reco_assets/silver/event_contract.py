@@ -1,5 +1,6 @@
 """The event contracts checked in Spark: built-in expressions only, agreeing with `reco_assets.contracts.check_event`
-on every record (reco_assets_tests/contracts/events_cases.json pins both to the same cases).
+on every record (reco_assets_tests/contracts/events_cases.json pins both to the same cases). `validate_fast` types,
+with Arrow in the run's process, the records that the fast patterns prove valid, as validate_events would.
 
 Types, const, enum, bounds, multipleOf and maxLength come from the packaged JSON Schemas; the two string formats
 (uuid, UTC date-time) are written here, keyed by the schema's format and pattern, so that a schema change without a
@@ -11,6 +12,10 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 from jsonschema import Draft202012Validator
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -105,14 +110,17 @@ _FORMATS = {
 
 
 # The fast path (`_fast_pattern`): a string without quotes, backslashes or control characters (so without escapes); a
-# Java character class counts code points, as Python's len() does.
+# Java character class counts code points, as Python's len() does. The forms are written for both Java's regexes and
+# RE2, Arrow's (no lookaround), but for RE2's limit of 1,000 repetitions (`_RE2_REPEATS`).
 _PLAIN_CHARACTER = r'[^"\\\x00-\x1f]'
 _JSON_SPACE = r"[ \t\n\r]*"
 _FAST_INTEGER_MAX = 2**31 - 1  # read exactly as a double, and fits the int column
+_RE2_REPEATS = 1_000
 _FAST_FORMATS = {
     ("uuid", _UUID_PATTERN): _UUID_PATTERN[1:-1],
     # Every day but February 29 exists in its month whatever the year; that one (leap years) takes the full check.
-    ("date-time", _UTC_PATTERN): (r"(?!0000)[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    ("date-time", _UTC_PATTERN): (r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+                                  r"-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
                                   r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)T(?:[01][0-9]|2[0-3])"
                                   r":[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|\+00:00)"),
 }
@@ -203,9 +211,10 @@ class _Rule:
                 ok &= _FORMATS[limit][0](value)
         return F.coalesce(ok, F.lit(False))
 
-    def fast_value(self) -> str | None:
-        """A Java regex for JSON texts of this property that the contract surely accepts, spelled the common way (no
-        escapes, no exponents, no fraction on integers); None when the rule has no such form here."""
+    def fast_value(self, re2: bool = False) -> str | None:
+        """A Java regex (with `re2`, an RE2 one) for JSON texts of this property that the contract surely accepts,
+        spelled the common way (no escapes, no exponents, no fraction on integers); None when the rule has no such
+        form here. In RE2, a `maxLength` above `_RE2_REPEATS` is left to `validate_fast` to check."""
         checks = dict(self.checks)
         if self.json_type == "string":
             if "const" in checks and set(checks) == {"const"}:
@@ -215,7 +224,8 @@ class _Rule:
             elif "format" in checks and set(checks) == {"format"}:
                 body = _FAST_FORMATS[checks["format"]]
             elif set(checks) <= {"maxLength"}:
-                body = _PLAIN_CHARACTER + ("*" if not checks else f"{{0,{checks['maxLength']}}}")
+                unbounded = not checks or (re2 and checks["maxLength"] > _RE2_REPEATS)
+                body = _PLAIN_CHARACTER + ("*" if unbounded else f"{{0,{checks['maxLength']}}}")
             else:
                 body = None
             return None if body is None else f'"(?:{body})"'
@@ -289,15 +299,16 @@ def _field_failure(position: int, field: str) -> Column:
     ])
 
 
-def _fast_pattern(event_type: str) -> str | None:
-    """A Java regex for whole records that surely meet the contract: the fields in the schema's order (so none is
-    duplicated, none unknown and every required one present), each value in its `fast_value` form, JSON whitespace
-    anywhere but before a colon. Producers that write the fields in another order get the full check.
-    None when the schema's first field is optional or a required field has no fast form."""
+def _fast_pattern(event_type: str, re2: bool = False) -> str | None:
+    """A Java regex (with `re2`, the RE2 one that `validate_fast` runs in Arrow) for whole records that surely meet
+    the contract: the fields in the schema's order (so none is duplicated, none unknown and every required one
+    present), each value in its `fast_value` form, JSON whitespace anywhere but before a colon. Producers that write
+    the fields in another order get the full check. None when the schema's first field is optional or a required
+    field has no fast form."""
     properties, required = contracts.schema(event_type)["properties"], contracts.schema(event_type)["required"]
     parts = []
     for field in properties:
-        value = _RULES[field][event_type].fast_value()
+        value = _RULES[field][event_type].fast_value(re2)
         if value is None:
             if field in required:
                 return None
@@ -313,6 +324,7 @@ def _fast_pattern(event_type: str) -> str | None:
 
 
 _FAST_PATTERNS = {event_type: _fast_pattern(event_type) for event_type in contracts.EVENT_TYPES}
+_RE2_FAST_PATTERNS = {event_type: _fast_pattern(event_type, re2=True) for event_type in contracts.EVENT_TYPES}
 
 
 def _parse_stages() -> list[dict[str, Column]]:
@@ -454,3 +466,91 @@ def validate_events(df: DataFrame, broker_time: str | None = None) -> DataFrame:
         out = out.withColumns(_event_time_bounds(F.col(broker_time)))
     # Named, not read from `out.columns`: over Spark Connect that would cost a round trip to analyze the plan.
     return out.drop(*[f"{_TMP}{name}" for columns in stages for name in columns])
+
+
+_ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "int": pa.int32(),
+                "double": pa.float64()}
+# The typed columns of validate_events, as Arrow types; then the rejection's three string columns.
+ARROW_OUTPUT_TYPES = {field: _ARROW_TYPES[kind] for field, kind in OUTPUT_TYPES.items()}
+_REJECTION_COLUMNS = ("reject_reason", "reject_field", "reject_detail")
+_FAST_BYTES = 65_536  # a record of the fast form is a few KB at most; a longer one takes validate_events' path
+
+
+def _micros(timestamp: pa.Array) -> pa.Array:
+    """RFC 3339 date-times of the fast form (YYYY-MM-DDTHH:MM:SS[.fraction], then Z or +00:00) in microseconds since
+    the epoch, a fraction beyond microseconds truncated as Spark's cast does (Arrow's refuses it)."""
+    if pc.any(pc.greater(pc.utf8_length(timestamp), 27)).as_py():  # 7 or more fractional digits, or +00:00
+        timestamp = pc.replace_substring_regex(timestamp, r"(\.[0-9]{6})[0-9]+", r"\1")
+    return pc.cast(pc.cast(timestamp, pa.timestamp("us", tz="UTC")), pa.int64())
+
+
+def _typed(event_type: str, text: pa.ChunkedArray) -> tuple[dict[str, pa.Array], pa.Array]:
+    """The typed columns of records matched by the event type's fast pattern, read by Arrow's JSON reader from the
+    records' bytes back to back, and where each string is within its `maxLength` (the RE2 pattern leaves those above
+    `_RE2_REPEATS` to this)."""
+    fields = contracts.FIELDS[event_type]
+    read_as = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
+    schema = pa.schema([(f, read_as[_JSON_TYPES[f]]) for f in fields])
+    text = text.combine_chunks()
+    offsets = np.frombuffer(text.buffers()[1], np.int32, len(text) + 1, text.offset * 4)
+    values = pj.read_json(pa.BufferReader(text.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))),
+                          parse_options=pj.ParseOptions(explicit_schema=schema, newlines_in_values=True,
+                                                        unexpected_field_behavior="error"))
+    if values.num_rows != len(text):
+        raise ValueError(f"read {values.num_rows} JSON objects from {len(text)} records")
+    columns, within = {}, pa.array(np.ones(len(text), bool))
+    for field, arrow_type in ARROW_OUTPUT_TYPES.items():
+        if field not in fields:
+            columns[field] = pa.nulls(len(text), arrow_type)
+            continue
+        value = values[field]
+        limit = dict(_RULES[field][event_type].checks).get("maxLength")
+        if limit is not None:
+            within = pc.and_(within, pc.fill_null(pc.less_equal(pc.utf8_length(value), limit), True))
+        columns[field] = pc.cast(_micros(value) if OUTPUT_TYPES[field] == "timestamp" else value, arrow_type)
+    return columns, within
+
+
+def validate_fast(records: pa.Table, broker_time: str) -> tuple[pa.Table, np.ndarray]:
+    """validate_events' rows, with Arrow in this process, for the records that surely meet their contract: ASCII, at
+    most `_FAST_BYTES`, matched by their type's fast pattern (as RE2 runs it), and within the event-time bounds of
+    their broker time. Returns those rows (records' columns, the typed ones, null rejection columns) and a mask of
+    the records they come from; validate_events checks the others.
+
+    No record is rejected here, so the reasons and details stay validate_events' own.
+    """
+    max_age = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
+    max_ahead = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
+    index = pa.array(np.arange(records.num_rows))
+    texts = records["value"].cast(pa.string(), safe=False)  # only ASCII values are read as text below
+    short_ascii = pc.and_(pc.string_is_ascii(texts), pc.less_equal(pc.binary_length(records["value"]), _FAST_BYTES))
+    broker = pc.cast(records[broker_time], pa.int64())
+    taken, typed = [], []
+    for event_type, pattern in _RE2_FAST_PATTERNS.items():
+        if pattern is None:
+            continue
+        candidate = pc.fill_null(pc.and_(pc.equal(records["topic"], contracts.TOPICS[event_type]), short_ascii), False)
+        text, at = texts.filter(candidate), index.filter(candidate)
+        matched = pc.match_substring_regex(text, pattern)
+        text, at = text.filter(matched), at.filter(matched)
+        if not len(text):
+            continue
+        columns, within = _typed(event_type, text)
+        event_us, broker_us = pc.cast(columns["event_ts"], pa.int64()), pc.take(broker, at)
+        bounded = pc.and_(pc.greater_equal(event_us, pc.subtract(broker_us, max_age)),
+                          pc.less_equal(event_us, pc.add(broker_us, max_ahead)))
+        in_time = pc.if_else(pc.is_null(broker_us), True, pc.fill_null(bounded, False))  # as validate_events
+        keep = pc.and_(pc.and_(within, in_time), pc.is_valid(event_us))
+        taken.append(at.filter(keep))
+        typed.append(pa.table(columns).filter(keep))
+    output = pa.schema([*(pa.field(f, t) for f, t in ARROW_OUTPUT_TYPES.items()),
+                        *(pa.field(c, pa.string()) for c in _REJECTION_COLUMNS)])
+    at = pa.chunked_array(taken, pa.int64())
+    rows = records.take(at)
+    values = pa.concat_tables(typed) if typed else pa.table({f: pa.array([], t) for f, t in ARROW_OUTPUT_TYPES.items()})
+    for name in output.names:
+        rows = rows.append_column(output.field(name), values[name] if name in values.column_names
+                                  else pa.nulls(rows.num_rows, pa.string()))
+    mask = np.zeros(records.num_rows, bool)
+    mask[at.to_numpy()] = True
+    return rows, mask

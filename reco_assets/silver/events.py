@@ -3,12 +3,14 @@ a dead letter for every other record; both in `silver.event_outcomes`, one commi
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -27,7 +29,7 @@ from reco_assets.lakehouse.hours import (
     is_live_run,
 )
 from reco_assets.lakehouse.tables import EVENT_COLUMNS, OUTCOME_COLUMNS
-from reco_assets.silver.event_contract import validate_events
+from reco_assets.silver.event_contract import validate_events, validate_fast
 from reco_assets.silver.increment import COORDINATES, duplicate_details, split_new
 
 # Hours of up to this many records broadcast their event hashes, candidates and duplicates into the joins, so that
@@ -40,10 +42,11 @@ IN_MEMORY_RECORDS = int(os.environ.get("RECO_SILVER_IN_MEMORY_RECORDS", "1000000
 # By Spark jobs, an hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps
 # the partitions it was read in, written in parallel (coalescing those into fewer files left them uneven).
 ONE_TASK_RECORDS = 500_000
-# A live run's new records go to Spark from memory. Over more than this many, Spark's optimizer would run the check
-# itself on the driver, without generated code (ConvertToLocalRelation; in a probe, 12-19 s for 100k records
-# against 4 s repartitioned, docs/benchmarks.md), so they are repartitioned.
+# Records that Arrow cannot prove valid go to Spark from memory. Over more than this many, Spark's optimizer would run
+# the check itself on the driver, without generated code (ConvertToLocalRelation; in a probe, 12-19 s for 100k
+# records against 4 s repartitioned, docs/benchmarks.md), so they are repartitioned.
 LOCAL_RELATION_RECORDS = 10_000
+XXHASH64_SEED = 42  # Spark's xxhash64
 NO_DUPLICATES = pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
                           "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
 
@@ -86,6 +89,13 @@ def bronze_hour(spark: SparkSession, lakehouse: LakehouseResource, partition_key
     """One bronze hour's records as silver checks them: Kafka's timestamp as `received_at`, no hour column."""
     return (lakehouse.table("bronze.events").read_hours(spark, [partition_key], version).drop(HOUR_COLUMN)
             .withColumnRenamed("timestamp", "received_at"))
+
+
+def bronze_records(lakehouse: LakehouseResource, partition_key: str, version: int,
+                   where: pc.Expression | None = None) -> pa.Table:
+    """`bronze_hour` read into memory without Spark (only the records matching `where`)."""
+    records = lakehouse.table("bronze.events").arrow([partition_key], version, RECORD_COLUMNS, where)
+    return records.rename_columns(["received_at" if c == "timestamp" else c for c in records.column_names])
 
 
 def _hinted(small: DataFrame, broadcast: bool) -> DataFrame:
@@ -253,14 +263,10 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
     if held == records:
         return _counts(outcomes, partition_key, history_version, records, 0, bronze_version, True)
     mine = outcomes.arrow([partition_key], history_version, ["rejected", "event_id", "received_at", *COORDINATES])
-    new = lakehouse.table("bronze.events").arrow([partition_key], bronze_version, RECORD_COLUMNS, _past_held(mine))
+    new = bronze_records(lakehouse, partition_key, bronze_version, _past_held(mine))
     if held + new.num_rows != records:
         return None
-    new_records = spark.createDataFrame(new.rename_columns(["received_at" if c == "timestamp" else c
-                                                            for c in new.column_names]))
-    if new.num_rows > LOCAL_RELATION_RECORDS:
-        new_records = new_records.repartition(2)
-    rows = rows_in_memory(new_records, mine.filter(~pc.field("rejected")), outcomes, partition_key, window_hours,
+    rows = rows_in_memory(spark, new, mine.filter(~pc.field("rejected")), outcomes, partition_key, window_hours,
                           history_version)
     if rows is None:
         if log:
@@ -279,27 +285,65 @@ def append_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSe
     return _counts(outcomes, partition_key, commit.version, records, new.num_rows, bronze_version, True)
 
 
-def rows_in_memory(records: DataFrame, settled: pa.Table | None, outcomes: Table, partition_key: str,
-                   window_hours: float, history_version: int) -> pa.Table | None:
-    """silver.event_outcomes' rows for bronze records (`RECORD_COLUMNS`, `received_at` for Kafka's timestamp): the
-    contract check in one Spark query whose result comes to the run's process, then the duplicate rules in memory
-    (`split_new`) against the hour's `settled` events (None: the hour is rebuilt) and the window's events that
-    share a hash with them, read at `history_version` without Spark. None as `split_new` says."""
-    checked = contract_checked(records).toArrow()
-    hashes = pc.unique(checked.filter(pc.is_null(checked["reject_reason"]))["event_hash"])
+def rows_in_memory(spark: SparkSession, records: pa.Table, settled: pa.Table | None, outcomes: Table,
+                   partition_key: str, window_hours: float, history_version: int) -> pa.Table | None:
+    """silver.event_outcomes' rows for bronze records (`bronze_records`), checked and deduplicated in this process.
+
+    The records that the fast patterns prove valid are typed by Arrow (`validate_fast`); one Spark query checks the
+    others meanwhile, while delta-rs reads the window's events that share a hash with the valid ones, at
+    `history_version`. The duplicate rules then run in memory (`split_new`) against them and the hour's `settled`
+    events (None: the hour is rebuilt). None as `split_new` says.
+    """
+    fast, taken = validate_fast(records, "received_at")
+    with ThreadPoolExecutor(1) as spark_thread:
+        others = spark_thread.submit(_checked_by_spark, spark, records.filter(pa.array(~taken))) if not taken.all() \
+            else None
+        checked = _hashed(fast)
+        hashes = pc.unique(checked["event_hash"])
+        seen = _window_seen(outcomes, history_version, partition_key, window_hours, hashes)
+        if others is not None:
+            others = others.result().cast(checked.schema)
+            valid = pc.filter(others["event_hash"], pc.is_null(others["reject_reason"]))
+            more = pc.unique(pc.filter(valid, pc.invert(pc.is_in(valid, value_set=hashes))))
+            if len(more):
+                seen = pa.concat_tables([seen, _window_seen(outcomes, history_version, partition_key, window_hours,
+                                                            more)])
+            checked = pa.concat_tables([checked, others])
+    return split_new(checked, settled, seen, hour_value(partition_key))
+
+
+def _hashed(fast: pa.Table) -> pa.Table:
+    """validate_fast's rows as contract_checked's: event ids in lower case (ASCII in the fast form) and their hash,
+    Spark's xxhash64."""
+    event_id = pc.ascii_lower(fast["event_id"])
+    hashes = np.fromiter((xxhash.xxh64_intdigest(i, XXHASH64_SEED) for i in event_id.cast(pa.binary()).to_pylist()),
+                         np.uint64, len(event_id))
+    return fast.set_column(fast.schema.get_field_index("event_id"), "event_id", event_id).append_column(
+        pa.field("event_hash", pa.int64(), nullable=False), pa.array(hashes.view(np.int64)))
+
+
+def _checked_by_spark(spark: SparkSession, records: pa.Table) -> pa.Table:
+    """contract_checked's rows for records in memory, by one Spark query."""
+    df = spark.createDataFrame(records)
+    return contract_checked(df.repartition(2) if records.num_rows > LOCAL_RELATION_RECORDS else df).toArrow()
+
+
+def _window_seen(outcomes: Table, history_version: int, partition_key: str, window_hours: float,
+                 hashes: pa.Array) -> pa.Table:
+    """`event_id` and `hour` of the accepted events of the window's other hours whose hash is one of `hashes`, read
+    at `history_version` without Spark."""
     first, last = dedupe_window(partition_key, window_hours)
     hour = pc.field(HOUR_COLUMN)
-    seen = outcomes.arrow(None, history_version, ["event_id", HOUR_COLUMN], where=(
+    return outcomes.arrow(None, history_version, ["event_id", HOUR_COLUMN], where=(
         (hour >= first) & (hour <= last) & (hour != hour_value(partition_key)) & ~pc.field("rejected")
         & pc.field("event_hash").isin(hashes)))
-    return split_new(checked, settled, seen, hour_value(partition_key))
 
 
 def rebuild_in_memory(partition_key: str, lakehouse: LakehouseResource, outcomes: Table, spark: SparkSession,
                       window_hours: float, log, history_version: int, bronze_version: int, records: int) -> dict:
     """An hour's rebuild up to `IN_MEMORY_RECORDS`: `rows_in_memory` of its bronze records and one commit by
     delta-rs replacing the hour, where the Spark way takes a checkpoint, several jobs and a Spark commit."""
-    rows = rows_in_memory(bronze_hour(spark, lakehouse, partition_key, bronze_version), None, outcomes,
+    rows = rows_in_memory(spark, bronze_records(lakehouse, partition_key, bronze_version), None, outcomes,
                           partition_key, window_hours, history_version)
     commit = outcomes.replace_hours(rows, [partition_key], log)
     refuse_overlap(spark, outcomes, partition_key, window_hours, history_version, commit.version)

@@ -92,7 +92,7 @@ def split_new(checked: pa.Table, settled: pa.Table | None, seen: pa.Table, hour:
     an id with the new records.
     """
     valid = pc.is_null(checked["reject_reason"]).combine_chunks()
-    decided = duplicate_details(checked.filter(valid), seen, settled)
+    decided = duplicate_details(checked.select(["event_id", "received_at", *COORDINATES]).filter(valid), seen, settled)
     if decided is None:
         return None
     details = pc.replace_with_mask(pa.nulls(checked.num_rows, pa.string()), valid, decided)

@@ -7,6 +7,9 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from jsonschema import Draft202012Validator
 from pyspark.sql import functions as F
@@ -15,7 +18,7 @@ from reco_assets import contracts
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE
 from reco_assets.contracts import ALL_FIELDS, EVENT_TYPE_BY_TOPIC, FIELDS, TOPICS, Rejection, check_event, schema
 from reco_assets.events.generator import EventGenerator, load_population
-from reco_assets.silver.event_contract import _FAST_PATTERNS, OUTPUT_TYPES, validate_events
+from reco_assets.silver.event_contract import _FAST_PATTERNS, OUTPUT_TYPES, validate_events, validate_fast
 
 CASES = json.loads((Path(__file__).parent / "events_cases.json").read_text(encoding="utf-8"))
 
@@ -211,3 +214,43 @@ def test_spark_agrees_with_check_event_near_the_edges(spark):
     slow_days = {row.day for row in df.where(~fast).select("day").distinct().collect()}
     assert slow_days == {"02-29"}
     assert all(check_event(topic, value) is None for topic, value, day in rows if day == "02-29")
+
+
+def test_arrow_types_exactly_what_spark_types_and_only_valid_records(spark):
+    """validate_fast (Arrow, in the run's process) takes only records that check_event accepts, and gives each the
+    row validate_events gives: the cases, 2,000 records near the edges, strings at and past a maxLength above RE2's
+    repetition limit, events outside the time bounds of their broker time, and generated events, which it takes
+    all of."""
+    day = datetime(2027, 1, 31, 12, tzinfo=UTC)
+    generated = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=3).batch(500, now=day)
+    rating = {"event_id": "0B6F9B0E-3D1C-4F59-9D7E-2A4C8E1F5A01", "event_type": "rating",
+              "event_ts": "2027-01-31T11:59:00.123456789+00:00", "user_id": 1, "movie_id": 2, "rating": 4.5}
+    records = [(c["topic"], case_value(c), broker_time(c)) for c in CASES]
+    records += [(topic, value, day) for topic, value in _mutations(seed=13, count=2_000)]
+    records += [(TOPICS["rating"], json.dumps({**rating, "review_text": "a" * n}).encode(), day)
+                for n in (5_000, 5_001)]
+    event_time, tick = datetime(2027, 1, 31, 11, 59, 0, 123456, tzinfo=UTC), timedelta(microseconds=1)
+    records += [(TOPICS["rating"], json.dumps(rating).encode(), at) for at in (
+        event_time + contracts.EVENT_TIME_MAX_AGE, event_time + contracts.EVENT_TIME_MAX_AGE + tick,
+        event_time - contracts.EVENT_TIME_MAX_AHEAD, event_time - contracts.EVENT_TIME_MAX_AHEAD - tick, None)]
+    generated_from = len(records)
+    records += [(topic, value, day) for topic, value in zip(generated.topics, generated.values, strict=True)]
+    table = pa.table({"topic": [r[0] for r in records], "offset": pa.array(range(len(records)), pa.int64()),
+                      "value": pa.array([r[1] for r in records], pa.binary()),
+                      "received_at": pa.array([r[2] for r in records], pa.timestamp("us", tz="UTC"))})
+
+    fast, taken = validate_fast(table, "received_at")
+    spark_rows = validate_events(spark.createDataFrame(table), broker_time="received_at").toArrow()
+
+    offsets = fast["offset"].to_pylist()
+    assert sorted(offsets) == list(np.flatnonzero(taken)) and len(set(offsets)) == len(offsets)
+    assert all(check_event(*records[o]) is None for o in offsets)
+    expected_rows = spark_rows.filter(pa.array(np.isin(spark_rows["offset"].to_numpy(), offsets)))
+    assert fast.sort_by("offset").equals(expected_rows.cast(fast.schema).sort_by("offset"))
+    assert taken[generated_from:].all()
+    long_text, too_long, *bounds = range(len(CASES) + 2_000, generated_from)
+    assert taken[long_text] and not taken[too_long]
+    assert taken[bounds].tolist() == [True, False, True, False, True]
+    assert 300 < taken[:generated_from].sum() < generated_from - 1_000  # the edges are exercised both ways
+    nine_digits = fast.filter(pc.equal(fast["offset"], bounds[0]))["event_ts"][0].value
+    assert nine_digits % 1_000_000 == 123456  # the fraction truncated to microseconds, as Spark does
