@@ -9,6 +9,7 @@ matching Spark rule fails at once.
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
@@ -511,46 +512,50 @@ def _typed(event_type: str, text: pa.ChunkedArray) -> tuple[dict[str, pa.Array],
     return columns, within
 
 
+def _fast_of_type(event_type: str, records: pa.Table, texts: pa.ChunkedArray, candidate: pa.ChunkedArray,
+                  broker_time: str) -> tuple[pa.Array, pa.Table]:
+    """validate_fast for the `candidate` records of one event type: the positions of those it takes, and their typed
+    columns."""
+    max_age = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
+    max_ahead = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
+    text, at = texts.filter(candidate), pa.array(np.flatnonzero(pc.fill_null(candidate, False).to_numpy()))
+    matched = pc.match_substring_regex(text, _RE2_FAST_PATTERNS[event_type])
+    text, at = text.filter(matched), at.filter(matched)
+    if not len(text):
+        return at, pa.table({f: pa.array([], t) for f, t in ARROW_OUTPUT_TYPES.items()})
+    columns, within = _typed(event_type, text)
+    event_us = pc.cast(columns["event_ts"], pa.int64())
+    broker_us = pc.cast(pc.take(records[broker_time], at), pa.int64())
+    bounded = pc.and_(pc.greater_equal(event_us, pc.subtract(broker_us, max_age)),
+                      pc.less_equal(event_us, pc.add(broker_us, max_ahead)))
+    in_time = pc.if_else(pc.is_null(broker_us), True, pc.fill_null(bounded, False))  # as validate_events
+    keep = pc.and_(pc.and_(within, in_time), pc.is_valid(event_us))
+    return at.filter(keep), pa.table(columns).filter(keep)
+
+
 def validate_fast(records: pa.Table, broker_time: str) -> tuple[pa.Table, np.ndarray]:
     """validate_events' rows, with Arrow in this process, for the records that surely meet their contract: ASCII, at
     most `_FAST_BYTES`, matched by their type's fast pattern (as RE2 runs it), and within the event-time bounds of
     their broker time. Returns those rows (records' columns, the typed ones, null rejection columns) and a mask of
     the records they come from; validate_events checks the others.
 
-    No record is rejected here, so the reasons and details stay validate_events' own.
+    No record is rejected here, so the reasons and details stay validate_events' own. The event types run in
+    parallel threads (Arrow's kernels release the GIL).
     """
-    max_age = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
-    max_ahead = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
-    index = pa.array(np.arange(records.num_rows))
     texts = records["value"].cast(pa.string(), safe=False)  # only ASCII values are read as text below
     short_ascii = pc.and_(pc.string_is_ascii(texts), pc.less_equal(pc.binary_length(records["value"]), _FAST_BYTES))
-    broker = pc.cast(records[broker_time], pa.int64())
-    taken, typed = [], []
-    for event_type, pattern in _RE2_FAST_PATTERNS.items():
-        if pattern is None:
-            continue
-        candidate = pc.fill_null(pc.and_(pc.equal(records["topic"], contracts.TOPICS[event_type]), short_ascii), False)
-        text, at = texts.filter(candidate), index.filter(candidate)
-        matched = pc.match_substring_regex(text, pattern)
-        text, at = text.filter(matched), at.filter(matched)
-        if not len(text):
-            continue
-        columns, within = _typed(event_type, text)
-        event_us, broker_us = pc.cast(columns["event_ts"], pa.int64()), pc.take(broker, at)
-        bounded = pc.and_(pc.greater_equal(event_us, pc.subtract(broker_us, max_age)),
-                          pc.less_equal(event_us, pc.add(broker_us, max_ahead)))
-        in_time = pc.if_else(pc.is_null(broker_us), True, pc.fill_null(bounded, False))  # as validate_events
-        keep = pc.and_(pc.and_(within, in_time), pc.is_valid(event_us))
-        taken.append(at.filter(keep))
-        typed.append(pa.table(columns).filter(keep))
-    output = pa.schema([*(pa.field(f, t) for f, t in ARROW_OUTPUT_TYPES.items()),
-                        *(pa.field(c, pa.string()) for c in _REJECTION_COLUMNS)])
-    at = pa.chunked_array(taken, pa.int64())
+    types = [t for t, pattern in _RE2_FAST_PATTERNS.items() if pattern is not None]
+    with ThreadPoolExecutor(len(types)) as threads:
+        parts = list(threads.map(lambda t: _fast_of_type(
+            t, records, texts, pc.and_(pc.equal(records["topic"], contracts.TOPICS[t]), short_ascii), broker_time),
+            types))
+    at = pa.chunked_array([p[0] for p in parts], pa.int64())
+    values = pa.concat_tables([p[1] for p in parts])
     rows = records.take(at)
-    values = pa.concat_tables(typed) if typed else pa.table({f: pa.array([], t) for f, t in ARROW_OUTPUT_TYPES.items()})
-    for name in output.names:
-        rows = rows.append_column(output.field(name), values[name] if name in values.column_names
-                                  else pa.nulls(rows.num_rows, pa.string()))
+    for name, arrow_type in ARROW_OUTPUT_TYPES.items():
+        rows = rows.append_column(pa.field(name, arrow_type), values[name])
+    for name in _REJECTION_COLUMNS:
+        rows = rows.append_column(pa.field(name, pa.string()), pa.nulls(rows.num_rows, pa.string()))
     mask = np.zeros(records.num_rows, bool)
     mask[at.to_numpy()] = True
     return rows, mask
