@@ -6,9 +6,11 @@ Builds, in a lakehouse of its own:
 - one bronze hour of `--events` generated events (default 1M; 2 % malformed of every kind, duplicates inside the
   hour included) of which `--replayed` (0.5 %) carry the id of an event of the history, as a replay would.
 Then `silver_events.materialize_hour` runs on that hour with the window of the topics' retention (7 days, so every
-history hour is in it) and with a window of 0 hours (nothing to read: the baseline), alternating with silver's
-floor, best of `--repeat`: the same hour's contract check and one Delta commit of its rows replacing the hour,
-nothing else (no duplicate search, no dead-letter details, no read-back). Outputs are checked: with the window,
+history hour is in it) and with a window of 0 hours (nothing to read: the baseline), alternating with Spark's
+floor, best of `--repeat`: the same hour's contract check by Spark (`validate_events`) and one Delta commit of its
+rows replacing the hour, nothing else (no duplicate search, no dead-letter details, no read-back). Silver checks
+an hour of up to 1M records in its own process (Arrow for the contract's common form, Spark for the rest), so it
+can run above that floor. Outputs are checked: with the window,
 exactly the replayed events (and only they) are rejected as duplicates of a history hour, and bronze = silver +
 rejected.
 
@@ -107,8 +109,9 @@ def build_hour(spark, lakehouse: LakehouseResource, events: int, replayed: float
 
 
 def floor_hour(spark, lakehouse: LakehouseResource) -> None:
-    """Silver's floor for the hour: its contract check (as silver runs it) and one commit of its rows replacing the
-    hour, rejected or not, without the duplicate search or the dead letter's details."""
+    """Spark's floor for the hour: its contract check by Spark (as silver runs it for hours above 1M records) and one
+    commit of its rows replacing the hour, rejected or not, without the duplicate search or the dead letter's
+    details."""
     checked = silver_events.contract_checked(silver_events.bronze_hour(spark, lakehouse, HOUR,
                                                                         lakehouse.table("bronze.events").version()))
     rows = silver_events.outcome_rows(checked, silver_events.NO_DUPLICATES, HOUR)
@@ -155,7 +158,7 @@ def main() -> None:
         print(f"history ({history:,} events) and the hour built in {time.perf_counter() - started:.0f} s "
               f"under {work}", flush=True)
         windows = {"empty window (0 h)": 0.0, "window 168 h": 168.0}
-        floor = "floor: contract check + one Delta commit"
+        floor = "Spark's floor: contract check + one Delta commit"
         times = {name: [] for name in [*windows, floor]}
         counts, kept = {}, 0
         silver_events.materialize_hour(HOUR, lakehouse, spark, 0.0)  # warm-up
@@ -188,9 +191,9 @@ def main() -> None:
                f"({full_s:.2f} s); the same hour with an empty window {n / empty_s:,.0f} ev/s ({empty_s:.2f} s) "
                f"→ the window costs **{full_s / empty_s:.2f}×** the time "
                f"(all passes: {json.dumps({k: [round(s, 2) for s in v] for k, v in times.items()})})")
-        report(f"- silver's floor, the hour's contract check and one Delta commit of its rows and nothing else: "
+        report(f"- Spark's floor, the hour's contract check by Spark and one Delta commit of its rows, nothing else: "
                f"{n / floor_s:,.0f} ev/s ({floor_s:.2f} s); silver with the window runs at **{floor_s / full_s:.2f}×** "
-               f"its floor")
+               f"that floor")
         report(f"- replayed ids rejected as duplicates of a history hour: {extra:,} of {replays:,} (the others sit on "
                f"records rejected anyway); history ids kept in silver: {kept}; checks: "
                f"{'all hold' if not problems else 'FAILED'}; the Python process peaked at "

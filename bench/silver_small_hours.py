@@ -1,9 +1,9 @@
-"""A silver hour rebuilt in memory (`rebuild_in_memory`: one Spark job for the contract check, the duplicate rules
-in memory, one delta-rs commit) against the same hour rebuilt by Spark jobs (`materialize_hour`'s path for large
-hours: local checkpoint, duplicate search, Spark's Delta commit), alternating in one process, for hours of several
-sizes. The dedupe window holds `--history-hours` × `--history-events` accepted events, and the hour replays 0.5 % of
-them (as `bench/silver_events.py` builds it). Both ways must give the same rows; the ratio says where the
-`IN_MEMORY_RECORDS` threshold belongs.
+"""A silver hour rebuilt in memory (`rebuild_in_memory`: the contract check by Arrow for records of the common form
+and one Spark query for the rest, the duplicate rules in memory, one delta-rs commit) against the same hour rebuilt
+by Spark jobs (`materialize_hour`'s path for large hours: local checkpoint, duplicate search, Spark's Delta commit),
+alternating in one process, for hours of several sizes. The dedupe window holds `--history-hours` ×
+`--history-events` accepted events, and the hour replays 0.5 % of them (as `bench/silver_events.py` builds it).
+Both ways must give the same rows; the ratio says where the `IN_MEMORY_RECORDS` threshold belongs.
 
     .venv/bin/python bench/silver_small_hours.py [--sizes 3000,30000,100000,300000] [--history-hours 24]
                                                  [--history-events 100000] [--repeat 3] [--connect] [--out FILE]

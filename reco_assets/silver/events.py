@@ -49,6 +49,7 @@ LOCAL_RELATION_RECORDS = 10_000
 XXHASH64_SEED = 42  # Spark's xxhash64
 NO_DUPLICATES = pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
                           "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
+NONE_SEEN = pa.table({"event_id": pa.array([], pa.string()), HOUR_COLUMN: pa.array([], pa.string())})
 
 
 def read_events(spark: SparkSession, lakehouse: LakehouseResource, partition_keys: list[str] | None = None,
@@ -133,7 +134,7 @@ def duplicate_rows(checked: DataFrame, window: DataFrame | None, broadcast: bool
     hashes = np.sort(valid.select("event_hash").toArrow()["event_hash"].to_numpy())
     repeated = hashes[1:] == hashes[:-1]
     candidates = np.unique(hashes[1:][repeated])
-    seen = pa.table({"event_id": pa.array([], pa.string()), HOUR_COLUMN: pa.array([], pa.string())})
+    seen = NONE_SEEN
     if window is not None and len(hashes):
         distinct = spark.createDataFrame(pa.table({"event_hash": hashes[np.concatenate(([True], ~repeated))]}))
         seen = window.join(_hinted(distinct, broadcast), "event_hash", "left_semi").toArrow()
