@@ -151,7 +151,8 @@ def _integers(low: int, high: int) -> str:
 
 def _multiples(prop: dict) -> str | None:
     """The JSON numbers a small `minimum`/`maximum`/`multipleOf` range allows, each checked by the property's own
-    JSON Schema (float multiples are not always exact), with optional trailing zeros."""
+    JSON Schema (float multiples are not always exact), with optional trailing zeros up to the longest digit run the
+    reader accepts."""
     low, high, step = (Decimal(str(prop[k])) for k in ("minimum", "maximum", "multipleOf"))
     if step <= 0 or (high - low) / step > 1000:
         return None
@@ -162,7 +163,10 @@ def _multiples(prop: dict) -> str | None:
     while value <= high:
         text = format(value.normalize(), "f")
         if validator.is_valid(float(text)):
-            texts.append(re.escape(text) + (r"(?:\.0+)?" if "." not in text else "0*"))
+            # Trailing zeros, as long as the digits after the point stay one run of at most MAX_DIGIT_RUN.
+            fraction = len(text.partition(".")[2])
+            texts.append(re.escape(text) + (rf"(?:\.0{{1,{contracts.MAX_DIGIT_RUN}}})?" if not fraction
+                                            else f"0{{0,{contracts.MAX_DIGIT_RUN - fraction}}}"))
         value += step
     return f"(?:{'|'.join(texts)})" if texts else None
 
@@ -430,14 +434,17 @@ def _projections() -> tuple[list[dict[str, Column]], dict[str, Column]]:
     return _PROJECTIONS[key]
 
 
+# The contract's event-time bounds in microseconds, clamped so that the arithmetic stays in a 64-bit integer (a wider
+# bound bounds nothing anyway).
+_MAX_AGE_US = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
+_MAX_AHEAD_US = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
+
+
 def _event_time_bounds(broker_time: Column) -> dict[str, Column]:
     """`out_of_range` for a valid event whose time lies further from `broker_time` than the contract's bounds (as
     `contracts.event_time_problem` decides); the typed columns are then null, as for any rejected record."""
     event_us, broker_us = F.unix_micros("event_ts"), F.unix_micros(broker_time)
-    # In microseconds, clamped so that the arithmetic stays in a BIGINT (a wider bound bounds nothing anyway).
-    max_age = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
-    max_ahead = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
-    early, late = event_us < broker_us - max_age, event_us > broker_us + max_ahead
+    early, late = event_us < broker_us - _MAX_AGE_US, event_us > broker_us + _MAX_AHEAD_US
     out = F.col("reject_reason").isNull() & F.coalesce(early | late, F.lit(False))
     iso = lambda c: F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")  # noqa: E731
     detail = F.concat(F.lit("event_ts "), iso(F.col("event_ts")), F.lit(" is more than "), F.when(
@@ -474,7 +481,10 @@ _ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC")
 # The typed columns of validate_events, as Arrow types; then the rejection's three string columns.
 ARROW_OUTPUT_TYPES = {field: _ARROW_TYPES[kind] for field, kind in OUTPUT_TYPES.items()}
 _REJECTION_COLUMNS = ("reject_reason", "reject_field", "reject_detail")
-_FAST_BYTES = 65_536  # a record of the fast form is a few KB at most; a longer one takes validate_events' path
+# A longer record takes validate_events' path: each object stays far below a block of Arrow's JSON reader (1 MiB),
+# and the regex's work per record is bounded. Valid records of the fast form are under 8 KB.
+_FAST_BYTES = 65_536
+_ARROW_READ_AS = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}  # JSON type → as read
 
 
 def _micros(timestamp: pa.Array) -> pa.Array:
@@ -490,10 +500,9 @@ def _typed(event_type: str, text: pa.ChunkedArray) -> tuple[dict[str, pa.Array],
     records' bytes back to back, and where each string is within its `maxLength` (the RE2 pattern leaves those above
     `_RE2_REPEATS` to this)."""
     fields = contracts.FIELDS[event_type]
-    read_as = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
-    schema = pa.schema([(f, read_as[_JSON_TYPES[f]]) for f in fields])
-    text = text.combine_chunks()
-    offsets = np.frombuffer(text.buffers()[1], np.int32, len(text) + 1, text.offset * 4)
+    schema = pa.schema([(f, _ARROW_READ_AS[_JSON_TYPES[f]]) for f in fields])
+    text = text.cast(pa.large_string()).combine_chunks()  # 64-bit offsets: an hour's texts may pass 2 GiB
+    offsets = np.frombuffer(text.buffers()[1], np.int64, len(text) + 1, text.offset * 8)
     values = pj.read_json(pa.BufferReader(text.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))),
                           parse_options=pj.ParseOptions(explicit_schema=schema, newlines_in_values=True,
                                                         unexpected_field_behavior="error"))
@@ -516,8 +525,6 @@ def _fast_of_type(event_type: str, records: pa.Table, texts: pa.ChunkedArray, ca
                   broker_time: str) -> tuple[pa.Array, pa.Table]:
     """validate_fast for the `candidate` records of one event type: the positions of those it takes, and their typed
     columns."""
-    max_age = min(contracts.EVENT_TIME_MAX_AGE // timedelta(microseconds=1), 2**62)
-    max_ahead = min(contracts.EVENT_TIME_MAX_AHEAD // timedelta(microseconds=1), 2**62)
     text, at = texts.filter(candidate), pa.array(np.flatnonzero(pc.fill_null(candidate, False).to_numpy()))
     matched = pc.match_substring_regex(text, _RE2_FAST_PATTERNS[event_type])
     text, at = text.filter(matched), at.filter(matched)
@@ -526,8 +533,8 @@ def _fast_of_type(event_type: str, records: pa.Table, texts: pa.ChunkedArray, ca
     columns, within = _typed(event_type, text)
     event_us = pc.cast(columns["event_ts"], pa.int64())
     broker_us = pc.cast(pc.take(records[broker_time], at), pa.int64())
-    bounded = pc.and_(pc.greater_equal(event_us, pc.subtract(broker_us, max_age)),
-                      pc.less_equal(event_us, pc.add(broker_us, max_ahead)))
+    bounded = pc.and_(pc.greater_equal(event_us, pc.subtract(broker_us, _MAX_AGE_US)),
+                      pc.less_equal(event_us, pc.add(broker_us, _MAX_AHEAD_US)))
     in_time = pc.if_else(pc.is_null(broker_us), True, pc.fill_null(bounded, False))  # as validate_events
     keep = pc.and_(pc.and_(within, in_time), pc.is_valid(event_us))
     return at.filter(keep), pa.table(columns).filter(keep)
@@ -545,12 +552,12 @@ def validate_fast(records: pa.Table, broker_time: str) -> tuple[pa.Table, np.nda
     texts = records["value"].cast(pa.string(), safe=False)  # only ASCII values are read as text below
     short_ascii = pc.and_(pc.string_is_ascii(texts), pc.less_equal(pc.binary_length(records["value"]), _FAST_BYTES))
     types = [t for t, pattern in _RE2_FAST_PATTERNS.items() if pattern is not None]
-    with ThreadPoolExecutor(len(types)) as threads:
+    with ThreadPoolExecutor(max(1, len(types))) as threads:
         parts = list(threads.map(lambda t: _fast_of_type(
             t, records, texts, pc.and_(pc.equal(records["topic"], contracts.TOPICS[t]), short_ascii), broker_time),
             types))
     at = pa.chunked_array([p[0] for p in parts], pa.int64())
-    values = pa.concat_tables([p[1] for p in parts])
+    values = pa.concat_tables([p[1] for p in parts]) if parts else pa.schema(ARROW_OUTPUT_TYPES).empty_table()
     rows = records.take(at)
     for name, arrow_type in ARROW_OUTPUT_TYPES.items():
         rows = rows.append_column(pa.field(name, arrow_type), values[name])

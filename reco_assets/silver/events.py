@@ -2,6 +2,7 @@
 a dead letter for every other record; both in `silver.event_outcomes`, one commit per hour."""
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,7 @@ ONE_TASK_RECORDS = 500_000
 # records against 4 s repartitioned, docs/benchmarks.md), so they are repartitioned.
 LOCAL_RELATION_RECORDS = 10_000
 XXHASH64_SEED = 42  # Spark's xxhash64
+PLAIN_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]*)"')  # an id spelled without escapes, in raw bytes
 NO_DUPLICATES = pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
                           "offset": pa.array([], pa.int64()), "detail": pa.array([], pa.string())})
 NONE_SEEN = pa.table({"event_id": pa.array([], pa.string()), HOUR_COLUMN: pa.array([], pa.string())})
@@ -291,36 +293,45 @@ def rows_in_memory(spark: SparkSession, records: pa.Table, settled: pa.Table | N
     """silver.event_outcomes' rows for bronze records (`bronze_records`), checked and deduplicated in this process.
 
     The records that the fast patterns prove valid are typed by Arrow (`validate_fast`); one Spark query checks the
-    others meanwhile, while delta-rs reads the window's events that share a hash with the valid ones, at
-    `history_version`. The duplicate rules then run in memory (`split_new`) against them and the hour's `settled`
-    events (None: the hour is rebuilt). None as `split_new` says.
+    others meanwhile, while delta-rs reads the window's events that share a hash with the valid ones (and with the
+    ids the others spell plainly), at `history_version`. The duplicate rules then run in memory (`split_new`)
+    against them and the hour's `settled` events (None: the hour is rebuilt). None as `split_new` says.
     """
     fast, taken = validate_fast(records, "received_at")
+    others = records.filter(pa.array(~taken))
     with ThreadPoolExecutor(1) as spark_thread:
-        others = spark_thread.submit(_checked_by_spark, spark, records.filter(pa.array(~taken))) if not taken.all() \
-            else None
+        checked_others = spark_thread.submit(_checked_by_spark, spark, others) if others.num_rows else None
         checked = _hashed(fast)
-        hashes = pc.unique(checked["event_hash"])
+        hashes = pc.unique(pa.chunked_array([*checked["event_hash"].chunks, _plain_id_hashes(others)], pa.int64()))
         seen = _window_seen(outcomes, history_version, partition_key, window_hours, hashes)
-        if others is not None:
-            others = others.result().cast(checked.schema)
-            valid = pc.filter(others["event_hash"], pc.is_null(others["reject_reason"]))
-            more = pc.unique(pc.filter(valid, pc.invert(pc.is_in(valid, value_set=hashes))))
-            if len(more):
-                seen = pa.concat_tables([seen, _window_seen(outcomes, history_version, partition_key, window_hours,
-                                                            more)])
-            checked = pa.concat_tables([checked, others])
+        if checked_others is not None:
+            checked_others = checked_others.result().cast(checked.schema)
+            valid = pc.filter(checked_others["event_hash"], pc.is_null(checked_others["reject_reason"]))
+            unread = pc.unique(pc.filter(valid, pc.invert(pc.is_in(valid, value_set=hashes))))  # escaped ids
+            seen = pa.concat_tables([seen, _window_seen(outcomes, history_version, partition_key, window_hours,
+                                                        unread)])
+            checked = pa.concat_tables([checked, checked_others])
     return split_new(checked, settled, seen, hour_value(partition_key))
 
 
+def _xxhash64(ids: list[bytes]) -> pa.Array:
+    """Spark's xxhash64 of strings (their UTF-8 bytes)."""
+    hashes = np.fromiter((xxhash.xxh64_intdigest(i, XXHASH64_SEED) for i in ids), np.uint64, len(ids))
+    return pa.array(hashes.view(np.int64))
+
+
 def _hashed(fast: pa.Table) -> pa.Table:
-    """validate_fast's rows as contract_checked's: event ids in lower case (ASCII in the fast form) and their hash,
-    Spark's xxhash64."""
+    """validate_fast's rows as contract_checked's: event ids in lower case (ASCII in the fast form) and their hash."""
     event_id = pc.ascii_lower(fast["event_id"])
-    hashes = np.fromiter((xxhash.xxh64_intdigest(i, XXHASH64_SEED) for i in event_id.cast(pa.binary()).to_pylist()),
-                         np.uint64, len(event_id))
     return fast.set_column(fast.schema.get_field_index("event_id"), "event_id", event_id).append_column(
-        pa.field("event_hash", pa.int64(), nullable=False), pa.array(hashes.view(np.int64)))
+        pa.field("event_hash", pa.int64(), nullable=False), _xxhash64(event_id.cast(pa.binary()).to_pylist()))
+
+
+def _plain_id_hashes(records: pa.Table) -> pa.Array:
+    """The hashes of the event ids that records spell without escapes, read from their raw bytes (a superset of the
+    valid ones' ids, which are ASCII UUIDs)."""
+    found = (PLAIN_EVENT_ID.search(value) for value in records["value"].to_pylist() if value)
+    return _xxhash64([match.group(1).lower() for match in found if match])
 
 
 def _checked_by_spark(spark: SparkSession, records: pa.Table) -> pa.Table:
@@ -333,6 +344,8 @@ def _window_seen(outcomes: Table, history_version: int, partition_key: str, wind
                  hashes: pa.Array) -> pa.Table:
     """`event_id` and `hour` of the accepted events of the window's other hours whose hash is one of `hashes`, read
     at `history_version` without Spark."""
+    if not len(hashes):
+        return NONE_SEEN
     first, last = dedupe_window(partition_key, window_hours)
     hour = pc.field(HOUR_COLUMN)
     return outcomes.arrow(None, history_version, ["event_id", HOUR_COLUMN], where=(

@@ -220,9 +220,9 @@ def test_arrow_types_exactly_what_spark_types_and_only_valid_records(spark):
     """validate_fast (Arrow, in the run's process) takes only records that check_event accepts, and gives each the
     row validate_events gives: the cases, 2,000 records near the edges, strings at and past a maxLength above RE2's
     repetition limit, events outside the time bounds of their broker time, and generated events, which it takes
-    all of."""
+    all of: more than a block of Arrow's JSON reader (1 MiB) of views, so that objects straddle blocks."""
     day = datetime(2027, 1, 31, 12, tzinfo=UTC)
-    generated = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=3).batch(500, now=day)
+    generated = EventGenerator(load_population("/nonexistent", BUNDLED_SAMPLE), seed=3).batch(10_000, now=day)
     rating = {"event_id": "0B6F9B0E-3D1C-4F59-9D7E-2A4C8E1F5A01", "event_type": "rating",
               "event_ts": "2027-01-31T11:59:00.123456789+00:00", "user_id": 1, "movie_id": 2, "rating": 4.5}
     records = [(c["topic"], case_value(c), broker_time(c)) for c in CASES]
@@ -248,6 +248,7 @@ def test_arrow_types_exactly_what_spark_types_and_only_valid_records(spark):
     expected_rows = spark_rows.filter(pa.array(np.isin(spark_rows["offset"].to_numpy(), offsets)))
     assert fast.sort_by("offset").equals(expected_rows.cast(fast.schema).sort_by("offset"))
     assert taken[generated_from:].all()
+    assert sum(len(v) for t, v in zip(generated.topics, generated.values, strict=True) if t == TOPICS["view"]) > 2**20
     long_text, too_long, *bounds = range(len(CASES) + 2_000, generated_from)
     assert taken[long_text] and not taken[too_long]
     assert taken[bounds].tolist() == [True, False, True, False, True]

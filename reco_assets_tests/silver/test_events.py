@@ -17,11 +17,14 @@ EARLY, LATE = "2026-11-05-10:00", "2026-11-05-11:00"
 THREE_DAYS_LATER, EIGHT_DAYS_LATER = "2026-11-08-11:00", "2026-11-13-12:00"
 
 
-def view(event_id: str, minute: int, at: str = "2026-11-05T10", reordered: bool = False) -> bytes:
-    """A view event; `reordered` writes its fields in reverse, a valid record that only Spark's check reads."""
+def view(event_id: str, minute: int, at: str = "2026-11-05T10", reordered: bool = False,
+         escaped: bool = False) -> bytes:
+    """A view event. Valid records that only Spark's check reads: `reordered` writes its fields in reverse,
+    `escaped` spells the id's first character as a JSON escape."""
     event = {"event_id": event_id, "event_type": "view", "event_ts": f"{at}:{minute:02d}:00Z", "user_id": 1,
              "movie_id": 1, "device_type": "mobile"}
-    return json.dumps(dict(reversed(event.items())) if reordered else event).encode()
+    value = json.dumps(dict(reversed(event.items())) if reordered else event)
+    return (value.replace(f'"{event_id}"', f'"\\u{ord(event_id[0]):04x}{event_id[1:]}"') if escaped else value).encode()
 
 
 def write_bronze(spark, lakehouse: LakehouseResource, hour: str, values: list[bytes]) -> None:
@@ -57,7 +60,8 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(rebuild,
                                                                         monkeypatch):
     """The late hour, landed first, keeps an event retried across the boundary; the early hour, materialized after
     it, sends its copy to the dead letter naming the late hour. A replay three days later (one id in upper case,
-    one with its fields in another order: in memory, Spark checks that one, not Arrow) is all duplicates. Eight days
+    one with its fields in another order, one with an escape in its id: in memory, Spark checks those two, not
+    Arrow) is all duplicates. Eight days
     later, past the 7-day window, the same event sent again is out of range (its time is more than 7 days before
     its broker time), and the same event id with a new time counts again.
 
@@ -67,7 +71,8 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(rebuild,
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
     write_bronze(spark, lakehouse, EARLY, [view(uuid(1), 1), view(uuid(2), 59)])
     write_bronze(spark, lakehouse, LATE, [view(uuid(2), 59), view(uuid(3), 5)])
-    write_bronze(spark, lakehouse, THREE_DAYS_LATER, [view(uuid(1).upper(), 1), view(uuid(3), 5, reordered=True)])
+    write_bronze(spark, lakehouse, THREE_DAYS_LATER, [view(uuid(1).upper(), 1), view(uuid(3), 5, reordered=True),
+                                                      view(uuid(2), 59, escaped=True)])
     restamped = view(uuid(3), 59, at="2026-11-13T11")
     write_bronze(spark, lakehouse, EIGHT_DAYS_LATER, [view(uuid(3), 5), restamped])
 
@@ -80,6 +85,7 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(rebuild,
         [uuid(1)], [(uuid(2), "duplicate", f"event_id already in hour {LATE}", view(uuid(2), 59))])
     assert outcomes(spark, lakehouse, THREE_DAYS_LATER) == ([], [
         (uuid(1), "duplicate", f"event_id already in hour {EARLY}", view(uuid(1).upper(), 1)),
+        (uuid(2), "duplicate", f"event_id already in hour {LATE}", view(uuid(2), 59, escaped=True)),
         (uuid(3), "duplicate", f"event_id already in hour {LATE}", view(uuid(3), 5, reordered=True))])
     assert outcomes(spark, lakehouse, EIGHT_DAYS_LATER) == ([uuid(3)], [
         (None, "out_of_range", "event_ts 2026-11-05T10:05:00.000000Z is more than 7 days before its broker time "
