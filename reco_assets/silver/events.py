@@ -308,8 +308,9 @@ def rows_in_memory(spark: SparkSession, records: pa.Table, settled: pa.Table | N
             checked_others = checked_others.result().cast(checked.schema)
             valid = pc.filter(checked_others["event_hash"], pc.is_null(checked_others["reject_reason"]))
             unread = pc.unique(pc.filter(valid, pc.invert(pc.is_in(valid, value_set=hashes))))  # escaped ids
-            seen = pa.concat_tables([seen, _window_seen(outcomes, history_version, partition_key, window_hours,
-                                                        unread)])
+            if len(unread):
+                seen = pa.concat_tables([seen, _window_seen(outcomes, history_version, partition_key, window_hours,
+                                                            unread)])
             checked = pa.concat_tables([checked, checked_others])
     return split_new(checked, settled, seen, hour_value(partition_key))
 
@@ -328,8 +329,8 @@ def _hashed(fast: pa.Table) -> pa.Table:
 
 
 def _plain_id_hashes(records: pa.Table) -> pa.Array:
-    """The hashes of the event ids that records spell without escapes, read from their raw bytes (a superset of the
-    valid ones' ids, which are ASCII UUIDs)."""
+    """The hashes of the event ids that records spell without escapes, read from their raw bytes: most valid ids
+    among them (an escaped one is read from the window afterwards)."""
     found = (PLAIN_EVENT_ID.search(value) for value in records["value"].to_pylist() if value)
     return _xxhash64([match.group(1).lower() for match in found if match])
 

@@ -61,9 +61,8 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(rebuild,
     """The late hour, landed first, keeps an event retried across the boundary; the early hour, materialized after
     it, sends its copy to the dead letter naming the late hour. A replay three days later (one id in upper case,
     one with its fields in another order, one with an escape in its id: in memory, Spark checks those two, not
-    Arrow) is all duplicates. Eight days
-    later, past the 7-day window, the same event sent again is out of range (its time is more than 7 days before
-    its broker time), and the same event id with a new time counts again.
+    Arrow) is all duplicates. Eight days later, past the 7-day window, the same event sent again is out of range
+    (its time is more than 7 days before its broker time), and the same event id with a new time counts again.
 
     The same for either way of rebuilding an hour: small hours in memory, large ones by Spark jobs."""
     if rebuild == "by Spark jobs":
