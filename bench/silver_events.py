@@ -10,9 +10,8 @@ history hour is in it) and with a window of 0 hours (nothing to read: the baseli
 floor, best of `--repeat`: the same hour's contract check by Spark (`validate_events`) and one Delta commit of its
 rows replacing the hour, nothing else (no duplicate search, no dead-letter details, no read-back). Silver checks
 an hour of up to 1M records in its own process (Arrow for the contract's common form, Spark for the rest), so it
-can run above that floor. Outputs are checked: with the window,
-exactly the replayed events (and only they) are rejected as duplicates of a history hour, and bronze = silver +
-rejected.
+can run above that floor. Outputs are checked: with the window, exactly the replayed events (and only they) are
+rejected as duplicates of a history hour, and bronze = silver + rejected.
 
     .venv/bin/python bench/silver_events.py [--events 1000000] [--history-hours 24] [--history-events 1000000]
                                             [--repeat 3] [--replayed 0.005] [--out FILE]

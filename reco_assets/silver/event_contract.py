@@ -480,6 +480,7 @@ _ARROW_TYPES = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC")
                 "double": pa.float64()}
 # The typed columns of validate_events, as Arrow types; then the rejection's three string columns.
 ARROW_OUTPUT_TYPES = {field: _ARROW_TYPES[kind] for field, kind in OUTPUT_TYPES.items()}
+_NO_OUTPUTS = pa.schema(ARROW_OUTPUT_TYPES).empty_table()
 _REJECTION_COLUMNS = ("reject_reason", "reject_field", "reject_detail")
 # A longer record takes validate_events' path: each object stays far below a block of Arrow's JSON reader (1 MiB),
 # and the regex's work per record is bounded. Valid records of the fast form are under 8 KB without padding spaces.
@@ -529,7 +530,7 @@ def _fast_of_type(event_type: str, records: pa.Table, texts: pa.ChunkedArray, ca
     matched = pc.match_substring_regex(text, _RE2_FAST_PATTERNS[event_type])
     text, at = text.filter(matched), at.filter(matched)
     if not len(text):
-        return at, pa.table({f: pa.array([], t) for f, t in ARROW_OUTPUT_TYPES.items()})
+        return at, _NO_OUTPUTS
     columns, within = _typed(event_type, text)
     event_us = pc.cast(columns["event_ts"], pa.int64())
     broker_us = pc.cast(pc.take(records[broker_time], at), pa.int64())
@@ -557,7 +558,7 @@ def validate_fast(records: pa.Table, broker_time: str) -> tuple[pa.Table, np.nda
             t, records, texts, pc.and_(pc.equal(records["topic"], contracts.TOPICS[t]), short_ascii), broker_time),
             types))
     at = pa.chunked_array([p[0] for p in parts], pa.int64())
-    values = pa.concat_tables([p[1] for p in parts]) if parts else pa.schema(ARROW_OUTPUT_TYPES).empty_table()
+    values = pa.concat_tables([_NO_OUTPUTS, *(p[1] for p in parts)])
     rows = records.take(at)
     for name, arrow_type in ARROW_OUTPUT_TYPES.items():
         rows = rows.append_column(pa.field(name, arrow_type), values[name])
