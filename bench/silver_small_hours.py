@@ -3,7 +3,7 @@ and one Spark query for the rest, the duplicate rules in memory, one delta-rs co
 by Spark jobs (`materialize_hour`'s path for large hours: local checkpoint, duplicate search, Spark's Delta commit),
 alternating in one process, for hours of several sizes. The dedupe window holds `--history-hours` ×
 `--history-events` accepted events, and the hour replays 0.5 % of them (as `bench/silver_events.py` builds it).
-Both ways must give the same rows; the ratio says where the `IN_MEMORY_RECORDS` threshold belongs.
+Both ways must give the same rows; the ratio says where the RECO_SILVER_IN_MEMORY_RECORDS threshold belongs.
 
     .venv/bin/python bench/silver_small_hours.py [--sizes 3000,30000,100000,300000] [--history-hours 24]
                                                  [--history-events 100000] [--repeat 3] [--connect] [--out FILE]
@@ -31,7 +31,7 @@ from reco_assets.resources import spark_config
 from reco_assets.services import ConnectServer, free_port
 from reco_assets.silver import events as silver_events
 
-WAYS = {"in memory": sys.maxsize, "by Spark jobs": -1}  # IN_MEMORY_RECORDS for each way
+WAYS = {"in memory": str(sys.maxsize), "by Spark jobs": "-1"}  # RECO_SILVER_IN_MEMORY_RECORDS for each way
 
 
 def hour_rows(lakehouse: LakehouseResource, version: int) -> pa.Table:
@@ -67,11 +67,11 @@ def main() -> None:
             build_hour(spark, lakehouse, size, 0.005, history)
             times, rows = {way: [] for way in WAYS}, {}
             for limit in WAYS.values():  # warm-up, both ways
-                silver_events.IN_MEMORY_RECORDS = limit
+                os.environ[silver_events.IN_MEMORY_RECORDS_SETTING] = limit
                 silver_events.materialize_hour(HOUR, lakehouse, spark)
             for round_ in range(args.repeat):
                 for way in (list(WAYS) if round_ % 2 == 0 else list(reversed(WAYS))):
-                    silver_events.IN_MEMORY_RECORDS = WAYS[way]
+                    os.environ[silver_events.IN_MEMORY_RECORDS_SETTING] = WAYS[way]
                     t0 = time.perf_counter()
                     counts = silver_events.materialize_hour(HOUR, lakehouse, spark)
                     times[way].append(time.perf_counter() - t0)

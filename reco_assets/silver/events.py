@@ -37,9 +37,7 @@ from reco_assets.silver.increment import COORDINATES, duplicate_details, split_n
 # neither the window's hashes nor the checked rows are shuffled; larger hours leave the join strategy to adaptive
 # execution.
 BROADCAST_RECORDS = 2_000_000
-# An hour of up to this many records is rebuilt in the run's process (`rebuild_in_memory`) once
-# silver.event_outcomes exists; a larger one, or the table's first hour, by Spark jobs (the rest of materialize_hour).
-IN_MEMORY_RECORDS = int(os.environ.get("RECO_SILVER_IN_MEMORY_RECORDS", "1000000"))
+IN_MEMORY_RECORDS_SETTING = "RECO_SILVER_IN_MEMORY_RECORDS"
 # By Spark jobs, an hour of fewer records is written by one task (two files: accepted, rejected); a larger one keeps
 # the partitions it was read in, written in parallel (coalescing those into fewer files left them uneven).
 ONE_TASK_RECORDS = 500_000
@@ -191,6 +189,17 @@ def _release(checkpointed: DataFrame) -> None:
             plan.rdd().unpersist(False)
 
 
+def in_memory_records() -> int:
+    """The largest hour rebuilt in the run's process (`rebuild_in_memory`) once silver.event_outcomes exists: the
+    setting RECO_SILVER_IN_MEMORY_RECORDS (default 1M; -1: none), read at each run. A larger hour, or the table's
+    first, is rebuilt by Spark jobs (the rest of materialize_hour)."""
+    value = os.environ.get(IN_MEMORY_RECORDS_SETTING, "1000000")
+    try:
+        return int(value)
+    except ValueError:
+        raise dg.Failure(f"{IN_MEMORY_RECORDS_SETTING} must be a whole number of records, not {value!r}") from None
+
+
 def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: SparkSession,
                      window_hours: float = RETENTION_HOURS, log=None, append: bool = False) -> dict:
     """Check, deduplicate and commit one hour; return its counts and the commit's version.
@@ -211,7 +220,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                                records)
         if appended is not None:
             return appended
-    if history_version is not None and records <= IN_MEMORY_RECORDS:
+    if history_version is not None and records <= in_memory_records():
         return rebuild_in_memory(partition_key, lakehouse, outcomes, spark, window_hours, log, history_version,
                                  bronze_version, records)
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
@@ -356,7 +365,7 @@ def _window_seen(outcomes: Table, history_version: int, partition_key: str, wind
 
 def rebuild_in_memory(partition_key: str, lakehouse: LakehouseResource, outcomes: Table, spark: SparkSession,
                       window_hours: float, log, history_version: int, bronze_version: int, records: int) -> dict:
-    """An hour's rebuild up to `IN_MEMORY_RECORDS`: `rows_in_memory` of its bronze records and one commit by
+    """An hour's rebuild up to `in_memory_records()`: `rows_in_memory` of its bronze records and one commit by
     delta-rs replacing the hour, where the Spark way takes a checkpoint, several jobs and a Spark commit."""
     rows = rows_in_memory(spark, bronze_records(lakehouse, partition_key, bronze_version), None, outcomes,
                           partition_key, window_hours, history_version)

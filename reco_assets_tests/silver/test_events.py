@@ -3,12 +3,13 @@
 import json
 from datetime import timedelta
 
+import dagster as dg
 import pytest
 
 from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, range_rows
 from reco_assets.lakehouse import LakehouseResource
 from reco_assets.lakehouse.hours import hour_start, hour_value
-from reco_assets.silver import events as silver_events
+from reco_assets.silver.events import in_memory_records
 from reco_assets.silver.events import materialize_hour as silver_hour
 from reco_assets_tests.conftest import materialize
 
@@ -66,7 +67,7 @@ def test_a_copy_in_any_other_hour_of_the_window_goes_to_the_dead_letter(rebuild,
 
     The same for either way of rebuilding an hour: small hours in memory, large ones by Spark jobs."""
     if rebuild == "by Spark jobs":
-        monkeypatch.setattr(silver_events, "IN_MEMORY_RECORDS", -1)
+        monkeypatch.setenv("RECO_SILVER_IN_MEMORY_RECORDS", "-1")
     lakehouse = LakehouseResource(data_dir=str(tmp_path))
     write_bronze(spark, lakehouse, EARLY, [view(uuid(1), 1), view(uuid(2), 59)])
     write_bronze(spark, lakehouse, LATE, [view(uuid(2), 59), view(uuid(3), 5)])
@@ -136,7 +137,7 @@ def test_a_live_run_appends_the_rows_a_rebuild_gives_and_rebuilds_when_a_new_cop
     silver_hour(EARLY, lakehouse, spark)  # rebuilt in memory, by the appends' rules
     assert hour_rows(spark, lakehouse, EARLY) == appended
     with monkeypatch.context() as by_spark_jobs:  # and by Spark jobs, the other rebuild
-        by_spark_jobs.setattr(silver_events, "IN_MEMORY_RECORDS", -1)
+        by_spark_jobs.setenv("RECO_SILVER_IN_MEMORY_RECORDS", "-1")
         silver_hour(EARLY, lakehouse, spark)
     assert hour_rows(spark, lakehouse, EARLY) == appended
     for detail in ("duplicate of events_views/1@0", f"event_id already in hour {LATE}",
@@ -177,3 +178,13 @@ def test_ids_that_share_a_hash_are_told_apart_by_their_exact_ids(spark):
         (3, True, "not_json", None, None, True)]
     assert bytes(rows[2]["value"]) == values[2] and rows[1]["user_id"] is None and rows[0]["user_id"] == 1
     assert {r["hour"] for r in rows.values()} == {hour_value(EARLY)}
+
+
+def test_the_in_memory_threshold_is_read_at_each_run_and_refused_when_not_a_number(monkeypatch):
+    monkeypatch.delenv("RECO_SILVER_IN_MEMORY_RECORDS", raising=False)
+    assert in_memory_records() == 1_000_000
+    monkeypatch.setenv("RECO_SILVER_IN_MEMORY_RECORDS", "300000")
+    assert in_memory_records() == 300_000
+    monkeypatch.setenv("RECO_SILVER_IN_MEMORY_RECORDS", "1e6")
+    with pytest.raises(dg.Failure, match="RECO_SILVER_IN_MEMORY_RECORDS must be a whole number of records, not '1e6'"):
+        in_memory_records()
