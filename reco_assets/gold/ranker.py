@@ -17,7 +17,7 @@ from scipy import sparse
 
 from reco_assets.gold import candidates as gen
 from reco_assets.gold.content import ContentIndex
-from reco_assets.gold.ranking import locate, ranking_metrics
+from reco_assets.gold.ranking import is_in, locate, ranking_metrics
 
 FEATURES = (
     "ease_recent", "ease", "ease_recent_rank", "ease_rank", "popularity", "popularity_rank", "trend", "trend_rank",
@@ -351,7 +351,7 @@ class Catalog:
     def without_tags_on(self, pairs: pd.DataFrame) -> "Catalog":
         """The catalog without the tags on these (user_id, movie_id) pairs."""
         tagged = gen.pair_keys(self.tags["user_id"], self.tags["movie_id"])
-        return Catalog(self.movies, self.tags[~np.isin(tagged, gen.pair_keys(pairs["user_id"], pairs["movie_id"]))])
+        return Catalog(self.movies, self.tags[~is_in(tagged, gen.pair_keys(pairs["user_id"], pairs["movie_id"]))])
 
 
 def learn(config: RankerConfig, window: gen.TrainingWindow, catalog: Catalog) -> Learned:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from reco_assets.gold.ranking import ItemIndex, ranking_metrics, top_k
+from reco_assets.gold.ranking import ItemIndex, is_in, ranking_metrics, top_k
 
 
 def padded(arrays, fill=-1):
@@ -147,3 +147,12 @@ def test_top_k_is_exact_when_the_probes_predict_nothing():
         want_ids, want_scores = reference_top_k(items, ids, queries[u], {int(ids[u])}, 5)
         assert got_ids[u] == want_ids
         np.testing.assert_allclose(got_scores[u], want_scores, rtol=1e-6)
+
+
+def test_is_in_agrees_with_numpy_on_keys_present_absent_and_repeated():
+    rng = np.random.default_rng(5)
+    members = rng.integers(0, 1 << 40, 3000)
+    keys = np.concatenate([members[:500], rng.integers(0, 1 << 40, 500), members[:10]])
+    found = is_in(keys, members)
+    assert np.array_equal(found, np.isin(keys, members)) and found[:500].all() and found[-10:].all()
+    assert not is_in(keys, []).any() and is_in([], members).shape == (0,)
