@@ -12,14 +12,16 @@ baseline, in the same script). After a cold first round the writes alternate, be
   delta, new       into a new Delta table with bronze.events' partitioning and properties
   bronze replace   `Table.replace_hours` of bronze.events (replaceWhere of the hour, one commit, the DuckDB views),
                    into a table that already holds `--hours` other hours
-  bronze replace, 10 rows   the same with 10 rows: the replace's fixed cost
-  bronze append, 10 rows    10 rows added to the hour by Spark (a blind append, which reads no table state)
+  bronze replace, 10 rows   the same with 10 rows, in the next hour: the replace's fixed cost
+  bronze append, 10 rows    10 rows added to an hour by Spark (a blind append: no file list of the table to rebuild)
   ranges commit    bronze.event_ranges' replace of the hour (delta-rs), the run's second commit
 
     .venv/bin/python bench/delta_write.py [--events 1000000] [--hours 24] [--out bench/results/delta_write.md]
 """
 
 import argparse
+import itertools
+import shutil
 import sys
 import tempfile
 import time
@@ -67,51 +69,57 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="reco-delta-write-"))
-    lakehouse = LakehouseResource(data_dir=str(work))
-    events, ranges = lakehouse.table("bronze.events"), lakehouse.table("bronze.event_ranges")
-    spark = spark_session_from_config(spark_config(remote=False))
-    generator = EventGenerator(load_population(work, BUNDLED_SAMPLE), seed=1)
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    key = hour_key(now)
+    spark = None
+    try:
+        lakehouse = LakehouseResource(data_dir=str(work))
+        events, ranges = lakehouse.table("bronze.events"), lakehouse.table("bronze.event_ranges")
+        spark = spark_session_from_config(spark_config(remote=False))
+        generator = EventGenerator(load_population(work, BUNDLED_SAMPLE), seed=1)
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        key, next_key = hour_key(now), hour_key(now + timedelta(hours=1))  # the 1M rows' hour, the 10 rows'
 
-    def held(rows: pa.Table):
-        """The rows in Spark, one partition per Kafka partition, as bronze's read splits them."""
-        split = len(EVENT_TOPICS) * TOPIC_PARTITIONS
-        return spark.createDataFrame(rows).repartitionByRange(split, "topic", "partition").localCheckpoint(eager=True)
+        def held(rows: pa.Table):
+            """The rows in Spark, one partition per Kafka partition, as bronze's read splits them."""
+            split = len(EVENT_TOPICS) * TOPIC_PARTITIONS
+            return spark.createDataFrame(rows).repartitionByRange(split, "topic", "partition").localCheckpoint(
+                eager=True)
 
-    for back in range(args.hours, 0, -1):  # the hours bronze already holds, 20,000 records each
-        other = hour_key(now - timedelta(hours=back))
-        events.replace_hours(held(bronze_rows(generator, 20_000, other)), [other])
-    rows = held(bronze_rows(generator, args.events, key))
-    ten = held(bronze_rows(generator, 10, key))
-    hour_ranges = range_rows([(topic, p, 0, 1000, 1000, True, True, now, "bench", hour_value(key))
-                              for topic in EVENT_TOPICS for p in range(TOPIC_PARTITIONS)])
-    spec = events.spec
-    attempts = iter(range(10**6))
+        for back in range(args.hours, 0, -1):  # the hours bronze already holds, 20,000 records each
+            other = hour_key(now - timedelta(hours=back))
+            events.replace_hours(held(bronze_rows(generator, 20_000, other)), [other])
+        rows = held(bronze_rows(generator, args.events, key))
+        ten = held(bronze_rows(generator, 10, next_key))
+        hour_ranges = range_rows([(topic, p, 0, 1000, 1000, True, True, now, "bench", hour_value(key))
+                                  for topic in EVENT_TOPICS for p in range(TOPIC_PARTITIONS)])
+        spec = events.spec
+        attempts = itertools.count()
 
-    def new_path(name: str) -> str:
-        return str(work / f"{name}-{next(attempts)}")
+        def new_path(name: str) -> str:
+            return str(work / f"{name}-{next(attempts)}")
 
-    writes = {
-        "noop": lambda: rows.write.format("noop").mode("overwrite").save(),
-        "parquet": lambda: rows.write.partitionBy(*spec.partition_by).parquet(new_path("parquet")),
-        "parquet, lean": lambda: rows.write.partitionBy(*spec.partition_by).options(**LEAN_PARQUET).parquet(
-            new_path("lean")),
-        "delta, new": lambda: rows.write.format("delta").partitionBy(*spec.partition_by).options(
-            **spec.properties).save(new_path("delta")),
-        "bronze replace": lambda: events.replace_hours(rows, [key]),
-        "bronze replace, 10 rows": lambda: events.replace_hours(ten, [key]),
-        "bronze append, 10 rows": lambda: events.append_to_hour(ten, key),
-        "ranges commit": lambda: ranges.replace_hours(hour_ranges, [key]),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in writes}
-    for round_ in range(args.rounds + 1):  # round 0 warms the JVM and is not counted
-        for name in writes if round_ % 2 else reversed(writes):
-            started = time.perf_counter()
-            writes[name]()
-            if round_:
-                seconds[name].append(time.perf_counter() - started)
-    spark.stop()
+        writes = {
+            "noop": lambda: rows.write.format("noop").mode("overwrite").save(),
+            "parquet": lambda: rows.write.partitionBy(*spec.partition_by).parquet(new_path("parquet")),
+            "parquet, lean": lambda: rows.write.partitionBy(*spec.partition_by).options(**LEAN_PARQUET).parquet(
+                new_path("lean")),
+            "delta, new": lambda: rows.write.format("delta").partitionBy(*spec.partition_by).options(
+                **spec.properties).save(new_path("delta")),
+            "bronze replace": lambda: events.replace_hours(rows, [key]),
+            "bronze replace, 10 rows": lambda: events.replace_hours(ten, [next_key]),
+            "bronze append, 10 rows": lambda: events.append_to_hour(ten, next_key),
+            "ranges commit": lambda: ranges.replace_hours(hour_ranges, [key]),
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in writes}
+        for round_ in range(args.rounds + 1):  # round 0 warms the JVM and is not counted
+            for name in writes if round_ % 2 else reversed(writes):
+                started = time.perf_counter()
+                writes[name]()
+                if round_:
+                    seconds[name].append(time.perf_counter() - started)
+    finally:
+        if spark is not None:
+            spark.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     best = {name: min(times) for name, times in seconds.items()}
     fixed = ("noop", "bronze replace, 10 rows", "bronze append, 10 rows", "ranges commit")
@@ -134,7 +142,7 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     if args.out:
         header = (f"# bronze's write, part by part ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.events:,} events, "
-                  f"bronze.events holding {args.hours} other hours, best of {args.rounds})\n\n")
+                  f"bronze.events holding {args.hours + 1} other hours, best of {args.rounds})\n\n")
         args.out.write_text(header + "\n".join(lines) + "\n")
 
 

@@ -110,11 +110,11 @@ class TrainingWindow:
 
 def latest_first(users: np.ndarray, at: np.ndarray, items: np.ndarray) -> np.ndarray:
     """The order of interactions by user, each user's latest first, ties by item descending: `np.lexsort((-items,
-    -at, users))` as three stable sorts of contiguous keys, the least significant first (at 16M interactions,
-    9.5 s against 13.8 s for lexsort and 28.5 s for pandas' sort_values)."""
-    order = np.argsort(-np.asarray(items), kind="stable")
-    order = order[np.argsort(-np.asarray(at)[order], kind="stable")]
-    return order[np.argsort(np.asarray(users)[order], kind="stable")]
+    -at, users))` as three stable sorts of contiguous keys, the least significant first (faster than lexsort's
+    gathers: bench/ranker_steps.py)."""
+    order = np.argsort(-np.asarray(items, np.int64), kind="stable")
+    order = order[np.argsort(-np.asarray(at, np.float64)[order], kind="stable")]
+    return order[np.argsort(np.asarray(users, np.int64)[order], kind="stable")]
 
 
 def pair_keys(users, movies) -> np.ndarray:

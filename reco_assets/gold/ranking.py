@@ -24,8 +24,8 @@ def locate(sorted_ids: np.ndarray, ids: Sequence[int]) -> tuple[np.ndarray, np.n
 
 
 def is_in(keys: Sequence[int], members: Sequence[int]) -> np.ndarray:
-    """`np.isin` for int64 keys by a sort of `members` and a binary search: on millions of members, 0.6 s where
-    np.isin's hashing takes 4.3 s (1M keys, 4M members)."""
+    """`np.isin` for int64 keys (such as `pair_keys`) by a sort of `members` and a binary search: several times
+    faster than np.isin on millions of members (bench/ranker_steps.py)."""
     return locate(np.sort(np.asarray(members, np.int64)), keys)[1]
 
 

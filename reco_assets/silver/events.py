@@ -191,7 +191,7 @@ def _release(checkpointed: DataFrame) -> None:
 
 def in_memory_records() -> int:
     """The largest hour rebuilt in the run's process (`rebuild_in_memory`) once silver.event_outcomes exists: the
-    setting RECO_SILVER_IN_MEMORY_RECORDS (default 1M; -1: none), read at each run. A larger hour, or the table's
+    setting RECO_SILVER_IN_MEMORY_RECORDS (default 1M; -1: none), read by every run. A larger hour, or the table's
     first, is rebuilt by Spark jobs (the rest of materialize_hour)."""
     value = os.environ.get(IN_MEMORY_RECORDS_SETTING, "1000000")
     try:
@@ -209,6 +209,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
     """
     if not lakehouse.table("bronze.event_ranges").rows_of_hours([partition_key]):
         raise dg.Failure(f"bronze_events has no hour {partition_key}; materialize it first")
+    in_memory_limit = in_memory_records()
     outcomes = lakehouse.table("silver.event_outcomes")
     history_version = outcomes.version()
     # One bronze version for the count and the check, whatever bronze runs commit.
@@ -220,7 +221,7 @@ def materialize_hour(partition_key: str, lakehouse: LakehouseResource, spark: Sp
                                records)
         if appended is not None:
             return appended
-    if history_version is not None and records <= in_memory_records():
+    if history_version is not None and records <= in_memory_limit:
         return rebuild_in_memory(partition_key, lakehouse, outcomes, spark, window_hours, log, history_version,
                                  bronze_version, records)
     window = (window_events(outcomes.read(spark, history_version), partition_key, window_hours)
