@@ -6,6 +6,7 @@ read the way the silver assets read them, in local Spark. No stream events.
 
     .venv/bin/python bench/reco_quality.py [--seeds 1 2 3] [--movielens DIR] [--protocols per_user_chronological ...]
     .venv/bin/python bench/reco_quality.py --ablation   # the ranker without each generator, then each feature group
+    .venv/bin/python bench/reco_quality.py --cost       # the ranker with fewer trees or candidates
 
 The ablation retrains only the ranker, once per variant, on the same split as the full ranker, and prints each
 variant's nDCG@K against popularity's from the same script.
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--movielens", default=str(BUNDLED_SAMPLE), help="a folder with MovieLens's CSV files")
     parser.add_argument("--protocols", nargs="+", default=list(splits.PROTOCOLS), choices=splits.PROTOCOLS)
     parser.add_argument("--ablation", action="store_true", help="ablate the ranker instead of running every model")
+    parser.add_argument("--cost", action="store_true", help="the ranker with fewer trees or candidates instead")
     args = parser.parse_args()
 
     spark = spark_session_from_config(spark_config(remote=False))
@@ -56,9 +58,9 @@ def main() -> None:
     ratings = read("ratings").cache()
     movies, tags = read("movies").cache(), read("tags").cache()
     print(f"{ratings.count():,} ratings, {movies.count():,} movies, {tags.count():,} tags from {args.movielens}")
-    if args.ablation:
+    if args.ablation or args.cost:
         for protocol in args.protocols:
-            ablate(ratings, movies, tags, protocol)
+            ablate(ratings, movies, tags, protocol, COST_VARIANTS if args.cost else None)
         spark.stop()
         return
     results: dict[tuple[str, str], list[dict]] = {}
@@ -109,7 +111,19 @@ class OwnScore:
         return np.column_stack([-features[:, 0], features[:, 0]])
 
 
-def ablate(ratings, movies, tags, protocol: str) -> None:
+# What the ranker's cost scales with: its trees (fit and prediction) and the candidates per generator (features,
+# prediction). Fewer trees take a larger learning rate, so that their sum of steps stays 15.
+COST_VARIANTS = {
+    "ranker, 300 trees, 50 candidates per generator (the default)": RankerConfig(),
+    "100 trees, learning rate 0.15": RankerConfig(trees=100, learning_rate=0.15),
+    "50 trees, learning rate 0.3": RankerConfig(trees=50, learning_rate=0.3),
+    "30 candidates per generator": RankerConfig(candidates_per_generator=30),
+    "100 trees (0.15), 30 candidates": RankerConfig(trees=100, learning_rate=0.15, candidates_per_generator=30),
+}
+
+
+def ablate(ratings, movies, tags, protocol: str, only: dict[str, RankerConfig] | None = None) -> None:
+    """The ranker's parts one by one; with `only`, just those ranker variants (the first is the baseline)."""
     config = ModelConfig(report_rmse=False)
     k = config.eval_k
     split = split_of(protocol, ratings, config)
@@ -122,7 +136,7 @@ def ablate(ratings, movies, tags, protocol: str) -> None:
     catalog = ranker.Catalog.collect(movies, splits.training_tags(split, tags))
     years, content = catalog.years(), catalog.content()
     print(f"\n{split.description}: {len(users)} users\n")
-    print(f"| variant | nDCG@{k} | recall@{k} | ÷ popularity | seconds |")
+    print(f"| variant | nDCG@{k} | recall@{k} | ÷ {'the default ranker' if only else 'popularity'} | seconds |")
     print("|---|---:|---:|---:|---:|")
     baseline = None
 
@@ -134,6 +148,11 @@ def ablate(ratings, movies, tags, protocol: str) -> None:
         print(f"| {name} | {ndcg:.4f} | {found['recall'].mean():.4f} | {ndcg / baseline:.3f} | "
               f"{time.monotonic() - started:.0f} |", flush=True)
 
+    if only:
+        for name, variant in only.items():
+            started = time.monotonic()
+            report(name, evaluation.hybrid_top_k(variant, split, movies, tags, users, k), started)
+        return
     for generator, feature in ALONE.items():
         started = time.monotonic()
         alone = RankerConfig(generators=[generator], features=[feature], candidates_per_generator=k)
