@@ -3,7 +3,8 @@
 A synthetic window (Zipf-like movie popularity, log-normal user activity; one rating per user and movie) goes
 through what `ranker.learn` and the served ranking do, step by step: the validation hold-out, the history, the
 generators (recency weights, EASE, the trending counts), the queries, the candidates and features of
-`--users` users, the trees' fit on them and their prediction. The hold-out, the test of pairs against the
+`--users` users, the trees' fit on them and their prediction; then the served ranking of 4 passes of users, one
+pass after the other and `RANKING_THREADS` at a time. The hold-out, the test of pairs against the
 held-out ones and recency's order also run as they did before (pandas' multi-column `sort_values`, `np.isin`,
 `np.lexsort`), alternating with today's way, best of 2 each: the baselines of the ratios printed, and the results
 must be the same.
@@ -47,6 +48,8 @@ def synthetic_window(interactions: int, users: int, movies: int, seed: int = 0) 
 
 
 PAIRS, ORDER = "pairs among the held-out ones", "recency's order"
+SERVED = "the served ranking's passes"
+SERVED_PASSES = 4
 
 
 def holdout_before(window: gen.TrainingWindow, fraction: float) -> tuple[gen.TrainingWindow, pd.DataFrame]:
@@ -128,6 +131,23 @@ def main() -> None:
     model = timed(f"trees' fit ({config.trees} trees, {len(scored.row):,} candidates)",
                   lambda: ranker.fit(config, scored, relevant))
     timed("trees' prediction", lambda: model.predict_proba(scored.features))
+    # The served ranking: everyone at one moment, RANKING_THREADS passes at a time against one after the other. The
+    # moment's trending list is made first, so that neither way pays for it.
+    served = ranker.Queries.everyone(history, seen, float(history.at.max()))[:SERVED_PASSES * ranker.PASS_ROWS]
+    generators.trending(np.floor(served.as_of[:1] / gen.DAY_SECONDS),
+                        np.array([max(map(len, served.exclude)) + config.candidates_per_generator]))
+    threads = ranker.RANKING_THREADS
+
+    def rank_served(at_once: int) -> list[np.ndarray]:
+        ranker.RANKING_THREADS = at_once
+        try:
+            return ranker.ranked_passes(config, generators, served, years, content,
+                                        lambda rows, found: ranker.top_k(model, found, len(rows), 10))
+        finally:
+            ranker.RANKING_THREADS = threads
+
+    before_and_now(SERVED, lambda: rank_served(1), lambda: rank_served(threads),
+                   lambda before, now: all(np.array_equal(b, n) for b, n in zip(before, now, strict=True)))
 
     def ratio(label: str) -> float:
         return times[f"{label}, as before"] / times[f"{label}, now"]
@@ -138,7 +158,9 @@ def main() -> None:
              "|---|---:|", *(f"| {label} | {seconds:.1f} |" for label, seconds in times.items()), "",
              f"- the hold-out: **{ratio('hold-out'):.2f}×** faster than before (commit 8991169), the same windows",
              f"- pairs among the held-out ones: {ratio(PAIRS):.2f}× faster by `is_in` than by `np.isin`",
-             f"- recency's order: {ratio(ORDER):.2f}× faster by `latest_first` than by `np.lexsort`"]
+             f"- recency's order: {ratio(ORDER):.2f}× faster by `latest_first` than by `np.lexsort`",
+             f"- {SERVED}, {SERVED_PASSES} of {ranker.PASS_ROWS:,} users: {ratio(SERVED):.2f}× faster "
+             f"{threads} at a time than one after the other (`RANKING_THREADS`), the same lists"]
     print("\n".join(lines))
     if args.out:
         args.out.write_text(f"# The ranker's steps without Spark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"

@@ -69,7 +69,7 @@ def main() -> None:
         for protocol in args.protocols:
             started = time.monotonic()
             split = split_of(protocol, ratings, config)
-            rows = evaluation.evaluate(config, config, split, movies, tags, {})
+            rows = evaluation.evaluate(config, config, [split], movies, tags, {})
             by_model = {row["model"]: row for row in rows}
             best = evaluation.best_baseline(rows, protocol)
             print(f"seed {seed}, {split.description}: {by_model['als']['users']} users, "
@@ -114,11 +114,11 @@ class OwnScore:
 # What the ranker's cost scales with: its trees (fit and prediction) and the candidates per generator (features,
 # prediction). Fewer trees take a larger learning rate, so that their sum of steps stays 15.
 COST_VARIANTS = {
-    "ranker, 300 trees, 50 candidates per generator (the default)": RankerConfig(),
+    "ranker, 300 trees, 30 candidates per generator (the default)": RankerConfig(),
+    "50 candidates per generator (the default until 2026-12-02)": RankerConfig(candidates_per_generator=50),
     "100 trees, learning rate 0.15": RankerConfig(trees=100, learning_rate=0.15),
     "50 trees, learning rate 0.3": RankerConfig(trees=50, learning_rate=0.3),
-    "30 candidates per generator": RankerConfig(candidates_per_generator=30),
-    "100 trees (0.15), 30 candidates": RankerConfig(trees=100, learning_rate=0.15, candidates_per_generator=30),
+    "20 candidates per generator": RankerConfig(candidates_per_generator=20),
 }
 
 

@@ -127,9 +127,10 @@ def gold_hybrid_recommendations(
     as_of = float(history.at.max())
     queries = ranker.Queries.everyone(history, seen, as_of)
     generators = ranker.Generators(config, history)
-    passes = ranker.scored_passes(config, generators, queries, catalog.years(), catalog.content())
-    ranked = pd.concat([ranked_rows(learned.model, scored, rows.users, config.features, config.k)
-                        for rows, scored in passes], ignore_index=True)
+    ranked = pd.concat(ranker.ranked_passes(
+        config, generators, queries, catalog.years(), catalog.content(),
+        lambda rows, scored: ranked_rows(learned.model, scored, rows.users, config.features, config.k)),
+        ignore_index=True)
     lap("rank")
     trend, trend_source = served_trend(spark, lakehouse, ratings, config)
     anyone = anyone_list(history.item_ids, generators.popularity, trend, config.k)

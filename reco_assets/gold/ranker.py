@@ -6,7 +6,11 @@ inside the training window, orders them. Design and figures: docs/recommendation
 
 import hashlib
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dagster as dg
 import numpy as np
@@ -26,7 +30,10 @@ FEATURES = (
 GENERATORS = ("ease_recent", "ease", "popular", "trending")
 QUERY_BLOCK = 1024  # query rows whose EASE scores are dense at once: 2 × 1,024 × 4,000 × 4 bytes = 32 MB
 PASS_ROWS = 20_000  # query rows whose candidates and features are held at once (about 2.4M pairs)
+RANKING_THREADS = 2  # passes ranked at once: 1.31-1.34× faster than one at a time on 2 cores (docs/benchmarks.md)
 IMPORTANCE_USERS = 500  # validation users the permutation importances are measured on
+
+T = TypeVar("T")
 
 
 class RankerConfig(dg.Config):
@@ -37,8 +44,9 @@ class RankerConfig(dg.Config):
                                                            "inverse is this squared × 8 bytes)")
     recency_half_life: float = Field(default=5.0, gt=0, description="recent EASE: a history interaction's weight "
                                                                     "halves every this many interactions back")
-    candidates_per_generator: int = Field(default=50, ge=1, description="each generator's best unseen movies per "
-                                                                        "user")
+    candidates_per_generator: int = Field(
+        default=30, ge=1, description="each generator's best unseen movies per user (30 score as well as 50 on the "
+                                      "sample, and cost 0.61× at 25M: docs/recommendation-quality.md)")
     trend_days: float = Field(default=30.0, gt=0, description="trending: interactions of this many days before the "
                                                               "user's cutoff")
     validation_fraction: float = Field(default=0.2, gt=0, lt=1, description="the ranker learns from each user's "
@@ -136,19 +144,21 @@ class Generators:
         self.item_times = gen.item_times(history)
         self.trend_days = config.trend_days
         self._trending: dict[float, tuple[int, np.ndarray]] = {}  # day -> (length asked for, list)
+        self._trending_lock = threading.Lock()  # passes ranked at once share the lists
 
     def trending(self, days: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """For each cutoff day, the first `lengths` movies by interactions in the `trend_days` up to and including
         it (`recent_popularity_lists`); lists this object already made for a day are reused."""
-        missing = np.array([day not in self._trending or self._trending[day][0] < length
-                            for day, length in zip(days, lengths, strict=True)], bool)
-        if missing.any():
-            lists = gen.recent_popularity_lists(self.daily[0], self.daily[1], len(self.history.item_ids),
-                                                days[missing] + 1, self.trend_days, lengths[missing],
-                                                self.daily[2])
-            for day, length, found in zip(days[missing], lengths[missing], lists, strict=True):
-                self._trending[day] = (int(length), found)
-        return [self._trending[day][1][:length] for day, length in zip(days, lengths, strict=True)]
+        with self._trending_lock:
+            missing = np.array([day not in self._trending or self._trending[day][0] < length
+                                for day, length in zip(days, lengths, strict=True)], bool)
+            if missing.any():
+                lists = gen.recent_popularity_lists(self.daily[0], self.daily[1], len(self.history.item_ids),
+                                                    days[missing] + 1, self.trend_days, lengths[missing],
+                                                    self.daily[2])
+                for day, length, found in zip(days[missing], lengths[missing], lists, strict=True):
+                    self._trending[day] = (int(length), found)
+            return [self._trending[day][1][:length] for day, length in zip(days, lengths, strict=True)]
 
 
 def _ranks_within(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -263,12 +273,17 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
     return Candidates(row, movie_id, features)
 
 
-def scored_passes(config: RankerConfig, generators: Generators, queries: Queries, years: pd.Series,
-                  content: ContentIndex):
-    """(query rows of the pass, their candidates) for PASS_ROWS query rows at a time."""
-    for start in range(0, len(queries), PASS_ROWS):
+def ranked_passes(config: RankerConfig, generators: Generators, queries: Queries, years: pd.Series,
+                  content: ContentIndex, rank: Callable[[Queries, Candidates], T]) -> list[T]:
+    """`rank(query rows, their candidates)` for each pass of PASS_ROWS query rows, in order, RANKING_THREADS passes
+    at a time: numpy's sorts, scipy's products and the trees' prediction release the GIL."""
+
+    def one(start: int) -> T:
         rows = queries[start:start + PASS_ROWS]
-        yield rows, candidates(config, generators, rows, years, content)
+        return rank(rows, candidates(config, generators, rows, years, content))
+
+    with ThreadPoolExecutor(RANKING_THREADS, thread_name_prefix="ranking") as passes:
+        return list(passes.map(one, range(0, len(queries), PASS_ROWS)))
 
 
 def _content(content: ContentIndex, history: gen.History, recent: sparse.csr_matrix, row: np.ndarray,

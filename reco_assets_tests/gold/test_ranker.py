@@ -127,8 +127,25 @@ def test_everyone_is_ranked_at_one_moment_without_what_they_have_seen():
     queries = ranker.Queries.everyone(history, np.array([True, False, True, True]), as_of=10.0)
     assert queries.users.tolist() == [7, 9] and queries.as_of.tolist() == [10.0, 10.0]
     assert [seen.tolist() for seen in queries.exclude] == [[1], [1, 3]]  # 7 only clicked 2: still recommendable
-    assert [len(rows) for rows, _ in ranker.scored_passes(CONFIG, ranker.Generators(CONFIG, history), queries,
-                                                          pd.Series(dtype=float), content_of([1, 2, 3]))] == [2]
+    assert ranker.ranked_passes(CONFIG, ranker.Generators(CONFIG, history), queries, pd.Series(dtype=float),
+                                content_of([1, 2, 3]), lambda rows, _: len(rows)) == [2]
+
+
+def test_passes_ranked_in_threads_hold_what_one_pass_holds(monkeypatch):
+    """Passes ranked at once share the generators (their trending lists too): each pass's candidates are those of
+    the same users in one pass of everyone."""
+    frame, _ = sequels(200, seed=5)
+    history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
+    queries, years, content = queries_of(frame), pd.Series(2000.0, index=np.arange(200)), content_of(np.arange(200))
+    whole = ranker.candidates(CONFIG, ranker.Generators(CONFIG, history), queries, years, content)
+    monkeypatch.setattr(ranker, "PASS_ROWS", 7)
+    passes = ranker.ranked_passes(CONFIG, ranker.Generators(CONFIG, history), queries, years, content,
+                                  lambda rows, scored: (rows.users, scored))
+    assert len(passes) == 29
+    users = np.concatenate([rows[scored.row] for rows, scored in passes])
+    assert users.tolist() == queries.users[whole.row].tolist()
+    assert np.array_equal(np.concatenate([scored.movie_id for _, scored in passes]), whole.movie_id)
+    assert np.array_equal(np.concatenate([scored.features for _, scored in passes]), whole.features, equal_nan=True)
 
 
 def test_a_history_ease_does_not_model_gets_no_ease_candidates_nor_scores():
