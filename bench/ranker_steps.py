@@ -47,6 +47,18 @@ def synthetic_window(interactions: int, users: int, movies: int, seed: int = 0) 
     return gen.TrainingWindow(rated, streamed)
 
 
+def peak_rss() -> float:
+    """This process's peak RSS (VmHWM) in GiB."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 2**20
+
+
+def reset_peak_rss() -> float:
+    """Reset the peak RSS to the current RSS (Linux's clear_refs 5); returns it, in GiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return peak_rss()
+
+
 PAIRS, ORDER = "pairs among the held-out ones", "recency's order"
 SERVED = "the served ranking's passes"
 SERVED_PASSES = 4
@@ -138,13 +150,17 @@ def main() -> None:
                         np.array([max(map(len, served.exclude)) + config.candidates_per_generator]))
     threads = ranker.RANKING_THREADS
 
+    growth: dict[int, float] = {}  # passes at a time -> the most the process's peak RSS rose over its RSS before
+
     def rank_served(at_once: int) -> list[np.ndarray]:
         ranker.RANKING_THREADS = at_once
+        before = reset_peak_rss()
         try:
             return ranker.ranked_passes(config, generators, served, years, content,
                                         lambda rows, found: ranker.top_k(model, found, len(rows), 10))
         finally:
             ranker.RANKING_THREADS = threads
+            growth[at_once] = max(growth.get(at_once, 0.0), peak_rss() - before)
 
     before_and_now(SERVED, lambda: rank_served(1), lambda: rank_served(threads),
                    lambda before, now: all(np.array_equal(b, n) for b, n in zip(before, now, strict=True)))
@@ -160,7 +176,8 @@ def main() -> None:
              f"- pairs among the held-out ones: {ratio(PAIRS):.2f}× faster by `is_in` than by `np.isin`",
              f"- recency's order: {ratio(ORDER):.2f}× faster by `latest_first` than by `np.lexsort`",
              f"- {SERVED}, {SERVED_PASSES} of {ranker.PASS_ROWS:,} users: {ratio(SERVED):.2f}× faster "
-             f"{threads} at a time than one after the other (`RANKING_THREADS`), the same lists"]
+             f"{threads} at a time than one after the other (`RANKING_THREADS`), the same lists; the peak RSS rose "
+             f"{growth[1]:.2f} GiB over the RSS before one at a time, {growth[threads]:.2f} GiB {threads} at a time"]
     print("\n".join(lines))
     if args.out:
         args.out.write_text(f"# The ranker's steps without Spark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"

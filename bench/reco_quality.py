@@ -69,7 +69,7 @@ def main() -> None:
         for protocol in args.protocols:
             started = time.monotonic()
             split = split_of(protocol, ratings, config)
-            rows = evaluation.evaluate(config, config, [split], movies, tags, {})
+            rows = evaluation.evaluate(config, config, split, movies, tags, {})
             by_model = {row["model"]: row for row in rows}
             best = evaluation.best_baseline(rows, protocol)
             print(f"seed {seed}, {split.description}: {by_model['als']['users']} users, "

@@ -131,7 +131,8 @@ def als_model_and_evaluation(
     evaluated = [splits.per_user_chronological(ratings, events, config.holdout_fraction)]
     if config.global_temporal:
         evaluated.append(splits.global_temporal(ratings, events, config.temporal_cutoff_quantile))
-    rows = evaluation.evaluate(config, config, evaluated, movies, tags, stage_seconds)
+    rows = [row for split in evaluated
+            for row in evaluation.evaluate(config, config, split, movies, tags, stage_seconds)]
     context.log.info(f"evaluation stages (seconds): {stage_seconds}")
     cuts = {split.protocol: split.cut for split in evaluated}
     for row in rows:

@@ -5,9 +5,6 @@ Design and figures: docs/recommendation-quality.md.
 """
 
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -125,60 +122,14 @@ def hybrid_top_k(config: RankerConfig, split: Split, movies: DataFrame, tags: Da
     return np.concatenate(ranked or [np.empty((0, k), np.int64)])
 
 
-def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, evaluated: Sequence[Split], movies: DataFrame,
+def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, movies: DataFrame,
              tags: DataFrame, seconds: dict[str, float]) -> list[dict]:
-    """Under each split, train ALS and score it, the hybrid, popularity and recent popularity on the same test users
-    (at most `max_test_users`, a fixed sample); one row per protocol and model, with the number of test users.
+    """Train ALS on the split and score it, the hybrid, popularity and recent popularity on the same test users (at
+    most `max_test_users`, a fixed sample); one row per model with the split's protocol and its number of test users.
     `seconds` receives the time of each stage.
 
-    The hybrids rank on the driver in a thread of their own, one split after the other, while Spark trains and
-    scores the other models: ALS's fits keep both cores busy, the ranker mostly one. A split's `hybrid` stage is
-    its time in that thread, overlapping the others; `hybrid_wait` is what the evaluation then waited for it.
     The content vectors use `training_tags` only. The four models must score the same users, or it fails.
     """
-    ranker_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker")
-    try:
-        scoring = [_score_with_spark(config, als_config, split, movies, tags, seconds, ranker_thread)
-                   for split in evaluated]
-        return [row for protocol in scoring for row in protocol.rows(seconds)]
-    finally:
-        ranker_thread.shutdown(cancel_futures=True)
-
-
-@dataclass
-class _Scoring:
-    """One protocol's evaluation under way: the models Spark scored, and the hybrid, ranking in its thread."""
-
-    split: Split
-    metrics: dict[str, dict]
-    hybrid: Future
-    users: pd.DataFrame
-    summary: Callable[[DataFrame], dict]
-    test_user_count: int
-    cached: tuple[DataFrame, ...]
-
-    def rows(self, seconds: dict[str, float]) -> list[dict]:
-        """The protocol's rows once its hybrid is ranked; its cached frames are released."""
-        waited = time.monotonic()
-        ranked = self.hybrid.result()
-        seconds[f"{self.split.protocol}/hybrid_wait"] = round(time.monotonic() - waited, 1)
-        k = ranked.shape[1]
-        self.metrics["hybrid"] = self.summary(self.split.train.sparkSession.createDataFrame(
-            als.evaluation_frame(self.users["id"].to_numpy(np.int32), ranked, list(self.users["relevant"]), k),
-            als.EVALUATION_ROW_SCHEMA))
-        for frame in self.cached:
-            frame.unpersist()
-        scored = {name: found["users"] for name, found in self.metrics.items()}
-        if len(set(scored.values())) != 1:
-            raise ValueError(f"{self.split.protocol}: the models scored different numbers of test users: {scored}")
-        return [{"protocol": self.split.protocol, "model": name, **self.metrics[name],
-                 "test_users": self.test_user_count} for name in MODELS]
-
-
-def _score_with_spark(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, movies: DataFrame,
-                      tags: DataFrame, seconds: dict[str, float], ranker_thread: ThreadPoolExecutor) -> _Scoring:
-    """One split: its test users collected and handed to the ranker's thread, then ALS, popularity, recent popularity
-    (and RMSE) scored in Spark."""
     spark = split.train.sparkSession
     clock = [time.monotonic()]
 
@@ -187,19 +138,11 @@ def _score_with_spark(config: EvaluationConfig, als_config: als.ALSConfig, split
         seconds[f"{split.protocol}/{stage}"] = round(now - clock[0], 1)
         clock[0] = now
 
-    def rank_hybrid() -> np.ndarray:
-        started = time.monotonic()
-        ranked = hybrid_top_k(config.hybrid, split, movies, tags, users, k)
-        seconds[f"{split.protocol}/hybrid"] = round(time.monotonic() - started, 1)
-        return ranked
-
     k = config.eval_k
     catalog_size = movies.count()
     train = als.interactions(split.train, split.events).cache()
     test_users = evaluated_users(split, train).cache()
     queries, test_user_count = sample_users(test_users, config.max_test_users)
-    users = collect_users(queries)
-    hybrid = ranker_thread.submit(rank_hybrid)
     item_users = als.item_users(train).cache()
     train_users = train.select("user_id").distinct().count()
     lap("split")
@@ -217,12 +160,18 @@ def _score_with_spark(config: EvaluationConfig, als_config: als.ALSConfig, split
     pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
     metrics["popularity"] = summary(als.evaluate_top_k(pop_queries, popularity, k))
     lap("popularity")
+    users = collect_users(queries)
     daily = split.train.groupBy("movie_id", day_number("rated_at")).agg(F.count(F.lit(1)).alias("ratings"))
     recent = recent_popularity_top_k(users, daily.toPandas(), config.recent_popularity_days, k)
     metrics["recent_popularity"] = summary(spark.createDataFrame(
         als.evaluation_frame(users["id"].to_numpy(np.int32), recent, list(users["relevant"]), k),
         als.EVALUATION_ROW_SCHEMA))
     lap("recent_popularity")
+    ranked = hybrid_top_k(config.hybrid, split, movies, tags, users, k)
+    metrics["hybrid"] = summary(spark.createDataFrame(
+        als.evaluation_frame(users["id"].to_numpy(np.int32), ranked, list(users["relevant"]), k),
+        als.EVALUATION_ROW_SCHEMA))
+    lap("hybrid")
     if split.protocol == PER_USER and config.report_rmse:
         rating_model = (
             model if not als_config.implicit_prefs
@@ -231,8 +180,13 @@ def _score_with_spark(config: EvaluationConfig, als_config: als.ALSConfig, split
         )
         metrics["als"]["rmse"] = als.rmse(rating_model, split.test)
         lap("rmse")
-    return _Scoring(split, metrics, hybrid, users, summary, test_user_count,
-                    (train, test_users, item_users, *split.cached))
+    for frame in (train, test_users, item_users, *split.cached):
+        frame.unpersist()
+    scored = {name: found["users"] for name, found in metrics.items()}
+    if len(set(scored.values())) != 1:
+        raise ValueError(f"{split.protocol}: the models scored different numbers of test users: {scored}")
+    return [{"protocol": split.protocol, "model": name, **metrics[name], "test_users": test_user_count}
+            for name in MODELS]
 
 
 def best_baseline(rows: list[dict], protocol: str, metric: str = "ndcg") -> dict:

@@ -3,7 +3,6 @@
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
-import pytest
 from pyspark.sql import functions as F
 
 from reco_assets.gold import evaluation
@@ -59,8 +58,7 @@ def test_every_model_scores_the_same_sampled_test_users(spark):
 
     ratings, movies, tags = sequel_catalog(spark)
     config = ModelConfig(max_test_users=30, report_rmse=False, rank=4, max_iter=2, hybrid=CONFIG)
-    rows = evaluation.evaluate(config, config, [splits.per_user_chronological(ratings, None, 0.2)], movies,
-                               tags, {})
+    rows = evaluation.evaluate(config, config, splits.per_user_chronological(ratings, None, 0.2), movies, tags, {})
     assert {row["model"]: (row["users"], row["test_users"]) for row in rows} == {
         model: (30, 120) for model in evaluation.MODELS}
 
@@ -82,35 +80,3 @@ def test_the_hybrid_never_sees_the_test_set(spark):
     lists = evaluation.hybrid_top_k(CONFIG, split, movies, tags, users, 5)
     assert (lists >= 0).all()
     np.testing.assert_array_equal(evaluation.hybrid_top_k(CONFIG, other, movies, tags, other_users, 5), lists)
-
-
-def test_both_protocols_together_score_what_each_scores_alone(spark):
-    """The hybrids rank in a thread beside Spark's models: evaluating two splits at once changes no figure."""
-    from reco_assets.gold import splits
-    from reco_assets.gold.assets import ModelConfig
-
-    ratings, movies, tags = sequel_catalog(spark)
-    config = ModelConfig(report_rmse=False, rank=4, max_iter=2, hybrid=CONFIG)
-    evaluated = [splits.per_user_chronological(ratings, None, 0.2), splits.global_temporal(ratings, None, 0.8)]
-    seconds = {}
-    together = evaluation.evaluate(config, config, evaluated, movies, tags, seconds)
-    alone = [row for split in evaluated for row in evaluation.evaluate(config, config, [split], movies, tags, {})]
-    assert [(row["protocol"], row["model"]) for row in together] == [
-        (protocol, model) for protocol in splits.PROTOCOLS for model in evaluation.MODELS]
-    assert together == alone
-    assert {f"{protocol}/{stage}" for protocol in splits.PROTOCOLS for stage in ("hybrid", "hybrid_wait")} <= set(
-        seconds)
-
-
-def test_a_failing_hybrid_fails_the_evaluation(spark, monkeypatch):
-    from reco_assets.gold import splits
-    from reco_assets.gold.assets import ModelConfig
-
-    def broken(*args):
-        raise RuntimeError("the ranker broke")
-
-    monkeypatch.setattr(evaluation, "hybrid_top_k", broken)
-    ratings, movies, tags = sequel_catalog(spark)
-    config = ModelConfig(report_rmse=False, rank=4, max_iter=2, hybrid=CONFIG)
-    with pytest.raises(RuntimeError, match="the ranker broke"):
-        evaluation.evaluate(config, config, [splits.per_user_chronological(ratings, None, 0.2)], movies, tags, {})
