@@ -153,13 +153,11 @@ def main() -> None:
     growth: dict[int, float] = {}  # passes at a time -> the most the process's peak RSS rose over its RSS before
 
     def rank_served(at_once: int) -> list[np.ndarray]:
-        ranker.RANKING_THREADS = at_once
         before = reset_peak_rss()
         try:
             return ranker.ranked_passes(config, generators, served, years, content,
-                                        lambda rows, found: ranker.top_k(model, found, len(rows), 10))
+                                        lambda rows, found: ranker.top_k(model, found, len(rows), 10), at_once)
         finally:
-            ranker.RANKING_THREADS = threads
             growth[at_once] = max(growth.get(at_once, 0.0), peak_rss() - before)
 
     before_and_now(SERVED, lambda: rank_served(1), lambda: rank_served(threads),

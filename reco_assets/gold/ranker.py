@@ -28,9 +28,9 @@ FEATURES = (
     "trend_year", "year_gap", "age_days", "content", "activity",
 )
 GENERATORS = ("ease_recent", "ease", "popular", "trending")
-QUERY_BLOCK = 1024  # query rows whose EASE scores are dense at once: 2 × 1,024 × 4,000 × 4 bytes = 32 MB
-PASS_ROWS = 20_000  # query rows whose candidates and features are held at once (about 2.4M pairs)
-RANKING_THREADS = 2  # passes ranked at once: 1.31-1.34× faster than one at a time on 2 cores (docs/benchmarks.md)
+QUERY_BLOCK = 1024  # query rows whose EASE scores are dense at once: 2 × 1,024 × 4,000 × 4 bytes = 32 MB a pass
+PASS_ROWS = 20_000  # query rows whose candidates and features a pass holds (about 1M pairs at 30 per generator)
+RANKING_THREADS = 2  # passes ranked at once: 1.30× faster than one at a time on 2 cores (bench/ranker_steps.py)
 IMPORTANCE_USERS = 500  # validation users the permutation importances are measured on
 
 T = TypeVar("T")
@@ -274,16 +274,18 @@ def candidates(config: RankerConfig, generators: Generators, queries: Queries, y
 
 
 def ranked_passes(config: RankerConfig, generators: Generators, queries: Queries, years: pd.Series,
-                  content: ContentIndex, rank: Callable[[Queries, Candidates], T]) -> list[T]:
-    """`rank(query rows, their candidates)` for each pass of PASS_ROWS query rows, in order, RANKING_THREADS passes
-    at a time: numpy's sorts, scipy's products and the trees' prediction release the GIL."""
+                  content: ContentIndex, rank: Callable[[Queries, Candidates], T],
+                  threads: int = RANKING_THREADS) -> list[T]:
+    """`rank(query rows, their candidates)` for each pass of PASS_ROWS query rows, in order, `threads` passes at a
+    time: numpy's sorts, scipy's products and the trees' prediction release the GIL."""
+    years.index.get_indexer(years.index[:1])  # pandas fills an index's hash table lazily, without a lock: fill it now
 
-    def one(start: int) -> T:
+    def rank_pass(start: int) -> T:
         rows = queries[start:start + PASS_ROWS]
         return rank(rows, candidates(config, generators, rows, years, content))
 
-    with ThreadPoolExecutor(RANKING_THREADS, thread_name_prefix="ranking") as passes:
-        return list(passes.map(one, range(0, len(queries), PASS_ROWS)))
+    with ThreadPoolExecutor(threads, thread_name_prefix="ranking") as pool:
+        return list(pool.map(rank_pass, range(0, len(queries), PASS_ROWS)))
 
 
 def _content(content: ContentIndex, history: gen.History, recent: sparse.csr_matrix, row: np.ndarray,

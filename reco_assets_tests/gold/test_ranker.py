@@ -1,9 +1,13 @@
 """The learned ranker on hand-made histories: its candidates, labels, features as of each cutoff, and what it learns."""
 
+import threading
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from reco_assets.gold import candidates as gen
 from reco_assets.gold import ranker
 from reco_assets.gold.candidates import History
 from reco_assets.gold.content import ContentIndex
@@ -132,16 +136,31 @@ def test_everyone_is_ranked_at_one_moment_without_what_they_have_seen():
 
 
 def test_passes_ranked_in_threads_hold_what_one_pass_holds(monkeypatch):
-    """Passes ranked at once share the generators (their trending lists too): each pass's candidates are those of
-    the same users in one pass of everyone."""
+    """Passes ranked at once share the generators (their trending lists too) and the years: each pass's candidates
+    are those of the same users in one pass of everyone. Slow trending lists make both threads ask for theirs at
+    the same time."""
     frame, _ = sequels(200, seed=5)
     history = History.of(frame["user_id"], frame["movie_id"], frame["at"])
-    queries, years, content = queries_of(frame), pd.Series(2000.0, index=np.arange(200)), content_of(np.arange(200))
-    whole = ranker.candidates(CONFIG, ranker.Generators(CONFIG, history), queries, years, content)
+    queries, content = queries_of(frame), content_of(np.arange(200))
+    whole = ranker.candidates(CONFIG, ranker.Generators(CONFIG, history), queries,
+                              pd.Series(2000.0, index=np.arange(200)), content)
+    make_lists = gen.recent_popularity_lists
+
+    def slowly(*args):
+        time.sleep(0.05)  # long enough for the other pass to ask for its lists meanwhile
+        return make_lists(*args)
+
+    monkeypatch.setattr(gen, "recent_popularity_lists", slowly)
     monkeypatch.setattr(ranker, "PASS_ROWS", 7)
-    passes = ranker.ranked_passes(CONFIG, ranker.Generators(CONFIG, history), queries, years, content,
-                                  lambda rows, scored: (rows.users, scored))
-    assert len(passes) == 29
+    threads = set()
+
+    def rank(rows, scored):
+        threads.add(threading.current_thread().name)
+        return rows.users, scored
+
+    passes = ranker.ranked_passes(CONFIG, ranker.Generators(CONFIG, history), queries,
+                                  pd.Series(2000.0, index=np.arange(200)), content, rank)
+    assert len(passes) == 29 and len(threads) == ranker.RANKING_THREADS == 2
     users = np.concatenate([rows[scored.row] for rows, scored in passes])
     assert users.tolist() == queries.users[whole.row].tolist()
     assert np.array_equal(np.concatenate([scored.movie_id for _, scored in passes]), whole.movie_id)
