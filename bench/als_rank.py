@@ -10,7 +10,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_graph import generate  # noqa: E402
 from dagster_pyspark.resources import spark_session_from_config  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
+from report import write_results  # noqa: E402
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.gold import als, evaluation, splits  # noqa: E402
@@ -104,8 +104,7 @@ def main() -> None:
     spark.stop()
     print("\n".join(lines))
     if args.out:
-        args.out.write_text(f"# bench/als_rank.py ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n" + "\n".join(lines)
-                            + "\n")
+        write_results(args.out, "bench/als_rank.py", lines)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import write_results  # noqa: E402
 
 QUERY = ("SELECT rank, movie_id, title, year, round(score, 4) AS score, model_version FROM gold.recommendations "
          "WHERE user_id = ? ORDER BY rank LIMIT 10")
@@ -118,8 +119,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.out:
-        args.out.write_text(f"# DuckDB catalog over Delta ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, 2 cores)\n\n"
-                            + "\n".join(lines) + "\n")
+        write_results(args.out, "DuckDB catalog over Delta", lines, "2 cores")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ must be the same.
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import write_results  # noqa: E402
 
 from reco_assets.gold import candidates as gen  # noqa: E402
 from reco_assets.gold import ranker  # noqa: E402
@@ -178,8 +179,7 @@ def main() -> None:
              f"{growth[1]:.2f} GiB over the RSS before one at a time, {growth[threads]:.2f} GiB {threads} at a time"]
     print("\n".join(lines))
     if args.out:
-        args.out.write_text(f"# The ranker's steps without Spark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-                            + "\n".join(lines) + "\n")
+        write_results(args.out, "The ranker's steps without Spark", lines)
 
 
 if __name__ == "__main__":

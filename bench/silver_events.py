@@ -34,6 +34,8 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_results  # noqa: E402
+
 from reco_assets.bronze.events import BRONZE_EVENT_SCHEMA, range_rows  # noqa: E402
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
@@ -203,8 +205,7 @@ def main() -> None:
         spark.stop()
         shutil.rmtree(work, ignore_errors=True)
     if args.out:
-        args.out.write_text(f"# silver_events with the dedupe window ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-                            "2 cores, local Spark)\n\n" + "\n".join(lines) + "\n")
+        write_results(args.out, "silver_events with the dedupe window", lines, "2 cores, local Spark")
     if problems:
         sys.exit(1)
 

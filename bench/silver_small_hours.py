@@ -19,11 +19,11 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 from dagster_pyspark.resources import spark_session_from_config
+from report import write_results  # a script beside this one
 from silver_events import HOUR, build_history, build_hour  # a script beside this one; puts the project on the path
 
 from reco_assets.lakehouse import LakehouseResource
@@ -96,9 +96,9 @@ def main() -> None:
             server.down(log=lambda message: print(message, file=sys.stderr))
         shutil.rmtree(work, ignore_errors=True)
     if args.out:
-        args.out.write_text(f"# silver hours rebuilt in memory or by Spark jobs ({datetime.now(UTC):%Y-%m-%d %H:%M} "
-                            f"UTC, 2 cores, {'Spark Connect' if args.connect else 'local Spark'}; window "
-                            f"{args.history_hours} h × {args.history_events:,} events)\n\n" + "\n".join(lines) + "\n")
+        write_results(args.out, "silver hours rebuilt in memory or by Spark jobs", lines,
+                      f"2 cores, {'Spark Connect' if args.connect else 'local Spark'}; window "
+                      f"{args.history_hours} h × {args.history_events:,} events")
     for problem in problems:
         print(problem, file=sys.stderr)
     sys.exit(1 if problems else 0)

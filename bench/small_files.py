@@ -28,6 +28,8 @@ from dagster_pyspark.resources import spark_session_from_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report import write_results  # noqa: E402
+
 from reco_assets.bronze import events as bronze_events  # noqa: E402
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.events.generator import EventGenerator, load_population  # noqa: E402
@@ -158,8 +160,7 @@ def main() -> None:
         broker.down(log=lambda m: None)
         shutil.rmtree(work, ignore_errors=True)
     if args.out:
-        args.out.write_text(f"# Small files ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, 2 cores, local Spark)\n\n"
-                            + "\n".join(lines) + "\n")
+        write_results(args.out, "Small files", lines, "2 cores, local Spark")
 
 
 if __name__ == "__main__":
