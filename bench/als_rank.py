@@ -17,13 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from batch_graph import generate  # noqa: E402
 from dagster_pyspark.resources import spark_session_from_config  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
 from report import write_results  # noqa: E402
 
 from reco_assets.bronze.movielens import BUNDLED_SAMPLE  # noqa: E402
 from reco_assets.gold import als, evaluation, splits  # noqa: E402
 from reco_assets.gold.assets import ModelConfig  # noqa: E402
-from reco_assets.gold.ranking import ItemIndex  # noqa: E402
 from reco_assets.resources import spark_config  # noqa: E402
 from reco_assets.silver import transforms  # noqa: E402
 
@@ -34,25 +32,19 @@ def read(spark, folder: str, name: str):
     return getattr(transforms, name)(transforms.read_movielens_csv(spark, folder, name))
 
 
-def ndcg(spark, config: ModelConfig, split: splits.Split, catalog_size: int) -> tuple[float, float]:
-    """ALS's and popularity's nDCG@K on the split's test users, as the evaluation scores them."""
-    rows = {}
+def ndcg(config: ModelConfig, split: splits.Split, catalog_size: int) -> tuple[float, float]:
+    """ALS's and popularity's nDCG@K on the split's test users, by the evaluation's own functions."""
     train = als.interactions(split.train, split.events).cache()
     queries, _ = evaluation.sample_users(evaluation.evaluated_users(split, train), config.max_test_users)
     item_users = als.item_users(train).cache()
     train_users = train.select("user_id").distinct().count()
     model = config.als().fit(train)
-    rows["als"] = als.summarize(als.evaluate_top_k(queries.join(model.userFactors, "id"),
-                                                   als.item_index(model.itemFactors), config.eval_k),
-                                catalog_size, item_users, train_users)["ndcg"]
-    counts = item_users.toPandas()
-    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["users"].to_numpy("float32")[:, None])
-    pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
-    rows["popularity"] = als.summarize(als.evaluate_top_k(pop_queries, popularity, config.eval_k), catalog_size,
-                                       item_users, train_users)["ndcg"]
+    found = [als.summarize(per_user, catalog_size, item_users, train_users)["ndcg"] for per_user in (
+        als.evaluate_top_k(queries.join(model.userFactors, "id"), als.item_index(model.itemFactors), config.eval_k),
+        evaluation.popularity_top_k(queries, item_users, config.eval_k))]
     for frame in (train, item_users, *split.cached):
         frame.unpersist()
-    return rows["als"], rows["popularity"]
+    return found[0], found[1]
 
 
 def main() -> None:
@@ -95,7 +87,7 @@ def main() -> None:
                 split = (splits.per_user_chronological(sample, None, config.holdout_fraction)
                          if protocol == splits.PER_USER
                          else splits.global_temporal(sample, None, config.temporal_cutoff_quantile))
-                found.append(ndcg(spark, config, split, catalog_size))
+                found.append(ndcg(config, split, catalog_size))
             mean = statistics.mean(a for a, _ in found)
             popularity = statistics.mean(p for _, p in found)
             lines.append(f"| {rank} | {protocol} | {mean:.4f} ({min(a for a, _ in found):.4f}–"

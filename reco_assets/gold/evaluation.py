@@ -98,6 +98,14 @@ def sample_users(queries: DataFrame, n: int) -> tuple[DataFrame, int]:
     return queries.where(hashed <= int(np.partition(hashes, n - 1)[n - 1])), len(hashes)
 
 
+def popularity_top_k(queries: DataFrame, item_users: DataFrame, k: int) -> DataFrame:
+    """The popularity baseline's per-user metrics (EVALUATION_ROW_SCHEMA) for query rows (id, exclude, relevant):
+    movies by training users (`als.item_users`), through ALS's top-K with a one-dimensional factor per movie."""
+    counts = item_users.toPandas()
+    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["users"].to_numpy(np.float32)[:, None])
+    return als.evaluate_top_k(queries.withColumn("features", F.array(F.lit(1.0).cast("float"))), popularity, k)
+
+
 def collect_users(queries: DataFrame) -> pd.DataFrame:
     """The `evaluated_users` on the driver, by id, with as_of in epoch seconds and its day."""
     return queries.select("id", "exclude", "relevant", day_number("as_of"),
@@ -155,10 +163,7 @@ def evaluate(config: EvaluationConfig, als_config: als.ALSConfig, split: Split, 
     metrics = {"als": summary(als.evaluate_top_k(queries.join(model.userFactors, "id"),
                                                  als.item_index(model.itemFactors), k))}
     lap("als_top_k")
-    counts = item_users.toPandas()
-    popularity = ItemIndex(counts["movie_id"].to_numpy(), counts["users"].to_numpy(np.float32)[:, None])
-    pop_queries = queries.withColumn("features", F.array(F.lit(1.0).cast("float")))
-    metrics["popularity"] = summary(als.evaluate_top_k(pop_queries, popularity, k))
+    metrics["popularity"] = summary(popularity_top_k(queries, item_users, k))
     lap("popularity")
     users = collect_users(queries)
     daily = split.train.groupBy("movie_id", day_number("rated_at")).agg(F.count(F.lit(1)).alias("ratings"))
